@@ -1,0 +1,8 @@
+"""ai-mcp-oauth2: an OAuth 2 resource server for MCP servers, as a Kong external plugin.
+
+Only :mod:`.plugin` knows kong-pdk; everything else is plain Python, testable without a socket.
+"""
+
+__version__ = "0.1.0"
+NAME = "ai-mcp-oauth2"
+PRIORITY = 1015

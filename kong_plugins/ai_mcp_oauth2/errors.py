@@ -1,0 +1,171 @@
+"""Typed errors and the responses they render to.
+
+Every refusal the plugin makes is a value of one of these classes, turned into a response at a
+single exit point (``gateway.py``). A refusal caused by the client (401, 400, 413) is never
+confused with one caused by the infrastructure (503) or by the plugin itself (500):
+
+- RFC 6750 §3: a request that lacks credentials gets a challenge *without* an error code;
+  ``invalid_request`` is a 400, ``invalid_token`` a 401.
+- MCP authorization (2025-06-18, 2025-11-25): every 401 carries ``resource_metadata``
+  (RFC 9728 §5.1) so that clients can find the authorization server.
+
+Texts placed in a header are limited to RFC 6750 §3's character set (printable ASCII without
+``"`` and ``\\``); no error text ever contains a token, secret or key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+# RFC 6750 §3: error, error_description and scope values are %x20-21 / %x23-5B / %x5D-7E.
+_UNSAFE_HEADER_TEXT = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+
+
+def header_safe(text: str) -> str:
+    """Replace every character RFC 6750 §3 forbids in an auth-param value with ``?``."""
+    return _UNSAFE_HEADER_TEXT.sub("?", text)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A response the plugin sends itself through ``kong.response.exit``."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+def json_body(error: str, description: str) -> bytes:
+    """The JSON error body of behaviour §4: ``{"error": ..., "error_description": ...}``."""
+    return json.dumps(
+        {"error": error, "error_description": description}, separators=(",", ":")
+    ).encode()
+
+
+JSON = "application/json"
+
+
+class ConfigError(Exception):
+    """The plugin instance's configuration is unusable; ``field`` names the culprit."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+class Refusal(Exception):
+    """A request the plugin answers itself instead of proxying it."""
+
+    status = 500
+    error = "server_error"
+    description = "The gateway could not process the request"
+
+    def __init__(self, description: str | None = None) -> None:
+        super().__init__(description or self.description)
+        if description is not None:
+            self.description = description
+
+    def challenge_params(self) -> list[tuple[str, str]]:
+        """The auth-params this refusal adds to ``WWW-Authenticate`` (none by default)."""
+        return []
+
+    @property
+    def challenges(self) -> bool:
+        """Whether the response carries a ``WWW-Authenticate`` challenge."""
+        return False
+
+    def extra_headers(self) -> dict[str, str]:
+        return {}
+
+
+class MissingToken(Refusal):
+    """No bearer token at all: RFC 6750 §3.1, no error code in the challenge."""
+
+    status = 401
+    error = "unauthorized"
+    description = "Missing access token"
+
+    @property
+    def challenges(self) -> bool:
+        return True
+
+
+class InvalidRequest(Refusal):
+    """Malformed credentials (several Authorization headers, an ill-formed token): RFC 6750 §3.1."""
+
+    status = 400
+    error = "invalid_request"
+    description = "The request is malformed"
+
+    @property
+    def challenges(self) -> bool:
+        return True
+
+    def challenge_params(self) -> list[tuple[str, str]]:
+        return [("error", self.error), ("error_description", header_safe(self.description))]
+
+
+class InvalidToken(InvalidRequest):
+    """A token is present but not acceptable (RFC 6750 §3.1 ``invalid_token``)."""
+
+    status = 401
+    error = "invalid_token"
+    description = "The access token is invalid"
+
+
+class PayloadTooLarge(Refusal):
+    """``Content-Length`` above ``max_request_body_size``."""
+
+    status = 413
+    error = "request_too_large"
+    description = "The request body is larger than this resource accepts"
+
+
+class LengthRequired(Refusal):
+    """A body of unknown length while ``max_request_body_size`` limits bodies."""
+
+    status = 411
+    error = "length_required"
+    description = "A Content-Length is required for request bodies on this resource"
+
+
+class Unavailable(Refusal):
+    """The authorization server (or JWKS, discovery, exchange endpoint) failed: never a 401."""
+
+    status = 503
+    error = "temporarily_unavailable"
+    description = "The authorization server could not be reached"
+    retry_after = 5
+
+    def extra_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class MethodNotAllowed(Refusal):
+    """A method other than GET, HEAD or OPTIONS on a protected-resource metadata path."""
+
+    status = 405
+    error = "method_not_allowed"
+    description = "The protected resource metadata supports GET and HEAD"
+
+    def extra_headers(self) -> dict[str, str]:
+        return {"Allow": "GET, HEAD, OPTIONS"}
+
+
+class Misconfigured(Refusal):
+    """The instance's configuration is invalid: fail closed on every request."""
+
+    status = 500
+    error = "server_error"
+    description = "The gateway's authorization plugin is misconfigured"
+
+
+class InternalError(Refusal):
+    """An unexpected error inside the plugin: fail closed."""
+
+    status = 500
+    error = "server_error"
+    description = "The gateway could not process the request"

@@ -1,0 +1,175 @@
+"""The kong-pdk glue: the only module that knows the plugin server and the ``kong`` PDK object.
+
+``ai-mcp-oauth2 --dump`` prints Kong's plugin-info JSON (Kong's query command); without
+``--dump`` the console script serves as a kong-pdk dedicated plugin server and takes
+kong-pdk's flags (``--kong-prefix``, ``--socket-name``, ``-v``, ``-g``/``-m``, …). Departures
+from kong-pdk's own ``start_dedicated_server``, each for a reason:
+
+- the socket is ``<prefix>/ai-mcp-oauth2.socket`` unless ``--socket-name`` says otherwise:
+  Kong's default socket path ends in ``.socket``, kong-pdk's in ``.sock`` (Kong issue #9733);
+- PDK calls return plain values (kong-pdk's ``--no-lua-style``): Kong 3.x never sends an error
+  for a PDK call, so the ``(data, err)`` tuples carry nothing;
+- kong-pdk's debug log (``-v``) prints every RPC with its arguments, which include the
+  ``Authorization`` header: those lines are dropped, so no token reaches a log.
+
+Behaviour §2: Kong proxies the request when a Python handler raises, so the handler catches
+everything and answers 500 itself, and after ``kong.response.exit`` makes no further PDK call.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import NAME, PRIORITY, __version__
+from .errors import InternalError, Response
+from .gateway import Gateway, Proxy, render
+from .schema import SCHEMA
+
+log = logging.getLogger("ai_mcp_oauth2")
+
+version = __version__
+priority = PRIORITY
+Schema = SCHEMA
+
+_LOG_LEVELS = ("debug", "info", "notice", "warn", "err", "crit", "alert")
+
+
+class KongRequest:
+    """:class:`~.gateway.RequestView` over the PDK: one round trip per question, asked once."""
+
+    __slots__ = ("kong",)
+
+    def __init__(self, kong: Any) -> None:
+        self.kong = kong
+
+    def headers(self) -> Mapping[str, Sequence[str]]:
+        headers = self.kong.request.get_headers(1000)
+        return headers if isinstance(headers, dict) else {}
+
+    def path(self) -> str:
+        path = self.kong.request.get_path()
+        return path if isinstance(path, str) else ""
+
+    def method(self) -> str:
+        method = self.kong.request.get_method()
+        return method if isinstance(method, str) else ""
+
+    def forwarded_origin(self) -> tuple[object, object, object]:
+        request = self.kong.request
+        return request.get_forwarded_scheme(), request.get_forwarded_host(), request.get_forwarded_port()
+
+    def log(self, level: str, message: str) -> None:
+        if level in _LOG_LEVELS:
+            getattr(self.kong.log, level)(message)
+
+
+def _exit(kong: Any, response: Response) -> None:
+    kong.response.exit(response.status, response.body.decode() if response.body else None, response.headers)
+
+
+def _apply(kong: Any, proxy: Proxy) -> None:
+    if proxy.set_headers:
+        kong.service.request.set_headers(dict(proxy.set_headers))
+    for name in proxy.clear_headers:
+        kong.service.request.clear_header(name)
+
+
+class Plugin:
+    """One instance per plugin config (Kong starts a new one whenever the config changes)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.gateway = Gateway(config)
+        if self.gateway.error is not None:
+            log.error("invalid configuration, every request will be refused: %s", self.gateway.error)
+        elif self.gateway.config is not None:
+            for warning in self.gateway.config.warnings:
+                log.warning("%s", warning)
+
+    def access(self, kong: Any) -> None:
+        try:
+            decision = self.gateway.handle(KongRequest(kong))
+        except Exception as exc:  # noqa: BLE001 - an escaped exception would be a bypass
+            # The message may quote request data; log where it happened, not what it said.
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error("unexpected %s at %s:%s", type(exc).__name__, frame.filename, frame.lineno)
+            return _exit(kong, render(InternalError(), None, KongRequest(kong)))
+        if isinstance(decision, Response):
+            return _exit(kong, decision)
+        return _apply(kong, decision)
+
+
+class _RedactingFilter:
+    """Wraps kong-pdk's debug logger to drop per-RPC lines, which carry request headers."""
+
+    def __init__(self, write: Any) -> None:
+        self.write = write
+
+    def __call__(self, fmt: str, *args: Any, **kwargs: Any) -> None:
+        if isinstance(fmt, str) and fmt.startswith("rpc:"):
+            return
+        self.write(fmt, *args, **kwargs)
+
+
+def main() -> None:
+    """Console script ``ai-mcp-oauth2``: Kong's query command (``--dump``) and start command."""
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="kong_pdk")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*getdefaultlocale.*")
+    import json
+
+    from kong_pdk.cli import parse
+    from kong_pdk.listener import DEFAULT_SOCKET_NAME, UnixStreamServer
+    from kong_pdk.logger import Logger
+    from kong_pdk.module import Module
+    from kong_pdk.server import PluginServer
+
+    args = parse(dedicated=True)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s: %(levelname)s: %(message)s")
+
+    server = PluginServer(
+        loglevel=Logger.WARNING - args.verbose,
+        use_multiprocess=args.multiprocessing,
+        use_gevent=args.gevent,
+        name=f"{NAME} version {__version__}",
+        lua_style=False,
+    )
+    server.logger.debug = _RedactingFilter(server.logger.debug)
+
+    class module:
+        pass
+
+    module.Plugin = Plugin  # type: ignore[attr-defined]
+    module.Schema = SCHEMA  # type: ignore[attr-defined]
+    module.version = __version__  # type: ignore[attr-defined]
+    module.priority = PRIORITY  # type: ignore[attr-defined]
+    server.plugins[NAME] = Module(NAME, module=module)
+
+    if args.dump:
+        sys.stdout.write(json.dumps([server.get_plugin_info(NAME)]))
+        sys.stdout.flush()
+        return
+
+    socket_name = args.socket_name
+    if socket_name == DEFAULT_SOCKET_NAME:
+        socket_name = f"{NAME}.socket"
+    listener = UnixStreamServer(
+        server,
+        args.prefix,
+        sock_name=socket_name,
+        use_gevent=args.gevent,
+        listen_queue_size=args.listen_queue_size,
+    )
+    try:
+        listener.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.cleanup()
+
+
+if __name__ == "__main__":
+    main()
