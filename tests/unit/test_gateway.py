@@ -1,0 +1,171 @@
+"""The access-phase decision (behaviour §2–§4, §11), through a fake request that counts questions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from kong_plugins.ai_mcp_oauth2.errors import Response
+from kong_plugins.ai_mcp_oauth2.gateway import Gateway, Proxy
+
+from .conftest import kong_config
+
+
+class FakeRequest:
+    def __init__(self, headers: dict[str, list[str]] | None = None, path: str = "/mcp", method: str = "POST",
+                 origin: tuple[object, object, object] = ("https", "gw.example.com", 443)) -> None:
+        self._headers = headers or {}
+        self._path = path
+        self._method = method
+        self._origin = origin
+        self.calls: list[str] = []
+        self.logs: list[tuple[str, str]] = []
+
+    def headers(self) -> Mapping[str, Sequence[str]]:
+        self.calls.append("headers")
+        return self._headers
+
+    def path(self) -> str:
+        self.calls.append("path")
+        return self._path
+
+    def method(self) -> str:
+        self.calls.append("method")
+        return self._method
+
+    def forwarded_origin(self) -> tuple[object, object, object]:
+        self.calls += ["forwarded_scheme", "forwarded_host", "forwarded_port"]
+        return self._origin
+
+    def log(self, level: str, message: str) -> None:
+        self.calls.append("log")
+        self.logs.append((level, message))
+
+
+def decide(request: FakeRequest, **config: Any) -> Response:
+    decision = Gateway(kong_config(**config)).handle(request)
+    assert isinstance(decision, Response)
+    return decision
+
+
+def body(response: Response) -> dict[str, Any]:
+    assert response.headers["Content-Type"] == "application/json"
+    return json.loads(response.body)
+
+
+def test_missing_token_is_a_401_with_a_bare_challenge() -> None:
+    request = FakeRequest()
+    response = decide(request)
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer resource_metadata="https://gw.example.com/mcp/.well-known/oauth-protected-resource"'
+    )
+    assert body(response) == {"error": "unauthorized", "error_description": "Missing access token"}
+    assert len(request.calls) <= 5
+
+
+def test_challenge_adds_scope_when_scopes_are_configured() -> None:
+    response = decide(FakeRequest(), scopes_supported=["mcp:read", "mcp:write"])
+    assert response.headers["WWW-Authenticate"].endswith(', scope="mcp:read mcp:write"')
+
+
+def test_challenge_uses_metadata_endpoint_when_set() -> None:
+    response = decide(FakeRequest(origin=("http", "localhost", 8000)),
+                      metadata_endpoint="/.well-known/oauth-protected-resource/mcp")
+    assert 'resource_metadata="http://localhost:8000/.well-known/oauth-protected-resource/mcp"' in (
+        response.headers["WWW-Authenticate"])
+
+
+def test_any_token_is_refused_until_a_verifier_accepts_it() -> None:
+    request = FakeRequest({"authorization": ["Bearer abc"]})
+    response = decide(request)
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token", error_description="')
+    assert body(response)["error"] == "invalid_token"
+    assert len(request.calls) <= 5
+
+
+class AcceptAll:
+    def verify(self, token: str) -> Mapping[str, object]:
+        return {"sub": "alice"}
+
+
+def test_an_accepted_token_is_proxied_with_authorization_stripped_unless_passthrough() -> None:
+    request = FakeRequest({"authorization": ["Bearer abc"]})
+    decision = Gateway(kong_config(), verifier=AcceptAll()).handle(request)
+    assert decision == Proxy(clear_headers=("Authorization",))
+    assert request.calls == ["headers", "path"]
+    kept = Gateway(kong_config(passthrough_credentials=True), verifier=AcceptAll()).handle(request)
+    assert kept == Proxy()
+
+
+def test_malformed_authorization_is_a_400_with_invalid_request() -> None:
+    response = decide(FakeRequest({"authorization": ["Bearer a", "Bearer b"]}))
+    assert response.status == 400
+    assert response.headers["WWW-Authenticate"].startswith('Bearer error="invalid_request"')
+    assert body(response)["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("path", ["/mcp/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_metadata_is_served_without_a_token_on_both_paths(path: str, method: str) -> None:
+    request = FakeRequest(path=path, method=method)
+    response = decide(request, scopes_supported=["mcp:read"])
+    assert response.status == 200
+    assert json.loads(response.body) == {
+        "resource": "https://mcp.example.com/mcp", "authorization_servers": ["https://as.example.com"],
+        "scopes_supported": ["mcp:read"], "bearer_methods_supported": ["header"],
+    }  # fmt: skip
+    assert request.calls == ["headers", "path", "method"]
+
+
+@pytest.mark.parametrize("path", ["/mcp/.well-known/oauth-protected-resource/", "/.well-known/oauth-protected-resource",
+                                  "/MCP/.well-known/oauth-protected-resource"])
+def test_near_miss_metadata_paths_are_protected(path: str) -> None:
+    assert decide(FakeRequest(path=path, method="GET")).status == 401
+
+
+def test_other_methods_on_the_metadata_path_are_not_allowed_and_never_proxied() -> None:
+    response = decide(FakeRequest(path="/mcp/.well-known/oauth-protected-resource", method="POST",
+                                  headers={"authorization": ["Bearer abc"]}))
+    assert response.status == 405 and response.headers["Allow"] == "GET, HEAD, OPTIONS"
+
+
+def test_cors_preflight_on_the_metadata_path() -> None:
+    response = decide(FakeRequest(path="/mcp/.well-known/oauth-protected-resource", method="OPTIONS",
+                                  headers={"access-control-request-headers": ["mcp-protocol-version"]}))
+    assert response.status == 204
+    assert response.headers["Access-Control-Allow-Headers"] == "mcp-protocol-version"
+
+
+def test_oversized_bodies_are_refused_with_413_before_any_token_work() -> None:
+    request = FakeRequest({"content-length": ["2049"], "authorization": ["Bearer abc"]})
+    response = decide(request, max_request_body_size=2048)
+    assert response.status == 413 and "WWW-Authenticate" not in response.headers
+    assert body(response)["error"] == "request_too_large"
+    assert decide(FakeRequest({"content-length": ["2048"]}), max_request_body_size=2048).status == 401
+    assert decide(FakeRequest({"content-length": ["10000000"]}), max_request_body_size=0).status == 401
+
+
+def test_bodies_of_unknown_length_are_refused_while_a_limit_is_set() -> None:
+    assert decide(FakeRequest({"transfer-encoding": ["chunked"]})).status == 411
+    assert decide(FakeRequest({"transfer-encoding": ["chunked"]}), max_request_body_size=0).status == 401
+
+
+@pytest.mark.parametrize("lengths", [["12", "13"], ["abc"], ["-1"]])
+def test_invalid_content_length_is_a_400(lengths: list[str]) -> None:
+    assert decide(FakeRequest({"content-length": lengths})).status == 400
+
+
+def test_a_bad_config_answers_500_logs_the_field_and_asks_nothing_else() -> None:
+    request = FakeRequest({"authorization": ["Bearer abc"]}, path="/mcp/.well-known/oauth-protected-resource")
+    response = decide(request, claim_to_header=[{"claim": "sub", "header": "Authorization"}])
+    assert response.status == 500
+    assert body(response) == {"error": "server_error",
+                              "error_description": "The gateway's authorization plugin is misconfigured"}
+    assert request.calls == ["log"]
+    assert request.logs[0][0] == "err" and "claim_to_header[1].header" in request.logs[0][1]
+    assert "WWW-Authenticate" not in response.headers
