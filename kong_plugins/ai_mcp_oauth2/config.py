@@ -66,7 +66,7 @@ FORBIDDEN_HEADERS = frozenset(
 # RFC 6749 §3.3 scope-token: 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
 # An absolute path as Kong's normalisation leaves it (RFC 3986 pchar, no empty or dot segments).
-_NORMAL_PATH = re.compile(r"^(/[A-Za-z0-9\-._~!$&'()*+,;=:@%]+)*/?$")
+_NORMAL_PATH = re.compile(r"^(/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,;=:@%]+)*/?$")
 
 
 @dataclass(frozen=True, slots=True)
