@@ -1,0 +1,71 @@
+"""KONG_* environment settings -> plugin-server definitions (Kong 3.9+ semantics).
+
+Mirrors kong/conf_loader/init.lua (3.9+) and kong/runloop/plugin_servers/process.lua:
+  * KONG_PLUGINSERVER_NAMES is a comma list; each name is lower-cased and ``-`` becomes ``_``
+    to form the key prefix ``pluginserver_<N>`` (env ``KONG_PLUGINSERVER_<N>_*``).
+  * defaults: socket ``<prefix>/<name>.socket``; start ``/usr/local/bin/<name>`` if it exists;
+    query ``/usr/local/bin/<name> -dump`` if it exists.
+  * no query command is a fatal error ("query_command undefined for pluginserver <name>").
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+DEFAULT_PREFIX = "/usr/local/kong"
+
+
+@dataclass
+class ServerDef:
+    name: str
+    socket: str
+    start_cmd: str | None
+    query_cmd: str
+
+
+@dataclass
+class Settings:
+    prefix: str
+    plugins: list[str]          # KONG_PLUGINS items (may include "bundled")
+    servers: list[ServerDef]
+    warnings: list[str]
+
+
+def _split_list(value: str) -> list[str]:
+    # Kong's conf loader splits comma lists and trims whitespace around items.
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_key_for(name: str) -> str:
+    return "KONG_PLUGINSERVER_" + name.lower().replace("-", "_").upper()
+
+
+def read_settings(env: dict[str, str], *, file_exists=os.path.exists) -> Settings:
+    prefix = env.get("KONG_PREFIX") or DEFAULT_PREFIX
+    plugins = _split_list(env.get("KONG_PLUGINS", "bundled"))
+    warnings: list[str] = []
+    servers: list[ServerDef] = []
+    names = _split_list(env.get("KONG_PLUGINSERVER_NAMES", ""))
+    seen = set()
+    for raw_name in names:
+        name = raw_name.lower()
+        key = env_key_for(name)
+        if key in seen:
+            raise ConfigError(f"duplicate pluginserver name: {name}")
+        seen.add(key)
+        socket = env.get(key + "_SOCKET") or os.path.join(prefix, f"{name}.socket")
+        start_cmd = env.get(key + "_START_CMD")
+        if not start_cmd and file_exists(f"/usr/local/bin/{name}"):
+            start_cmd = f"/usr/local/bin/{name}"
+        query_cmd = env.get(key + "_QUERY_CMD")
+        if not query_cmd and file_exists(f"/usr/local/bin/{name}"):
+            query_cmd = f"/usr/local/bin/{name} -dump"
+        if not query_cmd:
+            raise ConfigError(f"query_command undefined for pluginserver {name}")
+        if not start_cmd:
+            warnings.append(f"start_command undefined for pluginserver {name}; "
+                            "assuming external process management")
+        servers.append(ServerDef(name=name, socket=socket, start_cmd=start_cmd, query_cmd=query_cmd))
+    return Settings(prefix=prefix, plugins=plugins, servers=servers, warnings=warnings)
