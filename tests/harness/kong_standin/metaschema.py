@@ -45,7 +45,7 @@ ATTRIBUTE_TYPES = {
 
 
 def _err(path, msg):
-    raise ConfigError(f"schema violation ({path}): {msg}")
+    raise ConfigError(f"schema violation: {path}: {msg}")
 
 
 def _is_num(v):
