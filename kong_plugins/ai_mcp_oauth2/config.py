@@ -23,21 +23,24 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .schema import SCHEMA
 
 WELL_KNOWN_PRM = "/.well-known/oauth-protected-resource"
 
-CLIENT_AUTH_METHODS = (
-    "client_secret_basic",
-    "client_secret_jwt",
-    "client_secret_post",
-    "none",
-    "private_key_jwt",
-    "self_signed_tls_client_auth",
-    "tls_client_auth",
-)
-EXCHANGE_CLIENT_AUTH = ("client_secret_basic", "client_secret_post", "inherit", "none")
-ACTOR_SOURCES = ("config", "header", "none")
-CONSUMER_BY = ("custom_id", "id", "username")
+def _one_of(*path: str) -> tuple[str, ...]:
+    """The ``one_of`` values the schema declares for a field, so the two never drift apart."""
+    fields = SCHEMA
+    definition: dict[str, Any] = {}
+    for name in path:
+        definition = next(entry[name] for entry in fields if name in entry)
+        fields = definition.get("fields", [])
+    return tuple((definition.get("elements") or definition)["one_of"])
+
+
+CLIENT_AUTH_METHODS = _one_of("client_auth")
+EXCHANGE_CLIENT_AUTH = _one_of("token_exchange", "client_auth")
+ACTOR_SOURCES = _one_of("token_exchange", "request", "actor_token_source")
+CONSUMER_BY = _one_of("consumer_by")
 HMAC_ALGS = ("HS256", "HS384", "HS512")
 ASYMMETRIC_ALGS = (
     "ES256", "ES384", "ES512", "EdDSA",
