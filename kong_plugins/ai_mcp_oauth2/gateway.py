@@ -6,22 +6,21 @@ always, the method only on a metadata path, and the forwarded origin only when i
 challenge. So a rejected request costs at most five round trips and a metadata request three.
 
 Fail closed (behaviour §2): a bad config answers every request with 500 and a log line naming
-the field; no request is let through unless a :class:`TokenVerifier` accepted its token.
+the field; no request is let through unless the :class:`TokenVerifier` accepted its token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from . import bearer, metadata
+from . import bearer, claims, metadata
 from .config import Config, parse_config
 from .errors import (
     JSON,
     ConfigError,
     InvalidRequest,
-    InvalidToken,
     LengthRequired,
     MethodNotAllowed,
     Misconfigured,
@@ -30,6 +29,7 @@ from .errors import (
     Response,
     json_body,
 )
+from .tokens import TokenValidator
 
 
 class RequestView(Protocol):
@@ -67,33 +67,31 @@ class TokenVerifier(Protocol):
         ...
 
 
-class NoVerifier:
-    """Accepts no token at all: the only verifier until JWT and introspection validation exist."""
-
-    def verify(self, token: str) -> Mapping[str, object]:
-        raise InvalidToken("No token validation method is available on this gateway")
-
-
 _PREFIX = "ai-mcp-oauth2: "
 
 
 class Gateway:
     """The per-instance state and the decision for each request."""
 
-    def __init__(self, raw_config: object, verifier: TokenVerifier | None = None) -> None:
+    def __init__(
+        self,
+        raw_config: object,
+        verifier_factory: Callable[[Config], TokenVerifier] = TokenValidator,
+    ) -> None:
         self.config: Config | None = None
         self.error: ConfigError | None = None
         self.metadata_body = b""
-        self.verifier: TokenVerifier = verifier or NoVerifier()
+        self.verifier: TokenVerifier | None = None
         try:
             self.config = parse_config(raw_config)
             self.metadata_body = metadata.document(self.config)
+            self.verifier = verifier_factory(self.config)
         except ConfigError as exc:
             self.error = exc
 
     def handle(self, request: RequestView) -> Decision:
         config = self.config
-        if config is None:
+        if config is None or self.verifier is None:
             assert self.error is not None
             request.log("err", f"{_PREFIX}invalid configuration, refusing all requests: {self.error}")
             return render(Misconfigured(), None, request)
@@ -104,10 +102,10 @@ class Gateway:
                 return self._metadata(request, headers)
             check_body_size(headers, config.max_request_body_size)
             token = bearer.extract_token(headers)
-            self.verifier.verify(token)
+            token_claims = self.verifier.verify(token)
         except Refusal as refusal:
             return render(refusal, config, request)
-        return Proxy(clear_headers=() if config.passthrough_credentials else ("Authorization",))
+        return upstream_changes(config, headers, token_claims)
 
     def _metadata(self, request: RequestView, headers: Mapping[str, Sequence[str]]) -> Response:
         method = request.method()
@@ -117,6 +115,28 @@ class Gateway:
             requested = headers.get("access-control-request-headers") or []
             return metadata.preflight_response(", ".join(requested) if requested else None)
         raise MethodNotAllowed()
+
+
+def upstream_changes(
+    config: Config, headers: Mapping[str, Sequence[str]], token_claims: Mapping[str, Any]
+) -> Proxy:
+    """Behaviour §8: claim headers set, client copies of absent ones removed, credentials stripped.
+
+    A configured header is always overwritten when its claim is present (``set_headers``
+    replaces every value); when the claim is absent, the header is removed only if the client
+    sent it, so an honest request costs no extra round trip.
+    """
+    values: dict[str, str] = {}
+    clear: list[str] = []
+    for mapping in config.claim_headers:
+        value = claims.header_value(claims.resolve(token_claims, mapping.path))
+        if value is not None:
+            values[mapping.header] = value
+        elif mapping.header.lower() in headers:
+            clear.append(mapping.header)
+    if not config.passthrough_credentials:
+        clear.append("Authorization")
+    return Proxy(set_headers=values, clear_headers=tuple(clear))
 
 
 def check_body_size(headers: Mapping[str, Sequence[str]], limit: int) -> None:

@@ -79,7 +79,7 @@ def test_challenge_uses_metadata_endpoint_when_set() -> None:
         response.headers["WWW-Authenticate"])
 
 
-def test_any_token_is_refused_until_a_verifier_accepts_it() -> None:
+def test_a_token_that_is_not_a_jwt_is_refused_as_invalid_token() -> None:
     request = FakeRequest({"authorization": ["Bearer abc"]})
     response = decide(request)
     assert response.status == 401
@@ -95,10 +95,10 @@ class AcceptAll:
 
 def test_an_accepted_token_is_proxied_with_authorization_stripped_unless_passthrough() -> None:
     request = FakeRequest({"authorization": ["Bearer abc"]})
-    decision = Gateway(kong_config(), verifier=AcceptAll()).handle(request)
+    decision = Gateway(kong_config(), verifier_factory=lambda _: AcceptAll()).handle(request)
     assert decision == Proxy(clear_headers=("Authorization",))
     assert request.calls == ["headers", "path"]
-    kept = Gateway(kong_config(passthrough_credentials=True), verifier=AcceptAll()).handle(request)
+    kept = Gateway(kong_config(passthrough_credentials=True), verifier_factory=lambda _: AcceptAll()).handle(request)
     assert kept == Proxy()
 
 

@@ -1,0 +1,58 @@
+"""Claim paths and the header values made from them (behaviour §8).
+
+- ``claim_to_header`` reads top-level claims; ``upstream_headers`` walks ``path`` through nested
+  objects. Both are :class:`~.config.HeaderMapping` values with a path.
+- Encoding: a string is sent as is; a number or boolean as JSON text; a list of scalars as its
+  items joined by ``,`` unless an item contains a comma, in which case the whole list is sent
+  as compact JSON; an object as compact JSON. A value with CR, LF, NUL or another control
+  character but HTAB is not sent at all (RFC 9110 §5.5: never valid in a field value).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+_MISSING = object()
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def resolve(claims: Mapping[str, Any], path: Sequence[str]) -> Any:
+    """The value at ``path`` in ``claims``, or None when any step is absent or not an object."""
+    value: Any = claims
+    for step in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(step, _MISSING)
+        if value is _MISSING:
+            return None
+    return value
+
+
+def _scalar(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        return json.dumps(value)
+    return None
+
+
+def header_value(value: Any) -> str | None:
+    """The header value for a claim value, or None when nothing may be sent."""
+    if value is None:
+        return None
+    text = _scalar(value)
+    if text is None:
+        if isinstance(value, list) and all(_scalar(v) is not None for v in value):
+            items = [_scalar(v) or "" for v in value]
+            if any("," in item for item in items):
+                text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+            else:
+                text = ",".join(items)
+        else:
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if _CONTROL.search(text):
+        return None
+    return text

@@ -1,0 +1,202 @@
+"""Outbound HTTP to the authorization server (behaviour §7), and single-flight sharing of fetches.
+
+One pooled ``requests`` session per plugin instance, configured by the plugin's config alone:
+
+- ``timeout`` (ms), ``ssl_verify``, ``keepalive``; redirects are never followed.
+- ``http_proxy``/``https_proxy`` with their ``*_authorization`` header values, and ``no_proxy``.
+- The process environment never changes where or how the plugin connects: ``trust_env`` is off,
+  so ``HTTP(S)_PROXY``, ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE`` and ``.netrc`` are ignored
+  (with ``requests``, an environment CA bundle silently re-enables verification that
+  ``ssl_verify: false`` turned off, and environment proxies silently apply).
+- Response bodies are read up to :data:`MAX_BODY` bytes; a larger answer is a failure.
+
+Every failure of the exchange with the server (connection, timeout, TLS, an oversized or
+non-JSON body) is raised as :class:`Unreachable`, which the gateway turns into a 503.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .config import Config
+
+MAX_BODY = 1024 * 1024
+T = TypeVar("T")
+
+
+class Unreachable(Exception):
+    """The remote server could not be asked, or its answer could not be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    body: bytes
+    content_type: str
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise Unreachable("the answer is not JSON") from None
+
+
+def _no_proxy_matcher(no_proxy: str | None) -> Callable[[str], bool]:
+    """``no_proxy``: comma-separated host names (suffix match), IP addresses, CIDRs, or ``*``."""
+    entries = [e.strip().lower().lstrip(".") for e in (no_proxy or "").split(",") if e.strip()]
+    networks = []
+    names = []
+    for entry in entries:
+        host = entry.rsplit(":", 1)[0] if entry.count(":") == 1 else entry
+        try:
+            networks.append(ipaddress.ip_network(host.strip("[]"), strict=False))
+        except ValueError:
+            names.append(host)
+
+    def bypass(hostname: str) -> bool:
+        hostname = hostname.lower().strip("[]")
+        if "*" in names:
+            return True
+        try:
+            address = ipaddress.ip_address(hostname)
+        except ValueError:
+            return any(hostname == n or hostname.endswith("." + n) for n in names)
+        return any(address in network for network in networks) or hostname in names
+
+    return bypass
+
+
+class _ProxyAuthAdapter(HTTPAdapter):
+    """Sends the configured ``Proxy-Authorization`` value to the proxy it belongs to."""
+
+    def __init__(self, proxy_auth: Mapping[str, str]) -> None:
+        super().__init__()
+        self.proxy_auth = dict(proxy_auth)
+
+    def proxy_headers(self, proxy: str) -> dict[str, str]:
+        headers = super().proxy_headers(proxy)
+        value = self.proxy_auth.get(proxy)
+        if value:
+            headers["Proxy-Authorization"] = value
+        return headers
+
+
+class HttpClient:
+    """The instance's outbound session."""
+
+    def __init__(self, config: Config) -> None:
+        self.timeout = config.timeout_ms / 1000.0
+        self.verify = config.ssl_verify
+        self.session = requests.Session()
+        self.session.trust_env = False
+        self.session.max_redirects = 0
+        proxy_auth = {}
+        if config.http_proxy and config.http_proxy_authorization:
+            proxy_auth[config.http_proxy] = config.http_proxy_authorization
+        if config.https_proxy and config.https_proxy_authorization:
+            proxy_auth[config.https_proxy] = config.https_proxy_authorization
+        adapter = _ProxyAuthAdapter(proxy_auth)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.proxies = {k: v for k, v in (("http", config.http_proxy), ("https", config.https_proxy)) if v}
+        self.bypass = _no_proxy_matcher(config.no_proxy)
+        self.base_headers = {"Accept": "application/json", "User-Agent": "kong-ai-mcp-oauth2"}
+        if not config.keepalive:
+            self.base_headers["Connection"] = "close"
+
+    def _proxies(self, url: str) -> dict[str, str]:
+        if not self.proxies or self.bypass(urlsplit(url).hostname or ""):
+            return {}
+        return self.proxies
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: Iterable[tuple[str, str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        cert: tuple[str, str] | None = None,
+        verify: bool | None = None,
+    ) -> HttpResponse:
+        try:
+            response = self.session.request(
+                method,
+                url,
+                data=list(data) if data is not None else None,
+                headers={**self.base_headers, **(headers or {})},
+                timeout=self.timeout,
+                verify=self.verify if verify is None else verify,
+                cert=cert,
+                proxies=self._proxies(url),
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.RequestException as exc:
+            raise Unreachable(type(exc).__name__) from None
+        try:
+            chunks = []
+            size = 0
+            for chunk in response.iter_content(65536):
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise Unreachable("the answer is too large")
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise Unreachable(type(exc).__name__) from None
+        finally:
+            response.close()
+        return HttpResponse(response.status_code, b"".join(chunks), response.headers.get("Content-Type", ""))
+
+    def get(self, url: str) -> HttpResponse:
+        return self.request("GET", url)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class _Call:
+    __slots__ = ("event", "result", "error")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class SingleFlight:
+    """Concurrent calls with the same key share one execution (behaviour §7)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[object, _Call] = {}
+
+    def do(self, key: object, fn: Callable[[], T]) -> T:
+        with self._lock:
+            call = self._calls.get(key)
+            leader = call is None
+            if call is None:
+                call = self._calls[key] = _Call()
+        if leader:
+            try:
+                call.result = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+                call.error = exc
+            finally:
+                with self._lock:
+                    del self._calls[key]
+                call.event.set()
+        else:
+            call.event.wait()
+        if call.error is not None:
+            raise call.error
+        return call.result  # type: ignore[no-any-return]

@@ -1,0 +1,92 @@
+"""RFC 7662 token introspection (behaviour §6), used whenever ``introspection_endpoint`` is set.
+
+- §2.1: ``POST`` form ``token`` and ``token_type_hint=access_token``, plus ``args``, with
+  ``headers``, authenticated per ``client_auth`` (``client_auth.py``).
+- §2.2: ``active`` is REQUIRED; only ``"active": true`` is accepted. ``exp``, ``nbf``, ``iss`` and
+  ``aud`` are checked as for JWTs when present; a missing ``aud`` is refused unless audience
+  validation is relaxed (MCP authorization: tokens must be issued for this resource).
+- §2.3: the server refusing the gateway's own credentials (401/403) is the gateway's problem,
+  not the client's: 503, like any failure of the server (5xx, timeouts, non-JSON answers).
+- §4: results are cached (``cache_introspection``) by a hash of the token: an active one until
+  its ``exp`` and at most one hour without one; an inactive one for
+  :data:`INACTIVE_TTL` seconds; errors never.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from .client_auth import ClientAuth
+from .config import Config
+from .discovery import same_identifier
+from .errors import InvalidToken, Unavailable
+from .http import HttpClient, Unreachable
+from .jwt_validator import check_audience
+
+MAX_TTL_WITHOUT_EXP = 3600.0
+INACTIVE_TTL = 5.0
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+class Introspector:
+    """Asks the authorization server about opaque (or any) tokens."""
+
+    def __init__(self, config: Config, http: HttpClient, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.http = http
+        self.clock = clock
+        self.client = ClientAuth(config, clock)
+        self.endpoint = config.introspection_endpoint or ""
+
+    def introspect(self, token: str) -> tuple[dict[str, Any] | None, float]:
+        """``(claims, trusted_until)`` for an active token, ``(None, until)`` for an inactive one.
+
+        Raises Unavailable when the server cannot give an answer.
+        """
+        client = self.client.prepare(self.endpoint)
+        form = [*self.config.args, *client.form, ("token", token), ("token_type_hint", "access_token")]
+        headers = {**dict(self.config.headers), **client.headers}
+        try:
+            response = self.http.request("POST", client.url, data=form, headers=headers, cert=client.cert,
+                                         verify=client.verify)
+        except Unreachable:
+            raise Unavailable("The authorization server could not be reached") from None
+        if response.status in (401, 403):
+            raise Unavailable("The authorization server refused the gateway's credentials")
+        if response.status != 200:
+            raise Unavailable("The authorization server could not introspect the token")
+        try:
+            answer = response.json()
+        except Unreachable:
+            raise Unavailable("The authorization server's introspection answer is not JSON") from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("active"), bool):
+            raise Unavailable("The authorization server's introspection answer is malformed")
+        now = self.clock()
+        if answer["active"] is not True:
+            return None, now + INACTIVE_TTL
+        return answer, self._check(answer, now)
+
+    def _check(self, claims: dict[str, Any], now: float) -> float:
+        leeway = self.config.jwt_claims_leeway
+        exp = _number(claims.get("exp"))
+        if claims.get("exp") is not None and exp is None:
+            raise InvalidToken("The access token's exp claim is not a number")
+        if exp is not None and now >= exp + leeway:
+            raise InvalidToken("The access token has expired")
+        nbf = _number(claims.get("nbf"))
+        if nbf is not None and now + leeway < nbf:
+            raise InvalidToken("The access token is not valid yet")
+        issuer = claims.get("iss")
+        if issuer is not None and not (
+            isinstance(issuer, str) and any(same_identifier(issuer, s) for s in self.config.authorization_servers)
+        ):
+            raise InvalidToken("The access token was not issued by a trusted authorization server")
+        check_audience(claims.get("aud"), self.config)
+        return min(exp + leeway, now + MAX_TTL_WITHOUT_EXP) if exp is not None else now + MAX_TTL_WITHOUT_EXP

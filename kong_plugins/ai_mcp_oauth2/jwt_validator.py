@@ -1,0 +1,189 @@
+"""Validating JWT access tokens against the issuer's keys (behaviour §5).
+
+Rules, with the text they implement:
+
+- RFC 7515 §5.2 / RFC 7519 §7.2: three base64url segments; the header and the claims are JSON
+  objects. Duplicate member names are refused rather than resolved (RFC 7515 §5.2 allows
+  either), so no two parsers can disagree on what a token says.
+- RFC 8725 §3.1: the algorithm must be one the verifier allows, and match the key: only
+  asymmetric algorithms (RS*, PS*, ES*, EdDSA), each key bound to its own (``jwks.py``);
+  ``none`` and HS* are refused (§3.2, and HS* with keys from a JWKS is the classic confusion).
+- RFC 8725 §3.10: keys come only from ``jwks_endpoint`` or the issuer's discovered ``jwks_uri``;
+  ``jku``, ``x5u``, ``jwk`` and ``x5c`` in a token header are never used.
+- RFC 7515 §4.1.11: a ``crit`` header is refused (no extension is understood here).
+- RFC 9068 §4 / RFC 8725 §3.11: ``typ``, when present, must be ``JWT``, ``at+jwt`` or
+  ``application/at+jwt`` (case-insensitive); many providers issue ``JWT``, so it is not required.
+- RFC 7519 §4.1.4/§4.1.5/§4.1.6: ``exp`` is required and checked, ``nbf`` and an ``iat`` in the
+  future are checked, all with ``jwt_claims_leeway``.
+- RFC 9068 §4 / RFC 8725 §3.8: ``iss`` must be one of ``authorization_servers``; the issuer is
+  checked *before* any key is fetched, so a token cannot make the gateway contact a server.
+- RFC 8707 §2, MCP authorization: ``aud`` (string or list) must contain ``resource`` unless
+  ``insecure_relaxed_audience_validation``. Identifiers compare exactly but for one trailing ``/``.
+
+The token is parsed once; PyJWT's algorithm objects do the cryptography.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from .config import Config
+from .discovery import Discovery, same_identifier
+from .errors import InvalidToken, Unavailable
+from .http import HttpClient, Unreachable
+from .jwks import ALGORITHMS, KeySet
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-]*$")
+_TYP = frozenset({"jwt", "at+jwt", "application/at+jwt"})
+
+
+def _b64(segment: str) -> bytes:
+    if not _SEGMENT.match(segment) or len(segment) % 4 == 1:
+        raise InvalidToken("The access token is malformed")
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidToken("The access token is malformed") from None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError("duplicate member")
+        result[key] = value
+    return result
+
+
+def _json_object(segment: str) -> dict[str, Any]:
+    try:
+        value = json.loads(_b64(segment), object_pairs_hook=_no_duplicates)
+    except ValueError:  # includes UnicodeDecodeError and duplicate members
+        raise InvalidToken("The access token is malformed") from None
+    if not isinstance(value, dict):
+        raise InvalidToken("The access token is malformed")
+    return value
+
+
+def _number(claims: dict[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidToken(f"The access token's {name} claim is not a number")
+    return float(value)
+
+
+class JwtValidator:
+    """Checks JWT access tokens for one plugin instance."""
+
+    def __init__(self, config: Config, http: HttpClient, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.http = http
+        self.clock = clock
+        self.discovery = Discovery(
+            http,
+            endpoint=config.metadata_discovery_endpoint,
+            attempts=config.metadata_discovery_retry,
+            ttl=config.metadata_cache_ttl,
+            clock=clock,
+        )
+        self.keysets: dict[str, KeySet] = {}
+        self.lock = threading.Lock()
+
+    def _issuer(self, claims: dict[str, Any]) -> str:
+        issuer = claims.get("iss")
+        if isinstance(issuer, str):
+            for server in self.config.authorization_servers:
+                if same_identifier(issuer, server):
+                    return server
+        raise InvalidToken("The access token was not issued by a trusted authorization server")
+
+    def _keyset(self, issuer: str) -> KeySet:
+        uri = self.config.jwks_endpoint
+        if uri is None:
+            try:
+                jwks_uri = self.discovery.metadata(issuer).get("jwks_uri")
+            except Unreachable:
+                raise Unavailable("The authorization server's metadata could not be obtained") from None
+            parts = urlsplit(jwks_uri) if isinstance(jwks_uri, str) else None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+                raise Unavailable("The authorization server's metadata has no usable jwks_uri")
+            uri = jwks_uri
+        with self.lock:
+            keyset = self.keysets.get(uri)
+            if keyset is None:
+                keyset = self.keysets[uri] = KeySet(uri, self.http, self.config.jwks_cache_ttl, self.clock)
+        return keyset
+
+    def validate(self, token: str) -> tuple[dict[str, Any], float]:
+        """The token's claims and the time until which it may be trusted; raises a Refusal."""
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise InvalidToken("The access token is not a JWT")
+        header = _json_object(parts[0])
+        claims = _json_object(parts[1])
+        signature = _b64(parts[2])
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in ALGORITHMS:
+            raise InvalidToken("The access token is signed with an algorithm this resource does not accept")
+        if "crit" in header:
+            raise InvalidToken("The access token has critical header parameters this resource does not understand")
+        typ = header.get("typ")
+        if typ is not None and (not isinstance(typ, str) or typ.lower() not in _TYP):
+            raise InvalidToken("The access token has an unacceptable typ")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("The access token is malformed")
+        issuer = self._issuer(claims)
+        expires_at = self._check_times(claims)
+        self._check_audience(claims)
+        try:
+            keys = self._keyset(issuer).candidates(kid, alg)
+        except Unreachable:
+            raise Unavailable("The authorization server's keys could not be obtained") from None
+        if not keys:
+            raise InvalidToken("The access token's signing key is unknown")
+        signing_input = (parts[0] + "." + parts[1]).encode("ascii")
+        algorithm = ALGORITHMS[alg]
+        if not any(algorithm.verify(signing_input, key.key, signature) for key in keys):
+            raise InvalidToken("The access token's signature is invalid")
+        return claims, expires_at
+
+    def _check_times(self, claims: dict[str, Any]) -> float:
+        now = self.clock()
+        leeway = self.config.jwt_claims_leeway
+        exp = _number(claims, "exp")
+        if exp is None:
+            raise InvalidToken("The access token has no expiry")
+        if now >= exp + leeway:
+            raise InvalidToken("The access token has expired")
+        nbf = _number(claims, "nbf")
+        if nbf is not None and now + leeway < nbf:
+            raise InvalidToken("The access token is not valid yet")
+        iat = _number(claims, "iat")
+        if iat is not None and now + leeway < iat:
+            raise InvalidToken("The access token was issued in the future")
+        return exp + leeway
+
+    def _check_audience(self, claims: dict[str, Any]) -> None:
+        check_audience(claims.get("aud"), self.config)
+
+
+def check_audience(audience: Any, config: Config) -> None:
+    """RFC 8707 / MCP: the token must name this resource in ``aud`` (unless relaxed)."""
+    if config.insecure_relaxed_audience_validation:
+        return
+    values = [audience] if isinstance(audience, str) else audience
+    if not isinstance(values, list) or not any(
+        isinstance(v, str) and same_identifier(v, config.resource) for v in values
+    ):
+        raise InvalidToken("The access token is not intended for this resource")

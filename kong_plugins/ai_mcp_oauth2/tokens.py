@@ -1,0 +1,73 @@
+"""The token verifier of a plugin instance: JWT or introspection, behind a cache of validated tokens.
+
+Behaviour §5/§6: introspection is used whenever ``introspection_endpoint`` is set, JWT
+validation otherwise. Behaviour §11: a token already validated is not verified again until it
+expires; the cache is bounded and keyed by the token's SHA-256, so no token is kept in memory
+as such. Concurrent requests with the same new token share one introspection (behaviour §7).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from cachetools import TLRUCache
+
+from .config import Config
+from .errors import InvalidToken
+from .http import HttpClient, SingleFlight
+from .introspection import Introspector
+from .jwt_validator import JwtValidator
+
+MAX_ENTRIES = 10_000
+
+Entry = tuple[dict[str, Any] | None, float]
+
+
+def _until(_key: bytes, value: Entry, _now: float) -> float:
+    return value[1]
+
+
+class TokenValidator:
+    """Implements :class:`~.gateway.TokenVerifier` for one plugin instance."""
+
+    def __init__(
+        self,
+        config: Config,
+        http: HttpClient | None = None,
+        clock: Callable[[], float] = time.time,
+        max_entries: int = MAX_ENTRIES,
+    ) -> None:
+        self.http = http or HttpClient(config)
+        self.clock = clock
+        self.cache: TLRUCache[bytes, Entry] = TLRUCache(max_entries, ttu=_until, timer=clock)
+        self.lock = threading.Lock()
+        self.flight = SingleFlight()
+        self.introspector = Introspector(config, self.http, clock) if config.introspection_endpoint else None
+        self.jwt = None if self.introspector else JwtValidator(config, self.http, clock)
+        self.cache_results = config.cache_introspection if self.introspector else True
+
+    def verify(self, token: str) -> Mapping[str, Any]:
+        key = hashlib.sha256(token.encode()).digest()
+        with self.lock:
+            entry = self.cache.get(key)
+        if entry is None:
+            entry = self.flight.do(key, lambda: self._validate(key, token))
+        claims = entry[0]
+        if claims is None:
+            raise InvalidToken("The access token is not active")
+        return claims
+
+    def _validate(self, key: bytes, token: str) -> Entry:
+        if self.introspector is not None:
+            entry: Entry = self.introspector.introspect(token)
+        else:
+            assert self.jwt is not None
+            entry = self.jwt.validate(token)
+        if self.cache_results and entry[1] > self.clock():
+            with self.lock:
+                self.cache[key] = entry
+        return entry
