@@ -414,9 +414,12 @@ def _check_introspection_client(cfg: _Reader, client_auth: str) -> None:
     if client_auth in ("client_secret_basic", "client_secret_post", "client_secret_jwt"):
         need("client_secret")
     if client_auth == "client_secret_jwt":
-        alg = cfg.string("client_alg")
-        if alg is not None and alg not in HMAC_ALGS:
+        alg = cfg.string("client_alg") or "HS256"
+        if alg not in HMAC_ALGS:
             raise ConfigError("client_alg", "client_secret_jwt needs an HS256, HS384 or HS512 client_alg")
+        # RFC 7518 §3.2: a key of the same size as the hash output (or larger) MUST be used.
+        if len((cfg.string("client_secret") or "").encode()) < int(alg[2:]) // 8:
+            raise ConfigError("client_secret", f"must be at least {int(alg[2:]) // 8} bytes for {alg} (RFC 7518 §3.2)")
     if client_auth == "private_key_jwt":
         need("client_jwk")
     if client_auth in ("tls_client_auth", "self_signed_tls_client_auth"):

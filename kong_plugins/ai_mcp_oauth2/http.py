@@ -98,7 +98,6 @@ class HttpClient:
         self.verify = config.ssl_verify
         self.session = requests.Session()
         self.session.trust_env = False
-        self.session.max_redirects = 0
         proxy_auth = {}
         if config.http_proxy and config.http_proxy_authorization:
             proxy_auth[config.http_proxy] = config.http_proxy_authorization

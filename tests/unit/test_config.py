@@ -170,6 +170,9 @@ def test_exchange_inherit_needs_the_top_level_client_id() -> None:
         ({"client_auth": "client_secret_jwt", "client_id": "gw", "client_secret": SECRET, "client_alg": "RS256"},
          "client_alg"),
         ({"client_auth": "private_key_jwt", "client_id": "gw"}, "client_jwk"),
+        ({"client_auth": "client_secret_jwt", "client_id": "gw", "client_secret": "short"}, "client_secret"),
+        ({"client_auth": "client_secret_jwt", "client_id": "gw", "client_secret": "x" * 40, "client_alg": "HS512"},
+         "client_secret"),
         ({"client_auth": "tls_client_auth", "client_id": "gw"}, "tls_client_auth_cert"),
         ({"client_secret": SECRET}, "client_id"),  # null client_auth with a secret means basic
     ],

@@ -1,0 +1,117 @@
+"""Behaviour §7: only the config decides where and how the plugin connects."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from kong_plugins.ai_mcp_oauth2.config import parse_config
+from kong_plugins.ai_mcp_oauth2.http import MAX_BODY, HttpClient, SingleFlight, Unreachable, _no_proxy_matcher
+
+from .conftest import kong_config
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen: list[dict[str, str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        Handler.seen.append({k.lower(): v for k, v in self.headers.items()})
+        body = b"x" * (MAX_BODY + 1) if self.path == "/big" else b'{"ok": true}'
+        if self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:1/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def client(**config: Any) -> HttpClient:
+    return HttpClient(parse_config(kong_config(**config)))
+
+
+def test_environment_proxies_and_ca_bundles_are_ignored(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
+    http = client()
+    assert http.session.trust_env is False
+    assert http.get(server + "/").json() == {"ok": True}
+    http.close()
+
+
+def test_configured_proxy_is_used_with_its_authorization(server: str) -> None:
+    http = client(http_proxy=server, http_proxy_authorization="Basic cHJveHk6c2VjcmV0")
+    Handler.seen.clear()
+    response = http.get("http://as.example.com/jwks")  # the "proxy" (our server) answers
+    assert response.status == 200
+    assert Handler.seen[-1]["proxy-authorization"] == "Basic cHJveHk6c2VjcmV0"
+    http.close()
+
+
+def test_no_proxy_bypasses_the_proxy(server: str) -> None:
+    http = client(http_proxy="http://127.0.0.1:9", no_proxy="localhost,127.0.0.1")
+    assert http.get(server + "/").status == 200
+    http.close()
+
+
+@pytest.mark.parametrize("entries,host,bypass", [
+    ("example.com", "as.example.com", True), (".example.com", "example.com", True),
+    ("example.com", "badexample.com", False), ("10.0.0.0/8", "10.1.2.3", True), ("10.0.0.0/8", "11.0.0.1", False),
+    ("*", "anything", True), ("", "as.example.com", False), ("localhost:8080", "localhost", True),
+])  # fmt: skip
+def test_no_proxy_matching(entries: str, host: str, bypass: bool) -> None:
+    assert _no_proxy_matcher(entries)(host) is bypass
+
+
+def test_redirects_are_not_followed_and_large_answers_refused(server: str) -> None:
+    http = client()
+    assert http.get(server + "/redirect").status == 302
+    with pytest.raises(Unreachable):
+        http.get(server + "/big")
+    http.close()
+
+
+def test_keepalive_false_closes_connections(server: str) -> None:
+    http = client(keepalive=False)
+    Handler.seen.clear()
+    http.get(server + "/")
+    assert Handler.seen[-1]["connection"] == "close"
+    http.close()
+
+
+def test_unreachable_server_is_unreachable() -> None:
+    http = client(timeout=500)
+    with pytest.raises(Unreachable):
+        http.get("http://127.0.0.1:9/")
+    http.close()
+
+
+def test_single_flight_shares_errors_too() -> None:
+    flight = SingleFlight()
+    with pytest.raises(ValueError):
+        flight.do("k", lambda: (_ for _ in ()).throw(ValueError("x")))
+    assert flight.do("k", lambda: 5) == 5
