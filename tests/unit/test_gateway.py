@@ -169,3 +169,45 @@ def test_a_bad_config_answers_500_logs_the_field_and_asks_nothing_else() -> None
     assert request.calls == ["log"]
     assert request.logs[0][0] == "err" and "claim_to_header[1].header" in request.logs[0][1]
     assert "WWW-Authenticate" not in response.headers
+
+
+class Claims:
+    def __init__(self, claims: dict[str, Any]) -> None:
+        self.claims = claims
+
+    def verify(self, token: str) -> Mapping[str, object]:
+        return self.claims
+
+
+def proxy_for(claims: dict[str, Any], headers: dict[str, list[str]] | None = None, **config: Any) -> Proxy:
+    request = FakeRequest({"authorization": ["Bearer abc"], **(headers or {})})
+    decision = Gateway(kong_config(**config), verifier_factory=lambda _: Claims(claims)).handle(request)
+    assert isinstance(decision, Proxy)
+    assert request.calls == ["headers", "path"]
+    return decision
+
+
+def test_claim_headers_are_set_from_the_validated_claims() -> None:
+    decision = proxy_for({"sub": "alice", "realm": {"roles": ["a", "b"]}},
+                         upstream_headers=[{"header": "X-User", "path": ["sub"]},
+                                           {"header": "X-Roles", "path": ["realm", "roles"]}])
+    assert decision.set_headers == {"X-User": "alice", "X-Roles": "a,b"}
+    assert decision.clear_headers == ("Authorization",)
+
+
+def test_client_copies_of_absent_claim_headers_are_removed_and_present_ones_overwritten() -> None:
+    decision = proxy_for({"sub": "alice"}, {"x-user": ["mallory"], "x-email": ["spoofed@example.com"]},
+                         claim_to_header=[{"claim": "sub", "header": "X-User"}, {"claim": "email", "header": "X-Email"}])
+    assert decision.set_headers == {"X-User": "alice"}
+    assert decision.clear_headers == ("X-Email", "Authorization")
+
+
+def test_absent_claims_not_sent_by_the_client_cost_nothing() -> None:
+    decision = proxy_for({}, claim_to_header=[{"claim": "email", "header": "X-Email"}], passthrough_credentials=True)
+    assert decision == Proxy()
+
+
+def test_unsafe_claim_values_are_not_sent_and_client_copies_removed() -> None:
+    decision = proxy_for({"sub": "a\r\nX-Admin: 1"}, {"x-user": ["x"]},
+                         claim_to_header=[{"claim": "sub", "header": "X-User"}])
+    assert decision.set_headers == {} and "X-User" in decision.clear_headers

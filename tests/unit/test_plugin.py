@@ -79,3 +79,12 @@ def test_rpc_debug_lines_are_dropped_because_they_carry_request_headers() -> Non
     debug("rpc: #%d method: %s args: %s", 3, "plugin.Step", "{'authorization': ['Bearer abc']}")
     debug("instance #%d started", 1)
     assert seen == ["instance #1 started"]
+
+
+def test_an_accepted_token_sets_claim_headers_in_one_call_and_strips_authorization() -> None:
+    from kong_plugins.ai_mcp_oauth2.gateway import Proxy
+
+    calls: list[tuple[str, tuple[Any, ...]]] = []
+    plugin._apply(FakeKong({}, calls), Proxy(set_headers={"X-User": "alice"}, clear_headers=("Authorization",)))
+    assert calls == [("kong.service.request.set_headers", ({"X-User": "alice"},)),
+                     ("kong.service.request.clear_header", ("Authorization",))]
