@@ -141,6 +141,7 @@ class Listener(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
+    request_queue_size = 128
 
     def __init__(self, owner, name: str, host: str, port: int, ssl_context: ssl.SSLContext | None = None):
         self.owner, self.name, self.ssl_context = owner, name, ssl_context
