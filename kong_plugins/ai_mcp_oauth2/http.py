@@ -3,6 +3,9 @@
 One pooled ``requests`` session per plugin instance, configured by the plugin's config alone:
 
 - ``timeout`` (ms), ``ssl_verify``, ``keepalive``; redirects are never followed.
+- Certificates are verified against the operating system's CA bundle when one is found (as Kong
+  does by default, ``lua_ssl_trusted_certificate = system``), so a private CA added to the system
+  store is trusted; otherwise against ``certifi``'s bundle, ``requests``' default.
 - ``http_proxy``/``https_proxy`` with their ``*_authorization`` header values, and ``no_proxy``.
 - The process environment never changes where or how the plugin connects: ``trust_env`` is off,
   so ``HTTP(S)_PROXY``, ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE`` and ``.netrc`` are ignored
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -30,6 +34,18 @@ from requests.adapters import HTTPAdapter
 from .config import Config
 
 MAX_BODY = 1024 * 1024
+SYSTEM_CA_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu (Kong's images), Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",  # RHEL, Amazon Linux
+    "/etc/ssl/ca-bundle.pem",  # SUSE
+    "/etc/ssl/cert.pem",  # Alpine, macOS
+)
+
+
+def system_ca_bundle() -> str | None:
+    """The first CA bundle of the operating system that exists, if any."""
+    return next((path for path in SYSTEM_CA_BUNDLES if os.path.isfile(path)), None)
+
 T = TypeVar("T")
 
 
@@ -95,7 +111,8 @@ class HttpClient:
 
     def __init__(self, config: Config) -> None:
         self.timeout = config.timeout_ms / 1000.0
-        self.verify = config.ssl_verify
+        self.ca_bundle: str | bool = system_ca_bundle() or True
+        self.verify: str | bool = self.ca_bundle if config.ssl_verify else False
         self.session = requests.Session()
         self.session.trust_env = False
         proxy_auth = {}
@@ -127,6 +144,7 @@ class HttpClient:
         cert: tuple[str, str] | None = None,
         verify: bool | None = None,
     ) -> HttpResponse:
+        """Send a request; ``verify`` overrides ``ssl_verify`` (the mTLS endpoint has its own)."""
         try:
             response = self.session.request(
                 method,
@@ -134,7 +152,7 @@ class HttpClient:
                 data=list(data) if data is not None else None,
                 headers={**self.base_headers, **(headers or {})},
                 timeout=self.timeout,
-                verify=self.verify if verify is None else verify,
+                verify=self.verify if verify is None else (self.ca_bundle if verify else False),
                 cert=cert,
                 proxies=self._proxies(url),
                 allow_redirects=False,

@@ -75,6 +75,8 @@ class _EchoHandler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # A real MCP server behind Kong accepts bursts of connections (socketserver's default is 5).
+    request_queue_size = 1024
     allow_reuse_address = True
 
 

@@ -293,6 +293,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class ProxyServer(ThreadingHTTPServer):
     daemon_threads = True
+    # Kong's proxy listener: `listen ... backlog=16384` in its nginx template (socketserver's default is 5).
+    request_queue_size = 16384
     allow_reuse_address = True
 
     def __init__(self, kong, port: int):

@@ -1,0 +1,263 @@
+"""Behaviour §4–§8 end to end: tokens from a real (mock) authorization server over real HTTP,
+the real plugin server behind the Kong stand-in, and what the upstream MCP server receives.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from cryptography.hazmat.primitives import serialization
+
+from tests.harness.kong_standin import KongStandIn
+from tests.harness.mock_as import MockAuthorizationServer
+from tests.harness.upstream import EchoUpstream
+
+from .conftest import StartKong, declarative, plugin_config
+
+RESOURCE = "http://localhost:8000/mcp"
+KONG_ADDED = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-forwarded-path",
+              "x-real-ip", "x-kong-request-id", "via", "host", "connection", "content-length", "user-agent",
+              "accept-encoding", "accept", "content-type", "x-forwarded-prefix"}
+
+
+@pytest.fixture
+def authz() -> Iterator[MockAuthorizationServer]:
+    with MockAuthorizationServer(resource=RESOURCE) as server:
+        server.add_client("kong", "client_secret_basic", secret="kong-secret")
+        yield server
+
+
+def jwt_kong(start_kong: StartKong, authz: MockAuthorizationServer, **config: Any) -> KongStandIn:
+    return start_kong(declarative(plugin_config(authorization_servers=[authz.issuer], **config)))
+
+
+def introspection_kong(start_kong: StartKong, authz: MockAuthorizationServer, **config: Any) -> KongStandIn:
+    options = {"introspection_endpoint": authz.introspection_endpoint, "client_id": "kong",
+               "client_secret": "kong-secret", **config}
+    return jwt_kong(start_kong, authz, **options)
+
+
+def call(kong: KongStandIn, http: requests.Session, token: str | None, headers: dict[str, str] | None = None
+         ) -> requests.Response:
+    sent = dict(headers or {})
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    return http.post(kong.proxy_url + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=sent)
+
+
+def assert_refused(kong: KongStandIn, response: requests.Response, upstream: EchoUpstream, before: int,
+                   status: int = 401) -> None:
+    assert response.status_code == status, response.text
+    assert kong.last.proxied is False and len(upstream.requests) == before
+    if status == 401:
+        challenge = response.headers["WWW-Authenticate"]
+        assert challenge.startswith('Bearer error="invalid_token", error_description="')
+        assert 'resource_metadata="http://127.0.0.1:' in challenge
+        assert response.json()["error"] == "invalid_token"
+    if status == 503:
+        assert "WWW-Authenticate" not in response.headers
+        assert response.headers["Retry-After"].isdigit()
+        assert response.json()["error"] == "temporarily_unavailable"
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS256", "ES256", "EdDSA"])
+def test_valid_jwts_reach_the_upstream_with_claim_headers_and_nothing_else(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream, alg: str
+) -> None:
+    kong = jwt_kong(start_kong, authz, upstream_headers=[
+        {"header": "X-User-Id", "path": ["sub"]}, {"header": "X-Roles", "path": ["realm_access", "roles"]},
+        {"header": "X-Email", "path": ["email"]},
+    ])  # fmt: skip
+    token = authz.mint({"realm_access": {"roles": ["reader", "writer"]}}, alg=alg)
+    response = call(kong, http, token)
+    assert response.status_code == 200, response.text
+    received = upstream.last["headers"]
+    assert received["x-user-id"] == ["user-1"] and received["x-roles"] == ["reader,writer"]
+    assert "authorization" not in received and "x-email" not in received
+    assert set(received) - KONG_ADDED == {"x-user-id", "x-roles"}
+    assert kong.last.round_trips <= 5
+
+
+def test_a_repeated_token_is_not_validated_again_and_costs_at_most_five_round_trips(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    kong = jwt_kong(start_kong, authz, claim_to_header=[{"claim": "sub", "header": "X-User"}])
+    token = authz.mint()
+    for _ in range(3):
+        assert call(kong, http, token).status_code == 200
+    assert authz.count("jwks") == 1 and authz.count("metadata") == 1
+    assert [c.method for c in kong.last.pdk_calls] == [
+        "kong.request.get_headers", "kong.request.get_path", "kong.service.request.set_headers",
+        "kong.service.request.clear_header"]
+    assert kong.last.round_trips <= 5
+
+
+def test_opaque_tokens_are_introspected_and_their_claims_forwarded(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    kong = introspection_kong(start_kong, authz, claim_to_header=[{"claim": "sub", "header": "X-User"},
+                                                                  {"claim": "scope", "header": "X-Scope"}])
+    token = authz.issue_opaque({"sub": "opaque-user"})
+    assert call(kong, http, token).status_code == 200
+    assert upstream.last["headers"]["x-user"] == ["opaque-user"]
+    assert upstream.last["headers"]["x-scope"] == ["mcp:tools"]
+    recorded = [r for r in authz.requests if r.endpoint == "introspection"][-1]
+    assert recorded.form["token"] == [token] and recorded.form["token_type_hint"] == ["access_token"]
+    assert recorded.client_id_authenticated == "kong" and recorded.auth_method_used == "client_secret_basic"
+    call(kong, http, token)
+    assert authz.count("introspection") == 1  # cached
+
+
+def test_revoked_and_unknown_opaque_tokens_are_refused(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    kong = introspection_kong(start_kong, authz)
+    before = len(upstream.requests)
+    assert_refused(kong, call(kong, http, authz.issue_opaque(active=False)), upstream, before)
+    assert_refused(kong, call(kong, http, "never-issued-token"), upstream, before)
+    assert_refused(kong, call(kong, http, authz.issue_opaque({"aud": "http://other/mcp"})), upstream, before)
+
+
+def attacks(authz: MockAuthorizationServer) -> dict[str, str]:
+    rsa = authz.current_key("RS256")
+    pem = rsa.public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    rogue = MockAuthorizationServer(resource=RESOURCE)  # never started: only its keys are used
+    rogue_key = rogue.current_key("RS256")
+    return {
+        "unsigned": authz.mint_unsigned(),
+        "hs256 with the public key": authz.mint_hmac(pem, kid=rsa.kid),
+        "embedded jwk": authz.mint(key=rogue_key, kid=rsa.kid, headers={"jwk": rogue_key.public_jwk}),
+        "jku": authz.mint(key=rogue_key, headers={"jku": "http://127.0.0.1:1/jwks", "kid": "rogue"}),
+        "expired": authz.mint({"exp": 1_000_000_000, "iat": 999_999_000}),
+        "not yet valid": authz.mint({"nbf": 4_000_000_000}),
+        "wrong audience": authz.mint({"aud": "http://localhost:8000/other"}),
+        "audience prefix": authz.mint({"aud": "http://localhost:8000"}),
+        "no audience": authz.mint(omit=("aud",)),
+        "wrong issuer": authz.mint({"iss": "http://127.0.0.1:1"}),
+        "issuer near miss": authz.mint({"iss": authz.issuer + ".evil"}),
+        "no expiry": authz.mint(omit=("exp",)),
+        "crit": authz.mint(headers={"crit": ["exp"]}),
+        "id token typ": authz.mint(headers={"typ": "id_token+jwt"}),
+        "truncated signature": authz.mint().rsplit(".", 1)[0] + ".AAAA",
+        "forged payload": forge(authz.mint()),
+    }
+
+
+def forge(token: str) -> str:
+    import base64
+
+    head, body, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=="))
+    claims["sub"] = "admin"
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{head}.{body}.{signature}"
+
+
+def test_attacks_are_refused_with_401_and_never_proxied(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    kong = jwt_kong(start_kong, authz)
+    before = len(upstream.requests)
+    for name, token in attacks(authz).items():
+        response = call(kong, http, token)
+        assert response.status_code == 401, name
+        assert_refused(kong, response, upstream, before)
+    assert authz.errors == []
+
+
+def test_spoofed_identity_headers_never_reach_the_upstream(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    kong = jwt_kong(start_kong, authz, claim_to_header=[{"claim": "sub", "header": "X-User"},
+                                                        {"claim": "email", "header": "X-Email"}])
+    response = call(kong, http, authz.mint(), {"X-User": "admin", "X-Email": "admin@example.com", "x-user": "root"})
+    assert response.status_code == 200
+    assert upstream.last["headers"]["x-user"] == ["user-1"]
+    assert "x-email" not in upstream.last["headers"]
+
+
+def test_passthrough_credentials_keeps_the_token(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    kong = jwt_kong(start_kong, authz, passthrough_credentials=True)
+    token = authz.mint()
+    assert call(kong, http, token).status_code == 200
+    assert upstream.last["headers"]["authorization"] == [f"Bearer {token}"]
+    assert kong.last.round_trips == 2
+
+
+def test_key_rotation_is_picked_up_without_a_restart_at_most_once_per_10_seconds(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session
+) -> None:
+    kong = jwt_kong(start_kong, authz)
+    assert call(kong, http, authz.mint(alg="ES256")).status_code == 200
+    fetched = time.monotonic()
+    authz.rotate("ES256")
+    # Within 10 s of the last fetch an unknown kid does not refetch (flood protection): 401.
+    assert call(kong, http, authz.mint(alg="ES256")).status_code == 401
+    assert authz.count("jwks") == 1
+    time.sleep(max(0.0, fetched + 10.2 - time.monotonic()))
+    assert call(kong, http, authz.mint(alg="ES256")).status_code == 200
+    assert authz.count("jwks") == 2
+
+
+def test_jwks_endpoint_is_used_without_discovery(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session
+) -> None:
+    kong = jwt_kong(start_kong, authz, jwks_endpoint=authz.jwks_uri)
+    assert call(kong, http, authz.mint()).status_code == 200
+    assert authz.count("metadata") == 0
+
+
+@pytest.mark.parametrize("mode", ["500", "drop", "garbage", "wrong_json", "hang"])
+def test_an_unreachable_jwks_is_503_never_401_or_proxied(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream, mode: str
+) -> None:
+    kong = jwt_kong(start_kong, authz, timeout=1000)
+    authz.fault("jwks", mode)
+    before = len(upstream.requests)
+    assert_refused(kong, call(kong, http, authz.mint()), upstream, before, status=503)
+    authz.release()
+
+
+@pytest.mark.parametrize("mode", ["500", "drop", "garbage", "401", "hang"])
+def test_an_unreachable_introspection_endpoint_is_503(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream, mode: str
+) -> None:
+    kong = introspection_kong(start_kong, authz, timeout=1000)
+    authz.fault("introspection", mode)
+    before = len(upstream.requests)
+    assert_refused(kong, call(kong, http, authz.issue_opaque()), upstream, before, status=503)
+    authz.release()
+
+
+def test_discovery_with_an_issuer_path(start_kong: StartKong, http: requests.Session) -> None:
+    with MockAuthorizationServer(issuer_path="/realms/mcp", resource=RESOURCE) as authz:
+        authz.discovery["oauth"] = False
+        kong = jwt_kong(start_kong, authz)
+        assert call(kong, http, authz.mint(alg="EdDSA")).status_code == 200
+
+
+def test_concurrent_requests_with_one_new_opaque_token_make_one_introspection(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session
+) -> None:
+    kong = introspection_kong(start_kong, authz)
+    authz.slow_seconds = 0.5
+    authz.fault("introspection", "slow", count=1)
+    token = authz.issue_opaque()
+
+    def one(_: int) -> int:
+        with requests.Session() as session:
+            session.trust_env = False
+            return call(kong, session, token).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(one, range(20)))
+    assert statuses == [200] * 20
+    assert authz.count("introspection") == 1
