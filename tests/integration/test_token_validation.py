@@ -261,3 +261,59 @@ def test_concurrent_requests_with_one_new_opaque_token_make_one_introspection(
         statuses = list(pool.map(one, range(20)))
     assert statuses == [200] * 20
     assert authz.count("introspection") == 1
+
+
+def client_auth_configs(authz: MockAuthorizationServer) -> dict[str, dict[str, Any]]:
+    """Each client_auth method Kong lists, registered at the mock and configured in the plugin."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    private_jwk = {**json.loads(ECAlgorithm.to_jwk(private)), "kid": "kong-key"}
+    public_jwk = {**json.loads(ECAlgorithm.to_jwk(private.public_key())), "kid": "kong-key"}
+    cert, key = authz.issue_client_cert("kong-mtls")
+    self_cert, self_key = authz.issue_client_cert("kong-self", self_signed=True)
+    jwt_secret = "a-shared-secret-of-more-than-32-bytes!"
+    authz.add_client("post-client", "client_secret_post", secret="p@ss word")
+    authz.add_client("jwt-client", "client_secret_jwt", secret=jwt_secret)
+    authz.add_client("pkjwt-client", "private_key_jwt", public_jwk=public_jwk)
+    authz.add_client("mtls-client", "tls_client_auth", cert_pem=cert)
+    authz.add_client("self-client", "self_signed_tls_client_auth", cert_pem=self_cert)
+    authz.add_client("public-client", "none")
+    authz.add_client("basic:client id", "client_secret_basic", secret="s3cret/+=")
+    mtls = {"mtls_introspection_endpoint": authz.mtls_introspection_endpoint, "tls_client_auth_ssl_verify": False}
+    return {
+        "client_secret_basic": {"client_id": "basic:client id", "client_secret": "s3cret/+="},
+        "client_secret_post": {"client_auth": "client_secret_post", "client_id": "post-client",
+                               "client_secret": "p@ss word"},
+        "client_secret_jwt": {"client_auth": "client_secret_jwt", "client_id": "jwt-client", "client_secret": jwt_secret},
+        "private_key_jwt": {"client_auth": "private_key_jwt", "client_id": "pkjwt-client",
+                            "client_jwk": json.dumps(private_jwk), "client_alg": "ES256"},
+        "tls_client_auth": {"client_auth": "tls_client_auth", "client_id": "mtls-client",
+                            "tls_client_auth_cert": cert, "tls_client_auth_key": key, **mtls},
+        "self_signed_tls_client_auth": {"client_auth": "self_signed_tls_client_auth", "client_id": "self-client",
+                                        "tls_client_auth_cert": self_cert, "tls_client_auth_key": self_key, **mtls},
+        "none": {"client_auth": "none", "client_id": "public-client"},
+    }  # fmt: skip
+
+
+def test_every_client_auth_method_authenticates_the_gateway_for_introspection(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session
+) -> None:
+    for method, config in client_auth_configs(authz).items():
+        options = {"introspection_endpoint": authz.introspection_endpoint, "client_secret": None, **config}
+        kong = start_kong(declarative(plugin_config(authorization_servers=[authz.issuer], **options)))
+        response = call(kong, http, authz.issue_opaque())
+        assert response.status_code == 200, (method, response.text)
+        recorded = [r for r in authz.requests if r.endpoint == "introspection"][-1]
+        assert recorded.auth_method_used == method and recorded.client_id_authenticated == config["client_id"]
+        kong.stop()
+    assert authz.errors == []
+
+
+def test_wrong_gateway_credentials_are_503_not_401(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    kong = introspection_kong(start_kong, authz, client_secret="wrong-secret")
+    before = len(upstream.requests)
+    assert_refused(kong, call(kong, http, authz.issue_opaque()), upstream, before, status=503)
