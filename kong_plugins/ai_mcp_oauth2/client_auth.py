@@ -53,7 +53,12 @@ class ClientRequest:
 
 
 class ClientAuth:
-    """The gateway's client credentials for introspection, prepared once per instance."""
+    """The gateway's client credentials, prepared once per instance.
+
+    The top-level ``client_*`` fields serve introspection and ``token_exchange.client_auth:
+    inherit``; :meth:`for_exchange` builds the exchange's own ``client_secret_basic``,
+    ``client_secret_post`` or ``none``.
+    """
 
     def __init__(self, config: Config, clock: Callable[[], float]) -> None:
         self.method = config.effective_client_auth
@@ -64,14 +69,15 @@ class ClientAuth:
         self.jwk: dict[str, object] | None = None
         self.cert: tuple[str, str] | None = None
         self.mtls_url = config.mtls_introspection_endpoint
-        self.mtls_verify = config.tls_client_auth_ssl_verify
+        self.mtls_verify: bool | None = config.tls_client_auth_ssl_verify
         if self.method == "private_key_jwt" and config.client_jwk:
             self.alg = _private_jwk_alg(config.client_jwk, config.client_alg)
             self.jwk = json.loads(config.client_jwk)
         if self.method in ("tls_client_auth", "self_signed_tls_client_auth"):
             self.cert = _write_key_pair(self, config.tls_client_auth_cert or "", config.tls_client_auth_key or "")
 
-    def prepare(self, url: str) -> ClientRequest:
+    def prepare(self, url: str, mtls_alias: bool = True) -> ClientRequest:
+        """Client authentication for a call to ``url`` (the mTLS alias replaces it if allowed)."""
         method = self.method
         if method == "client_secret_basic":
             return ClientRequest(url, {"Authorization": basic_authorization(self.client_id, self.secret)})
@@ -84,9 +90,23 @@ class ClientAuth:
                 ("client_assertion", self._assertion(url)),
             ])  # fmt: skip
         if method in ("tls_client_auth", "self_signed_tls_client_auth"):
-            return ClientRequest(self.mtls_url or url, form=[("client_id", self.client_id)], cert=self.cert,
-                                 verify=self.mtls_verify)
+            target = (self.mtls_url if mtls_alias else None) or url
+            return ClientRequest(target, form=[("client_id", self.client_id)], cert=self.cert, verify=self.mtls_verify)
         return ClientRequest(url, form=[("client_id", self.client_id)] if self.client_id else [])
+
+    @classmethod
+    def for_exchange(cls, config: Config, clock: Callable[[], float]) -> ClientAuth:
+        """``token_exchange.client_auth``: its own credentials, or ``inherit`` the top-level ones."""
+        exchange = config.token_exchange
+        if exchange.client_auth == "inherit":
+            return cls(config, clock)
+        auth = cls.__new__(cls)
+        auth.method = exchange.client_auth
+        auth.client_id = exchange.client_id or ""
+        auth.secret = exchange.client_secret or ""
+        auth.clock = clock
+        auth.alg, auth.jwk, auth.cert, auth.mtls_url, auth.mtls_verify = "HS256", None, None, None, None
+        return auth
 
     def _assertion(self, audience: str) -> str:
         now = int(self.clock())

@@ -534,7 +534,18 @@ def parse_config(raw: Any) -> Config:
         header_name(f"headers[{i + 1}]", name)
     if introspection_endpoint is not None:
         _check_introspection_client(cfg, config.effective_client_auth)
+    if config.consumer_groups_claim and not config.consumer_groups_optional:
+        raise ConfigError(
+            "consumer_groups_claim",
+            "the Kong PDK offers no consumer-group lookup, so groups from a claim cannot be mapped; "
+            "set consumer_groups_optional: true to accept requests without them",
+        )
     warnings: list[str] = []
+    if config.consumer_groups_claim:
+        warnings.append(
+            "consumer_groups_claim: ignored, the Kong PDK offers no consumer-group lookup "
+            "(a mapped consumer still gets its own groups from Kong)"
+        )
     if config.consumer_claim and "custom_id" in config.consumer_by:
         warnings.append(
             "consumer_by: the Kong PDK offers no lookup by custom_id; that choice is skipped"

@@ -132,6 +132,14 @@ class LengthRequired(Refusal):
     description = "A Content-Length is required for request bodies on this resource"
 
 
+class Forbidden(Refusal):
+    """The token is valid but maps to no Kong consumer (behaviour §10, unless ``consumer_optional``)."""
+
+    status = 403
+    error = "access_denied"
+    description = "The access token does not map to a consumer of this gateway"
+
+
 class Unavailable(Refusal):
     """The authorization server (or JWKS, discovery, exchange endpoint) failed: never a 401."""
 

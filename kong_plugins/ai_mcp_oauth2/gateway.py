@@ -2,8 +2,10 @@
 
 The gateway asks its :class:`RequestView` only for what a decision needs, because each question
 is a PDK round trip over the plugin-server socket (behaviour §11): the headers and the path
-always, the method only on a metadata path, and the forwarded origin only when it must build a
-challenge. So a rejected request costs at most five round trips and a metadata request three.
+always, the method only on a metadata path, the forwarded origin only when it must build a
+challenge, a consumer only when ``consumer_claim`` is set. So a rejected request costs at most
+five round trips and a metadata request three; an accepted one is applied by ``plugin.py`` with
+one ``set_headers``, a ``clear_header`` per removed header and one ``authenticate``.
 
 Fail closed (behaviour §2): a bad config answers every request with 500 and a log line naming
 the field; no request is let through unless the :class:`TokenVerifier` accepted its token.
@@ -11,6 +13,8 @@ the field; no request is let through unless the :class:`TokenVerifier` accepted 
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,6 +24,7 @@ from .config import Config, parse_config
 from .errors import (
     JSON,
     ConfigError,
+    Forbidden,
     InvalidRequest,
     LengthRequired,
     MethodNotAllowed,
@@ -29,6 +34,8 @@ from .errors import (
     Response,
     json_body,
 )
+from .http import HttpClient
+from .token_exchange import TokenExchanger
 from .tokens import TokenValidator
 
 
@@ -47,13 +54,19 @@ class RequestView(Protocol):
 
     def log(self, level: str, message: str) -> None: ...
 
+    def load_consumer(self, value: str, by_username: bool) -> Mapping[str, Any] | None:
+        """``kong.client.load_consumer``: by id (a UUID), then by username when allowed."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Proxy:
-    """Let the request through, after these changes to the upstream request."""
+    """Let the request through, after these changes to the upstream request and Kong's identity."""
 
     set_headers: Mapping[str, str] = field(default_factory=dict)
     clear_headers: tuple[str, ...] = ()
+    consumer: Mapping[str, Any] | None = None
+    credential: Mapping[str, str] | None = None
 
 
 Decision = Response | Proxy
@@ -62,30 +75,44 @@ Decision = Response | Proxy
 class TokenVerifier(Protocol):
     """Decides whether a bearer token is acceptable; raises a :class:`Refusal` if not."""
 
-    def verify(self, token: str) -> Mapping[str, object]:
+    def verify(self, token: str) -> Mapping[str, Any]:
         """Return the token's claims, or raise InvalidToken (401) or Unavailable (503)."""
         ...
 
 
+class Exchanger(Protocol):
+    """Trades a validated token for the upstream's (RFC 8693); raises a :class:`Refusal` if it cannot."""
+
+    def exchange(self, subject_token: str, actor_token: str | None) -> str: ...
+
+
+Services = tuple[TokenVerifier, Exchanger | None]
+
+
+def default_services(config: Config) -> Services:
+    """The instance's verifier and exchanger, sharing one outbound HTTP session."""
+    http = HttpClient(config)
+    exchanger = TokenExchanger(config, http, time.time) if config.token_exchange.enabled else None
+    return TokenValidator(config, http), exchanger
+
+
 _PREFIX = "ai-mcp-oauth2: "
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 class Gateway:
     """The per-instance state and the decision for each request."""
 
-    def __init__(
-        self,
-        raw_config: object,
-        verifier_factory: Callable[[Config], TokenVerifier] = TokenValidator,
-    ) -> None:
+    def __init__(self, raw_config: object, services: Callable[[Config], Services] = default_services) -> None:
         self.config: Config | None = None
         self.error: ConfigError | None = None
         self.metadata_body = b""
         self.verifier: TokenVerifier | None = None
+        self.exchanger: Exchanger | None = None
         try:
             self.config = parse_config(raw_config)
             self.metadata_body = metadata.document(self.config)
-            self.verifier = verifier_factory(self.config)
+            self.verifier, self.exchanger = services(self.config)
         except ConfigError as exc:
             self.error = exc
 
@@ -103,9 +130,13 @@ class Gateway:
             check_body_size(headers, config.max_request_body_size)
             token = bearer.extract_token(headers)
             token_claims = self.verifier.verify(token)
+            consumer = find_consumer(config, request, token_claims)
+            upstream_token = None
+            if self.exchanger is not None:
+                upstream_token = self.exchanger.exchange(token, actor_token(config, headers))
         except Refusal as refusal:
             return render(refusal, config, request)
-        return upstream_changes(config, headers, token_claims)
+        return upstream_changes(config, headers, token_claims, upstream_token, consumer)
 
     def _metadata(self, request: RequestView, headers: Mapping[str, Sequence[str]]) -> Response:
         method = request.method()
@@ -117,14 +148,54 @@ class Gateway:
         raise MethodNotAllowed()
 
 
+def actor_token(config: Config, headers: Mapping[str, Sequence[str]]) -> str | None:
+    """Behaviour §9: the actor token from its request header, or the static one from config."""
+    exchange = config.token_exchange
+    if exchange.actor_token_source == "config":
+        return exchange.actor_token
+    if exchange.actor_token_source == "header" and exchange.actor_token_header:
+        values = headers.get(exchange.actor_token_header.lower()) or []
+        return values[0] if values and values[0] else None
+    return None
+
+
+def find_consumer(config: Config, request: RequestView, token_claims: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Behaviour §10: the Kong consumer named by ``consumer_claim``, looked up by ``consumer_by``.
+
+    One ``kong.client.load_consumer`` call at most: Kong's own lookup with ``search_by_username``
+    tries the id (for a UUID) and then the username. The answer is accepted only if the field it
+    matched is one ``consumer_by`` allows. ``custom_id`` has no PDK lookup and is skipped.
+    """
+    if not config.consumer_claim:
+        return None
+    value = claims.resolve(token_claims, config.consumer_claim)
+    by_id = "id" in config.consumer_by and isinstance(value, str) and bool(_UUID.match(value))
+    by_username = "username" in config.consumer_by and isinstance(value, str) and value != ""
+    consumer = None
+    if by_id or by_username:
+        found = request.load_consumer(value, by_username)  # type: ignore[arg-type]
+        if isinstance(found, Mapping) and (
+            (by_id and found.get("id") == value) or (by_username and found.get("username") == value)
+        ):
+            consumer = found
+    if consumer is None and not config.consumer_optional:
+        raise Forbidden()
+    return consumer
+
+
 def upstream_changes(
-    config: Config, headers: Mapping[str, Sequence[str]], token_claims: Mapping[str, Any]
+    config: Config,
+    headers: Mapping[str, Sequence[str]],
+    token_claims: Mapping[str, Any],
+    upstream_token: str | None = None,
+    consumer: Mapping[str, Any] | None = None,
 ) -> Proxy:
-    """Behaviour §8: claim headers set, client copies of absent ones removed, credentials stripped.
+    """Behaviour §8–§10: what the upstream request and Kong's identity become.
 
     A configured header is always overwritten when its claim is present (``set_headers``
     replaces every value); when the claim is absent, the header is removed only if the client
-    sent it, so an honest request costs no extra round trip.
+    sent it, so an honest request costs no extra round trip. ``Authorization`` is removed unless
+    ``passthrough_credentials``, or carries the exchanged token; the actor-token header is removed.
     """
     values: dict[str, str] = {}
     clear: list[str] = []
@@ -134,9 +205,18 @@ def upstream_changes(
             values[mapping.header] = value
         elif mapping.header.lower() in headers:
             clear.append(mapping.header)
-    if not config.passthrough_credentials:
+    actor_header = config.token_exchange.actor_token_header
+    if actor_header and actor_header.lower() in headers:
+        clear.append(actor_header)
+    if upstream_token is not None:
+        values["Authorization"] = f"Bearer {upstream_token}"
+    elif not config.passthrough_credentials:
         clear.append("Authorization")
-    return Proxy(set_headers=values, clear_headers=tuple(clear))
+    credential_value = claims.resolve(token_claims, config.credential_claim) if config.credential_claim else None
+    credential = None
+    if isinstance(credential_value, (str, int)) and not isinstance(credential_value, bool) and credential_value != "":
+        credential = {"id": str(credential_value)}
+    return Proxy(set_headers=values, clear_headers=tuple(clear), consumer=consumer, credential=credential)
 
 
 def check_body_size(headers: Mapping[str, Sequence[str]], limit: int) -> None:

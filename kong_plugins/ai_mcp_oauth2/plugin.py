@@ -67,6 +67,10 @@ class KongRequest:
         if level in _LOG_LEVELS:
             getattr(self.kong.log, level)(message)
 
+    def load_consumer(self, value: str, by_username: bool) -> Mapping[str, Any] | None:
+        consumer = self.kong.client.load_consumer(value, by_username)
+        return consumer if isinstance(consumer, dict) else None
+
 
 def _exit(kong: Any, response: Response) -> None:
     kong.response.exit(response.status, response.body.decode() if response.body else None, response.headers)
@@ -77,6 +81,11 @@ def _apply(kong: Any, proxy: Proxy) -> None:
         kong.service.request.set_headers(dict(proxy.set_headers))
     for name in proxy.clear_headers:
         kong.service.request.clear_header(name)
+    if proxy.consumer is not None or proxy.credential is not None:
+        kong.client.authenticate(
+            dict(proxy.consumer) if proxy.consumer is not None else None,
+            dict(proxy.credential) if proxy.credential is not None else None,
+        )
 
 
 class Plugin:

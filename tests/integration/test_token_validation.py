@@ -94,8 +94,8 @@ def test_a_repeated_token_is_not_validated_again_and_costs_at_most_five_round_tr
     assert authz.count("jwks") == 1 and authz.count("metadata") == 1
     assert [c.method for c in kong.last.pdk_calls] == [
         "kong.request.get_headers", "kong.request.get_path", "kong.service.request.set_headers",
-        "kong.service.request.clear_header"]
-    assert kong.last.round_trips <= 5
+        "kong.service.request.clear_header", "kong.client.authenticate"]
+    assert kong.last.round_trips == 5
 
 
 def test_opaque_tokens_are_introspected_and_their_claims_forwarded(
@@ -189,7 +189,7 @@ def test_passthrough_credentials_keeps_the_token(
     token = authz.mint()
     assert call(kong, http, token).status_code == 200
     assert upstream.last["headers"]["authorization"] == [f"Bearer {token}"]
-    assert kong.last.round_trips == 2
+    assert [c.method for c in kong.last.pdk_calls][2:] == ["kong.client.authenticate"]
 
 
 def test_key_rotation_is_picked_up_without_a_restart_at_most_once_per_10_seconds(

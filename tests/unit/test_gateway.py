@@ -95,11 +95,11 @@ class AcceptAll:
 
 def test_an_accepted_token_is_proxied_with_authorization_stripped_unless_passthrough() -> None:
     request = FakeRequest({"authorization": ["Bearer abc"]})
-    decision = Gateway(kong_config(), verifier_factory=lambda _: AcceptAll()).handle(request)
-    assert decision == Proxy(clear_headers=("Authorization",))
+    decision = Gateway(kong_config(), services=lambda _: (AcceptAll(), None)).handle(request)
+    assert decision == Proxy(clear_headers=("Authorization",), credential={"id": "alice"})
     assert request.calls == ["headers", "path"]
-    kept = Gateway(kong_config(passthrough_credentials=True), verifier_factory=lambda _: AcceptAll()).handle(request)
-    assert kept == Proxy()
+    kept = Gateway(kong_config(passthrough_credentials=True), services=lambda _: (AcceptAll(), None)).handle(request)
+    assert kept == Proxy(credential={"id": "alice"})
 
 
 def test_malformed_authorization_is_a_400_with_invalid_request() -> None:
@@ -181,7 +181,7 @@ class Claims:
 
 def proxy_for(claims: dict[str, Any], headers: dict[str, list[str]] | None = None, **config: Any) -> Proxy:
     request = FakeRequest({"authorization": ["Bearer abc"], **(headers or {})})
-    decision = Gateway(kong_config(**config), verifier_factory=lambda _: Claims(claims)).handle(request)
+    decision = Gateway(kong_config(**config), services=lambda _: (Claims(claims), None)).handle(request)
     assert isinstance(decision, Proxy)
     assert request.calls == ["headers", "path"]
     return decision
@@ -204,7 +204,7 @@ def test_client_copies_of_absent_claim_headers_are_removed_and_present_ones_over
 
 def test_absent_claims_not_sent_by_the_client_cost_nothing() -> None:
     decision = proxy_for({}, claim_to_header=[{"claim": "email", "header": "X-Email"}], passthrough_credentials=True)
-    assert decision == Proxy()
+    assert decision == Proxy()  # no sub either: no credential to set
 
 
 def test_unsafe_claim_values_are_not_sent_and_client_copies_removed() -> None:

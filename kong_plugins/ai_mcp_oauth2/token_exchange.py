@@ -1,0 +1,122 @@
+"""RFC 8693 token exchange before the request reaches the upstream MCP server (behaviour §9).
+
+- §2.1: ``POST`` form with ``grant_type=urn:ietf:params:oauth:grant-type:token-exchange``,
+  ``subject_token`` (the validated inbound token) and ``subject_token_type``,
+  ``requested_token_type``, ``actor_token`` with ``actor_token_type`` only when an actor token
+  exists ("MUST NOT be included otherwise"), one ``audience`` parameter per entry, ``resource``
+  (``token_exchange.request.resource``) and ``scope`` (``scopes`` joined by spaces). Parameters
+  whose config value is null are not sent.
+- Client authentication (RFC 6749 §2.3): ``client_secret_basic``, ``client_secret_post``,
+  ``none``, or ``inherit`` (the top-level ``client_id``/``client_secret`` and ``client_auth``).
+- §2.2.1: the response must carry ``access_token``; it goes upstream as ``Authorization: Bearer``.
+- Cache (``cache.enabled``): keyed by a hash of endpoint, client, subject token, actor token and
+  request parameters; kept ``expires_in`` less a margin of 10 % (at most 10 s), or ``cache.ttl``
+  when ``expires_in`` is absent. Concurrent identical exchanges are made once.
+- §2.2.2 errors: the endpoint refusing the subject or actor token (a 4xx such as ``invalid_grant``,
+  ``invalid_request`` or ``invalid_target``) is a 401 ``invalid_token`` for the client; the endpoint
+  refusing the gateway itself (``invalid_client``, ``unauthorized_client``,
+  ``unsupported_grant_type``, or HTTP 401/403) and every failure of the server are a 503.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from cachetools import TLRUCache
+
+from .client_auth import ClientAuth
+from .config import Config
+from .errors import InvalidToken, Unavailable
+from .http import HttpClient, SingleFlight, Unreachable
+
+GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
+MAX_ENTRIES = 10_000
+_GATEWAY_REFUSED = frozenset({"invalid_client", "unauthorized_client", "unsupported_grant_type"})
+_HEADER_SAFE_TOKEN = re.compile(r"^[\x21-\x7e]{1,16384}$")
+
+
+def _until(_key: bytes, value: tuple[str, float], _now: float) -> float:
+    return value[1]
+
+
+class TokenExchanger:
+    """Trades validated inbound tokens for upstream tokens at ``token_exchange.token_endpoint``."""
+
+    def __init__(self, config: Config, http: HttpClient, clock: Callable[[], float]) -> None:
+        self.exchange_config = config.token_exchange
+        self.endpoint = config.token_exchange.token_endpoint or ""
+        self.http = http
+        self.clock = clock
+        self.client = ClientAuth.for_exchange(config, clock)
+        self.cache: TLRUCache[bytes, tuple[str, float]] | None = (
+            TLRUCache(MAX_ENTRIES, ttu=_until, timer=clock) if config.token_exchange.cache_enabled else None
+        )
+        self.lock = threading.Lock()
+        self.flight = SingleFlight()
+
+    def form(self, subject_token: str, actor_token: str | None) -> list[tuple[str, str]]:
+        request = self.exchange_config
+        form = [("grant_type", GRANT_TYPE), ("subject_token", subject_token),
+                ("subject_token_type", request.subject_token_type)]  # fmt: skip
+        if request.requested_token_type:
+            form.append(("requested_token_type", request.requested_token_type))
+        if actor_token:
+            form += [("actor_token", actor_token), ("actor_token_type", request.actor_token_type)]
+        form += [("audience", audience) for audience in request.audience]
+        if request.resource:
+            form.append(("resource", request.resource))
+        if request.scopes:
+            form.append(("scope", " ".join(request.scopes)))
+        return form
+
+    def exchange(self, subject_token: str, actor_token: str | None) -> str:
+        """The exchanged access token; raises InvalidToken (401) or Unavailable (503)."""
+        form = self.form(subject_token, actor_token)
+        key = hashlib.sha256(
+            json.dumps([self.endpoint, self.client.method, self.client.client_id, form]).encode()
+        ).digest()
+        if self.cache is not None:
+            with self.lock:
+                entry = self.cache.get(key)
+            if entry is not None:
+                return entry[0]
+        return self.flight.do(key, lambda: self._exchange(key, form))
+
+    def _exchange(self, key: bytes, form: list[tuple[str, str]]) -> str:
+        client = self.client.prepare(self.endpoint, mtls_alias=False)
+        try:
+            response = self.http.request("POST", client.url, data=[*client.form, *form], headers=client.headers,
+                                         cert=client.cert, verify=client.verify)
+        except Unreachable:
+            raise Unavailable("The token exchange endpoint could not be reached") from None
+        try:
+            answer: Any = response.json()
+        except Unreachable:
+            answer = None
+        if response.status != 200:
+            error = answer.get("error") if isinstance(answer, dict) else None
+            if 400 <= response.status < 500 and response.status not in (401, 403) and error not in _GATEWAY_REFUSED:
+                raise InvalidToken("The access token could not be exchanged for the upstream")
+            raise Unavailable("The token exchange endpoint refused the gateway or failed")
+        if not isinstance(answer, dict):
+            raise Unavailable("The token exchange answer is not a JSON object")
+        token = answer.get("access_token")
+        if not isinstance(token, str) or not _HEADER_SAFE_TOKEN.match(token):
+            raise Unavailable("The token exchange answer has no usable access_token")
+        if self.cache is not None:
+            ttl = self._ttl(answer.get("expires_in"))
+            if ttl > 0:
+                with self.lock:
+                    self.cache[key] = (token, self.clock() + ttl)
+        return token
+
+    def _ttl(self, expires_in: Any) -> float:
+        if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not math.isfinite(expires_in):
+            return float(self.exchange_config.cache_ttl)
+        return expires_in - min(10.0, expires_in * 0.1)
