@@ -228,3 +228,10 @@ def test_custom_id_lookup_is_reported_as_a_warning() -> None:
 def test_config_must_be_a_record() -> None:
     with pytest.raises(ConfigError):
         parse_config("resource=x")
+
+
+def test_consumer_groups_from_a_claim_fail_closed_unless_optional() -> None:
+    """The PDK offers no consumer-group lookup: refusing beats letting unmapped callers past ACLs."""
+    assert refused(consumer_groups_claim=["groups"]).field == "consumer_groups_claim"
+    config = parse_config(kong_config(consumer_groups_claim=["groups"], consumer_groups_optional=True))
+    assert any("consumer_groups_claim" in w for w in config.warnings)

@@ -211,3 +211,102 @@ def test_unsafe_claim_values_are_not_sent_and_client_copies_removed() -> None:
     decision = proxy_for({"sub": "a\r\nX-Admin: 1"}, {"x-user": ["x"]},
                          claim_to_header=[{"claim": "sub", "header": "X-User"}])
     assert decision.set_headers == {} and "X-User" in decision.clear_headers
+
+
+class Exchange:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+
+    def exchange(self, subject_token: str, actor_token: str | None) -> str:
+        self.calls.append((subject_token, actor_token))
+        return "upstream-token"
+
+
+class ConsumerRequest(FakeRequest):
+    def __init__(self, consumers: list[dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.consumers = consumers
+        self.lookups: list[tuple[str, bool]] = []
+
+    def load_consumer(self, value: str, by_username: bool) -> Mapping[str, Any] | None:
+        self.calls.append("load_consumer")
+        self.lookups.append((value, by_username))
+        # Kong: by id first when the value is a UUID, then by username if allowed
+        for consumer in self.consumers:
+            if consumer["id"] == value:
+                return consumer
+        if by_username:
+            return next((c for c in self.consumers if c["username"] == value), None)
+        return None
+
+
+ALICE = {"id": "8b1a9953-c461-4296-a8c4-6a4f8a2f7a11", "username": "alice", "custom_id": "c-1"}
+BOB = {"id": "0b6ae7c1-5a3e-4b5e-9d8f-1c2b3a4d5e6f", "username": "8b1a9953-c461-4296-a8c4-6a4f8a2f7a11",
+       "custom_id": None}
+
+
+def decide_with(request: FakeRequest, token_claims: dict[str, Any], exchanger: Exchange | None = None,
+                **config: Any) -> Any:
+    return Gateway(kong_config(**config), services=lambda _: (Claims(token_claims), exchanger)).handle(request)
+
+
+def test_exchange_puts_the_exchanged_token_upstream_and_removes_the_actor_header() -> None:
+    exchange = Exchange()
+    request = FakeRequest({"authorization": ["Bearer abc"], "x-actor-token": ["actor-jwt"]})
+    te = {"enabled": True, "token_endpoint": "https://as.example.com/token", "client_auth": "none",
+          "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token"}}
+    decision = decide_with(request, {"sub": "alice"}, exchange, token_exchange=te, passthrough_credentials=True)
+    assert exchange.calls == [("abc", "actor-jwt")]
+    assert decision.set_headers == {"Authorization": "Bearer upstream-token"}
+    assert decision.clear_headers == ("X-Actor-Token",)
+
+
+def test_static_actor_token_comes_from_config() -> None:
+    exchange = Exchange()
+    te = {"enabled": True, "token_endpoint": "https://as.example.com/token", "client_auth": "none",
+          "request": {"actor_token_source": "config", "actor_token": "static-actor"}}
+    decide_with(FakeRequest({"authorization": ["Bearer abc"], "x-actor-token": ["ignored"]}), {}, exchange,
+                token_exchange=te, passthrough_credentials=True)
+    assert exchange.calls == [("abc", "static-actor")]
+
+
+def test_consumer_found_by_username_is_authenticated_with_one_lookup() -> None:
+    request = ConsumerRequest([ALICE], headers={"authorization": ["Bearer abc"]})
+    decision = decide_with(request, {"sub": "alice"}, consumer_claim=["sub"])
+    assert decision.consumer == ALICE and decision.credential == {"id": "alice"}
+    assert request.lookups == [("alice", True)] and request.calls.count("load_consumer") == 1
+
+
+def test_nested_consumer_claim_and_lookup_by_id() -> None:
+    request = ConsumerRequest([ALICE], headers={"authorization": ["Bearer abc"]})
+    decision = decide_with(request, {"sub": "x", "ext": {"kong_id": ALICE["id"]}},
+                           consumer_claim=["ext", "kong_id"], consumer_by=["id"])
+    assert decision.consumer == ALICE and request.lookups == [(ALICE["id"], False)]
+
+
+def test_a_uuid_username_does_not_match_another_consumers_id_when_only_usernames_are_allowed() -> None:
+    request = ConsumerRequest([ALICE, BOB], headers={"authorization": ["Bearer abc"]})
+    response = decide_with(request, {"sub": ALICE["id"]}, consumer_claim=["sub"], consumer_by=["username"])
+    assert isinstance(response, Response) and response.status == 403
+
+
+def test_unknown_consumer_is_403_unless_optional() -> None:
+    request = ConsumerRequest([ALICE], headers={"authorization": ["Bearer abc"]})
+    response = decide_with(request, {"sub": "mallory"}, consumer_claim=["sub"])
+    assert isinstance(response, Response) and response.status == 403
+    assert json.loads(response.body)["error"] == "access_denied" and "WWW-Authenticate" not in response.headers
+    optional = decide_with(ConsumerRequest([ALICE], headers={"authorization": ["Bearer abc"]}), {"sub": "mallory"},
+                           consumer_claim=["sub"], consumer_optional=True)
+    assert optional.consumer is None and optional.credential == {"id": "mallory"}
+
+
+def test_custom_id_only_is_never_looked_up() -> None:
+    request = ConsumerRequest([ALICE], headers={"authorization": ["Bearer abc"]})
+    response = decide_with(request, {"sub": "c-1"}, consumer_claim=["sub"], consumer_by=["custom_id"])
+    assert isinstance(response, Response) and response.status == 403 and request.lookups == []
+
+
+def test_credential_claim_becomes_the_credential_id() -> None:
+    decision = decide_with(FakeRequest({"authorization": ["Bearer abc"]}), {"client_id": "agent-7", "sub": "u"},
+                           credential_claim=["client_id"])
+    assert decision.credential == {"id": "agent-7"} and decision.consumer is None

@@ -1,0 +1,162 @@
+"""Behaviour §9 and §10 end to end: RFC 8693 exchange at the mock server, Kong consumers and credentials."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.harness.kong_standin import KongStandIn
+from tests.harness.mock_as import MockAuthorizationServer
+from tests.harness.upstream import EchoUpstream
+
+from .conftest import StartKong, declarative, plugin_config
+
+RESOURCE = "http://localhost:8000/mcp"
+UPSTREAM_AUDIENCE = "https://upstream-mcp.internal"
+ALICE_ID = "6a1e33a5-7d8e-4a43-9c1f-5f2b8d6e4a01"
+CONSUMERS = [{"id": ALICE_ID, "username": "user-1", "custom_id": "c-1"}]
+
+
+@pytest.fixture
+def authz() -> Iterator[MockAuthorizationServer]:
+    with MockAuthorizationServer(resource=RESOURCE) as server:
+        server.add_client("kong", "client_secret_basic", secret="kong-secret")
+        server.add_client("exchanger", "client_secret_basic", secret="exchanger-secret")
+        yield server
+
+
+def exchange_config(authz: MockAuthorizationServer, **request: Any) -> dict[str, Any]:
+    """Shaped like Kong's token-exchange example: introspection, passthrough, a header actor token."""
+    return plugin_config(
+        authorization_servers=[authz.issuer],
+        introspection_endpoint=authz.introspection_endpoint, client_id="kong", client_secret="kong-secret",
+        passthrough_credentials=True,
+        token_exchange={
+            "enabled": True, "token_endpoint": authz.token_endpoint, "client_auth": "client_secret_basic",
+            "client_id": "exchanger", "client_secret": "exchanger-secret",
+            "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token",
+                        "audience": [UPSTREAM_AUDIENCE], "scopes": ["mcp:read"], **request},
+            "cache": {"enabled": True, "ttl": 3600},
+        },
+    )  # fmt: skip
+
+
+def call(kong: KongStandIn, http: requests.Session, token: str, **headers: str) -> requests.Response:
+    sent = {"Authorization": f"Bearer {token}", **{k.replace("_", "-"): v for k, v in headers.items()}}
+    return http.post(kong.proxy_url + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=sent)
+
+
+def test_exchange_sends_exactly_the_rfc_8693_fields_and_forwards_the_exchanged_token(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    kong = start_kong(declarative(exchange_config(authz)))
+    subject = authz.issue_opaque({"sub": "user-1"})
+    actor = authz.mint({"sub": "agent-7"}, alg="ES256")
+    response = call(kong, http, subject, X_Actor_Token=actor)
+    assert response.status_code == 200, response.text
+    exchange = [r for r in authz.requests if r.endpoint == "token"][-1]
+    assert exchange.auth_method_used == "client_secret_basic" and exchange.client_id_authenticated == "exchanger"
+    assert exchange.form == {
+        "grant_type": ["urn:ietf:params:oauth:grant-type:token-exchange"],
+        "subject_token": [subject], "subject_token_type": ["urn:ietf:params:oauth:token-type:access_token"],
+        "requested_token_type": ["urn:ietf:params:oauth:token-type:access_token"],
+        "actor_token": [actor], "actor_token_type": ["urn:ietf:params:oauth:token-type:access_token"],
+        "audience": [UPSTREAM_AUDIENCE], "scope": ["mcp:read"],
+    }  # fmt: skip
+    forwarded = upstream.last["headers"]
+    upstream_token = forwarded["authorization"][0].removeprefix("Bearer ")
+    assert upstream_token != subject
+    issued = authz.validate_token(upstream_token)
+    assert issued is not None and issued["aud"] == UPSTREAM_AUDIENCE and issued["act"] == {"sub": "agent-7"}
+    assert "x-actor-token" not in forwarded
+
+
+def test_a_cached_exchange_costs_at_most_five_round_trips(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session
+) -> None:
+    kong = start_kong(declarative(exchange_config(authz)))
+    subject = authz.issue_opaque()
+    for _ in range(3):
+        assert call(kong, http, subject).status_code == 200
+    assert authz.count("token") == 1 and authz.count("introspection") == 1
+    assert kong.last.round_trips <= 5, [c.method for c in kong.last.pdk_calls]
+
+
+def test_disabled_exchange_cache_exchanges_every_time(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session
+) -> None:
+    config = exchange_config(authz)
+    config["token_exchange"]["cache"] = {"enabled": False}
+    kong = start_kong(declarative(config))
+    subject = authz.issue_opaque()
+    call(kong, http, subject)
+    call(kong, http, subject)
+    assert authz.count("token") == 2
+
+
+@pytest.mark.parametrize("refusal,status", [("invalid_grant", 401), ("invalid_target", 401),
+                                            ("invalid_client", 503)])
+def test_exchange_refusals_map_to_401_or_503(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream,
+    refusal: str, status: int
+) -> None:
+    kong = start_kong(declarative(exchange_config(authz)))
+    authz.exchange_refuse = refusal
+    before = len(upstream.requests)
+    response = call(kong, http, authz.issue_opaque())
+    assert response.status_code == status and len(upstream.requests) == before
+    assert ("WWW-Authenticate" in response.headers) is (status == 401)
+
+
+@pytest.mark.parametrize("mode", ["500", "drop", "garbage", "401"])
+def test_exchange_endpoint_failures_are_503(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream, mode: str
+) -> None:
+    kong = start_kong(declarative(exchange_config(authz)))
+    authz.fault("token", mode)
+    before = len(upstream.requests)
+    response = call(kong, http, authz.issue_opaque())
+    assert response.status_code == 503 and len(upstream.requests) == before
+    assert response.headers["Retry-After"].isdigit()
+
+
+def test_a_consumer_named_in_a_claim_is_authenticated_in_kong(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session
+) -> None:
+    config = plugin_config(authorization_servers=[authz.issuer], consumer_claim=["sub"], consumer_by=["username"])
+    kong = start_kong(declarative(config, consumers=CONSUMERS))
+    assert call(kong, http, authz.mint({"sub": "user-1"})).status_code == 200
+    methods = [c.method for c in kong.last.pdk_calls]
+    assert methods.count("kong.client.load_consumer") == 1
+    authenticate = [c for c in kong.last.pdk_calls if c.method == "kong.client.authenticate"][0]
+    assert authenticate.args[0]["id"] == ALICE_ID and authenticate.args[1] == {"id": "user-1"}
+    assert kong.last.round_trips <= 6
+
+
+def test_an_unknown_consumer_is_403_unless_optional(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    config = plugin_config(authorization_servers=[authz.issuer], consumer_claim=["sub"])
+    kong = start_kong(declarative(config, consumers=CONSUMERS))
+    before = len(upstream.requests)
+    response = call(kong, http, authz.mint({"sub": "mallory"}))
+    assert response.status_code == 403 and response.json()["error"] == "access_denied"
+    assert len(upstream.requests) == before
+    optional = start_kong(declarative({**config, "consumer_optional": True}, consumers=CONSUMERS))
+    assert call(optional, http, authz.mint({"sub": "mallory"})).status_code == 200
+    authenticate = [c for c in optional.last.pdk_calls if c.method == "kong.client.authenticate"][0]
+    assert authenticate.args == [None, {"id": "mallory"}]
+
+
+def test_custom_id_lookup_is_reported_once_at_instance_start(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session
+) -> None:
+    config = plugin_config(authorization_servers=[authz.issuer], consumer_claim=["sub"], consumer_optional=True)
+    kong = start_kong(declarative(config, consumers=CONSUMERS))
+    call(kong, http, authz.mint())
+    call(kong, http, authz.mint())
+    lines = [line for line in kong.server_output if "no lookup by custom_id" in line]
+    assert len(lines) == 1, lines

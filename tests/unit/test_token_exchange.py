@@ -1,0 +1,170 @@
+"""Behaviour §9: RFC 8693 token exchange — the request, the cache, and how failures map."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from kong_plugins.ai_mcp_oauth2.config import parse_config
+from kong_plugins.ai_mcp_oauth2.errors import InvalidToken, Unavailable
+from kong_plugins.ai_mcp_oauth2.http import HttpResponse
+from kong_plugins.ai_mcp_oauth2.token_exchange import GRANT_TYPE, TokenExchanger
+
+from .conftest import kong_config
+from .fakes import DOWN, Clock, FakeHttp, ok
+
+ENDPOINT = "https://as.example.com/token"
+ISSUED = {"access_token": "exchanged-token", "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+          "token_type": "Bearer", "expires_in": 300}
+
+
+def exchanger(*answers: Any, request: dict[str, Any] | None = None, cache: dict[str, Any] | None = None,
+              **overrides: Any) -> tuple[TokenExchanger, FakeHttp, Clock]:
+    record: dict[str, Any] = {"enabled": True, "token_endpoint": ENDPOINT, "client_auth": "client_secret_basic",
+                              "client_id": "exchanger", "client_secret": "ex-secret", "request": request,
+                              "cache": cache}
+    top = {k: v for k, v in overrides.items() if not k.startswith("te_")}
+    record.update({k[3:]: v for k, v in overrides.items() if k.startswith("te_")})
+    config = parse_config(kong_config(token_exchange=record, passthrough_credentials=True, **top))
+    clock, http = Clock(), FakeHttp().on(ENDPOINT, *(answers or (ok(ISSUED),)))
+    return TokenExchanger(config, http, clock), http, clock  # type: ignore[arg-type]
+
+
+def form_of(http: FakeHttp, index: int = -1) -> dict[str, list[str]]:
+    form: dict[str, list[str]] = {}
+    for name, value in http.calls[index][2]["data"]:
+        form.setdefault(name, []).append(value)
+    return form
+
+
+def test_the_request_carries_exactly_the_rfc_8693_fields() -> None:
+    te, http, _ = exchanger(request={"audience": ["mcp-a", "mcp-b"], "scopes": ["read", "write"],
+                                     "resource": "https://upstream.example.com/mcp"})
+    assert te.exchange("subject-token", None) == "exchanged-token"
+    assert form_of(http) == {
+        "grant_type": [GRANT_TYPE], "subject_token": ["subject-token"],
+        "subject_token_type": ["urn:ietf:params:oauth:token-type:access_token"],
+        "requested_token_type": ["urn:ietf:params:oauth:token-type:access_token"],
+        "audience": ["mcp-a", "mcp-b"], "resource": ["https://upstream.example.com/mcp"], "scope": ["read write"],
+    }  # fmt: skip
+    assert http.calls[-1][2]["headers"]["Authorization"] == "Basic " + base64.b64encode(b"exchanger:ex-secret").decode()
+
+
+def test_actor_token_and_its_type_are_sent_only_together() -> None:
+    te, http, _ = exchanger(request={"actor_token_type": "urn:ietf:params:oauth:token-type:jwt"})
+    te.exchange("subject", "actor")
+    form = form_of(http)
+    assert form["actor_token"] == ["actor"] and form["actor_token_type"] == ["urn:ietf:params:oauth:token-type:jwt"]
+    te.exchange("subject-2", None)
+    assert "actor_token" not in form_of(http) and "actor_token_type" not in form_of(http)
+
+
+def test_unset_parameters_are_not_sent() -> None:
+    te, http, _ = exchanger()
+    te.exchange("s", None)
+    assert set(form_of(http)) == {"grant_type", "subject_token", "subject_token_type", "requested_token_type"}
+
+
+@pytest.mark.parametrize("auth,expected_form,expected_header", [
+    ("client_secret_post", {"client_id": ["exchanger"], "client_secret": ["ex-secret"]}, False),
+    ("none", {"client_id": ["exchanger"]}, False),
+])  # fmt: skip
+def test_exchange_client_authentication(auth: str, expected_form: dict[str, list[str]], expected_header: bool) -> None:
+    te, http, _ = exchanger(te_client_auth=auth)
+    te.exchange("s", None)
+    form = form_of(http)
+    assert {k: form[k] for k in expected_form} == expected_form
+    assert ("Authorization" in http.calls[-1][2]["headers"]) is expected_header
+    assert auth != "none" or "client_secret" not in form
+
+
+def test_inherit_uses_the_top_level_client() -> None:
+    te, http, _ = exchanger(te_client_auth="inherit", te_client_id=None, te_client_secret=None,
+                            client_id="kong", client_secret="kong-secret", client_auth="client_secret_post")
+    te.exchange("s", None)
+    assert form_of(http)["client_id"] == ["kong"] and form_of(http)["client_secret"] == ["kong-secret"]
+
+
+def test_results_are_cached_for_expires_in_less_a_margin() -> None:
+    te, http, clock = exchanger()
+    te.exchange("s", "a")
+    te.exchange("s", "a")
+    assert len(http.calls) == 1
+    te.exchange("s", "other-actor")  # the actor token is part of the key
+    te.exchange("other-subject", "a")
+    assert len(http.calls) == 3
+    clock.now += 289
+    te.exchange("s", "a")
+    assert len(http.calls) == 3
+    clock.now += 2  # 300 - 10 s margin passed
+    te.exchange("s", "a")
+    assert len(http.calls) == 4
+
+
+def test_cache_ttl_applies_without_expires_in() -> None:
+    te, http, clock = exchanger(ok({"access_token": "x"}), cache={"enabled": True, "ttl": 60})
+    te.exchange("s", None)
+    clock.now += 59
+    te.exchange("s", None)
+    assert len(http.calls) == 1
+    clock.now += 2
+    te.exchange("s", None)
+    assert len(http.calls) == 2
+
+
+def test_cache_disabled_really_disables_it() -> None:
+    """Kong 3.14.0.2 fixed exactly this: the toggle was read from cache.ttl."""
+    te, http, _ = exchanger(cache={"enabled": False, "ttl": 3600})
+    te.exchange("s", None)
+    te.exchange("s", None)
+    assert len(http.calls) == 2
+
+
+def test_concurrent_identical_exchanges_are_made_once() -> None:
+    release = threading.Event()
+
+    def slow(method: str, url: str, **kwargs: Any) -> HttpResponse:
+        release.wait(5)
+        return ok(ISSUED)
+
+    te, http, _ = exchanger(slow)
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(te.exchange("s", None))) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert results == ["exchanged-token"] * 20 and len(http.calls) == 1
+
+
+@pytest.mark.parametrize("answer", [ok({"error": "invalid_grant"}, 400), ok({"error": "invalid_request"}, 400),
+                                    ok({"error": "invalid_target"}, 400), ok({}, 400)])
+def test_the_endpoint_refusing_the_token_is_401(answer: HttpResponse) -> None:
+    te, _, _ = exchanger(answer)
+    with pytest.raises(InvalidToken):
+        te.exchange("s", None)
+
+
+@pytest.mark.parametrize("answer", [
+    DOWN, ok({"error": "server_error"}, 500), ok({"error": "invalid_client"}, 401), ok({"error": "invalid_client"}, 400),
+    ok({"error": "unauthorized_client"}, 400), ok({"error": "unsupported_grant_type"}, 400), ok({}, 403),
+    ok({"token_type": "Bearer"}), ok(["access_token"]), ok({"access_token": "bad\r\nvalue"}),
+    ok({"access_token": "has space"}), ok({"access_token": ""}), HttpResponse(200, b"<html>", "text/html"),
+])  # fmt: skip
+def test_failures_and_refusals_of_the_gateway_are_503(answer: Any) -> None:
+    te, _, _ = exchanger(answer)
+    with pytest.raises(Unavailable):
+        te.exchange("s", None)
+
+
+def test_failures_are_never_cached() -> None:
+    te, http, _ = exchanger(ok({}, 500), ok(ISSUED))
+    with pytest.raises(Unavailable):
+        te.exchange("s", None)
+    assert te.exchange("s", None) == "exchanged-token"
