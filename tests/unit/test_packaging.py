@@ -1,0 +1,78 @@
+"""The Kong image, docker-compose and kong.yaml agree with the plugin's own name, socket and commands."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+from kong_plugins.ai_mcp_oauth2 import NAME
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+KEY = "KONG_PLUGINSERVER_" + NAME.upper().replace("-", "_")  # Kong: lower-case, "-" -> "_"
+
+
+def dockerfile_env() -> dict[str, str]:
+    text = (ROOT / "kong" / "Dockerfile").read_text()
+    block = re.search(r"^ENV (.+?)(?:\n\n|\Z)", text, re.S | re.M)
+    assert block, "kong/Dockerfile has no ENV block"
+    pairs = shlex.split(block.group(1).replace("\\\n", " "))
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def test_dockerfile_settings_agree_with_the_plugin() -> None:
+    env = dockerfile_env()
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert NAME in scripts, "the console script is named after the plugin"
+    assert NAME in env["KONG_PLUGINS"].split(",")
+    assert env["KONG_PLUGINSERVER_NAMES"] == NAME
+    assert env[f"{KEY}_SOCKET"] == f"/usr/local/kong/{NAME}.socket"  # Kong's default, and the plugin's
+    start = shlex.split(env[f"{KEY}_START_CMD"])
+    query = shlex.split(env[f"{KEY}_QUERY_CMD"])
+    assert start[0] == query[0] == f"/opt/{NAME}/bin/{NAME}"
+    assert start[1:] == ["--kong-prefix", "/usr/local/kong"] and query[1:] == ["--dump"]
+    text = (ROOT / "kong" / "Dockerfile").read_text()
+    assert f"ln -s /opt/{NAME}/bin/{NAME} /usr/local/bin/{NAME}" in text  # Kong 3.9's default commands
+    assert re.search(r"^FROM kong:3\.9\.\d+-ubuntu$", text, re.M)
+
+
+def test_readme_install_settings_are_the_images() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name, value in dockerfile_env().items():
+        if name.startswith("KONG_PLUGINSERVER_") and name.endswith(("_NAMES", "_SOCKET")):
+            assert f"{name}={value}" in readme, name
+    assert f"KONG_PLUGINS=bundled,{NAME}" in readme
+
+
+def test_compose_and_kong_yaml_agree() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    kong_yaml = yaml.safe_load((ROOT / "kong" / "kong.yaml").read_text())
+    services = compose["services"]
+    kong = services["kong"]
+    assert "./kong/kong.yaml:/kong/kong.yaml:ro" in kong["volumes"]
+    assert kong["environment"]["KONG_DECLARATIVE_CONFIG"] == "/kong/kong.yaml"
+    service = kong_yaml["services"][0]
+    upstream = urlsplit(service["url"])
+    assert upstream.hostname in services and str(upstream.port) in services[upstream.hostname]["expose"]
+    config = service["routes"][0]["plugins"][0]["config"]
+    published = {p.split(":")[-2] for p in kong["ports"]}
+    assert str(urlsplit(config["resource"]).port) in published
+    issuer = urlsplit(config["authorization_servers"][0])
+    assert str(issuer.port) in published
+    assert services["authorization-server"]["network_mode"] == "service:kong"
+    assert f"http://localhost:{issuer.port}" in services["authorization-server"]["command"]
+
+
+def test_the_scripts_the_readme_names_exist_and_are_executable() -> None:
+    readme = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"\bscripts/([a-z][a-z_-]*)\b", readme))
+    assert {"test", "dev", "demo", "test-kong"} <= named
+    for script in named:
+        path = ROOT / "scripts" / script
+        if path.suffix == "" and not (ROOT / "scripts" / f"{script}.py").exists():
+            assert path.is_file() and os.access(path, os.X_OK), script
