@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,6 +30,13 @@ def resolve(claims: Mapping[str, Any], path: Sequence[str]) -> Any:
         if value is _MISSING:
             return None
     return value
+
+
+def number(value: Any) -> float | None:
+    """A JSON number as a float (RFC 7519 §2 NumericDate), or None for anything else (bools included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _scalar(value: Any) -> str | None:

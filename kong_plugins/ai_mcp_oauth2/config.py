@@ -459,7 +459,10 @@ def parse_config(raw: Any) -> Config:
     if metadata_endpoint is not None and (
         not metadata_endpoint.startswith("/") or not _NORMAL_PATH.match(metadata_endpoint)
     ):
-        raise ConfigError("metadata_endpoint", "must be an absolute, normalised path such as /.well-known/oauth-protected-resource/mcp")
+        raise ConfigError(
+            "metadata_endpoint",
+            "must be an absolute, normalised path such as /.well-known/oauth-protected-resource/mcp",
+        )
     metadata_path, metadata_paths = _metadata_paths(resource, metadata_endpoint)
 
     introspection_endpoint = _absolute_url("introspection_endpoint", cfg.string("introspection_endpoint"))

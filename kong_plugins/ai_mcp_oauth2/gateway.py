@@ -169,11 +169,13 @@ def find_consumer(config: Config, request: RequestView, token_claims: Mapping[st
     if not config.consumer_claim:
         return None
     value = claims.resolve(token_claims, config.consumer_claim)
-    by_id = "id" in config.consumer_by and isinstance(value, str) and bool(_UUID.match(value))
-    by_username = "username" in config.consumer_by and isinstance(value, str) and value != ""
+    if not isinstance(value, str):
+        value = ""
+    by_id = "id" in config.consumer_by and bool(_UUID.match(value))
+    by_username = "username" in config.consumer_by and value != ""
     consumer = None
     if by_id or by_username:
-        found = request.load_consumer(value, by_username)  # type: ignore[arg-type]
+        found = request.load_consumer(value, by_username)
         if isinstance(found, Mapping) and (
             (by_id and found.get("id") == value) or (by_username and found.get("username") == value)
         ):

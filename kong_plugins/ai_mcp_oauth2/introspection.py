@@ -14,10 +14,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
+from .claims import number
 from .client_auth import ClientAuth
 from .config import Config
 from .discovery import same_identifier
@@ -27,12 +27,6 @@ from .jwt_validator import check_audience
 
 MAX_TTL_WITHOUT_EXP = 3600.0
 INACTIVE_TTL = 5.0
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 class Introspector:
@@ -75,12 +69,12 @@ class Introspector:
 
     def _check(self, claims: dict[str, Any], now: float) -> float:
         leeway = self.config.jwt_claims_leeway
-        exp = _number(claims.get("exp"))
+        exp = number(claims.get("exp"))
         if claims.get("exp") is not None and exp is None:
             raise InvalidToken("The access token's exp claim is not a number")
         if exp is not None and now >= exp + leeway:
             raise InvalidToken("The access token has expired")
-        nbf = _number(claims.get("nbf"))
+        nbf = number(claims.get("nbf"))
         if nbf is not None and now + leeway < nbf:
             raise InvalidToken("The access token is not valid yet")
         issuer = claims.get("iss")

@@ -32,7 +32,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     for name, alg in get_default_algorithms().items()
     if name in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 }
-_BY_KTY = {
+_BY_KTY: dict[tuple[Any, Any], tuple[str, ...]] = {
     ("RSA", None): ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
     ("EC", "P-256"): ("ES256",),
     ("EC", "P-384"): ("ES384",),

@@ -28,13 +28,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from .claims import number
 from .config import Config
 from .discovery import Discovery, same_identifier
 from .errors import InvalidToken, Unavailable
@@ -74,12 +74,12 @@ def _json_object(segment: str) -> dict[str, Any]:
 
 
 def _number(claims: dict[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
+    if claims.get(name) is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    value = number(claims[name])
+    if value is None:
         raise InvalidToken(f"The access token's {name} claim is not a number")
-    return float(value)
+    return value
 
 
 class JwtValidator:
@@ -108,14 +108,18 @@ class JwtValidator:
         raise InvalidToken("The access token was not issued by a trusted authorization server")
 
     def _keyset(self, issuer: str) -> KeySet:
-        uri = self.config.jwks_endpoint
-        if uri is None:
+        uri: str
+        if self.config.jwks_endpoint is not None:
+            uri = self.config.jwks_endpoint
+        else:
             try:
                 jwks_uri = self.discovery.metadata(issuer).get("jwks_uri")
             except Unreachable:
                 raise Unavailable("The authorization server's metadata could not be obtained") from None
-            parts = urlsplit(jwks_uri) if isinstance(jwks_uri, str) else None
-            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            if not isinstance(jwks_uri, str):
+                raise Unavailable("The authorization server's metadata has no usable jwks_uri")
+            parts = urlsplit(jwks_uri)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise Unavailable("The authorization server's metadata has no usable jwks_uri")
             uri = jwks_uri
         with self.lock:

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-import requests
 
 
 @dataclass(frozen=True)
@@ -36,11 +35,3 @@ def stack() -> Iterator[Stack]:
 
     with DevStack() as dev:
         yield Stack(dev.proxy_url, dev.as_url, False)
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    session = requests.Session()
-    session.trust_env = False
-    yield session
-    session.close()

@@ -7,32 +7,23 @@ name the installed console script, with Kong's query command and socket conventi
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
+from tests.harness.devstack import plugin_server_env
 from tests.harness.kong_standin import KongStandIn, load_declarative
 from tests.harness.upstream import EchoUpstream
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KONG_YAML = ROOT / "kong" / "kong.yaml"
-CONSOLE_SCRIPT = Path(sys.executable).parent / "ai-mcp-oauth2"
 
 
 def kong_env(prefix: Path) -> dict[str, str]:
     """What a user sets for Kong (README, "Install into Kong"), pointed at a temporary prefix."""
-    return {
-        "KONG_PREFIX": str(prefix),
-        "KONG_PLUGINS": "bundled,ai-mcp-oauth2",
-        "KONG_PLUGINSERVER_NAMES": "ai-mcp-oauth2",
-        "KONG_PLUGINSERVER_AI_MCP_OAUTH2_SOCKET": f"{prefix}/ai-mcp-oauth2.socket",
-        "KONG_PLUGINSERVER_AI_MCP_OAUTH2_START_CMD": f"{CONSOLE_SCRIPT} --kong-prefix {prefix}",
-        "KONG_PLUGINSERVER_AI_MCP_OAUTH2_QUERY_CMD": f"{CONSOLE_SCRIPT} --dump",
-    }
+    return plugin_server_env(str(prefix))
 
 
 def plugin_config(**overrides: Any) -> dict[str, Any]:
@@ -96,11 +87,3 @@ def start_kong(tmp_path: Path, upstream: EchoUpstream) -> Iterator[StartKong]:
 def kong(start_kong: StartKong) -> KongStandIn:
     """The stand-in loaded with the repository's own kong/kong.yaml."""
     return start_kong(load_declarative(str(KONG_YAML)))
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    session = requests.Session()
-    session.trust_env = False
-    yield session
-    session.close()

@@ -1,0 +1,17 @@
+"""Fixtures shared by every test directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    """An HTTP client that ignores proxy settings of the environment (tests talk to loopback)."""
+    session = requests.Session()
+    session.trust_env = False
+    yield session
+    session.close()
