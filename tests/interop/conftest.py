@@ -211,12 +211,19 @@ class OidcProvider:
 
     def _token_request(self, client_id: str, form: dict[str, str | None], what: str, expect: int = 200
                        ) -> dict[str, Any]:
+        status, body = self.post_token(client_id, form)
+        assert status == expect, (
+            f"provider: {what} for {client_id} answered {status}, expected {expect}: {body}"
+            + (f"\nprovider log:\n{self.log()}" if status >= 500 else ""))
+        return body
+
+    def post_token(self, client_id: str, form: dict[str, str | None], client_secret: str | None = None
+                   ) -> tuple[int, dict[str, Any]]:
+        """A raw token endpoint request (None values are not sent): status and JSON body."""
         sent = {key: value for key, value in form.items() if value is not None}
-        with self.http.post(self.token_endpoint, data=sent, auth=(client_id, secret(client_id)), timeout=10) as answer:
-            assert answer.status_code == expect, (
-                f"provider: {what} for {client_id} answered {answer.status_code}, expected {expect}: {answer.text}"
-                + (f"\nprovider log:\n{self.log()}" if answer.status_code >= 500 else ""))
-            return answer.json()
+        auth = (client_id, client_secret if client_secret is not None else secret(client_id))
+        with self.http.post(self.token_endpoint, data=sent, auth=auth, timeout=10) as answer:
+            return answer.status_code, answer.json()
 
     def introspect(self, token: str) -> dict[str, Any]:
         with self.http.post(self.introspection_endpoint, data={"token": token, "token_type_hint": "access_token"},

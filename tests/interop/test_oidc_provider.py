@@ -17,8 +17,20 @@ from tests.harness.kong_standin import KongStandIn
 from tests.harness.upstream import EchoUpstream
 from tests.integration.conftest import StartKong, declarative, plugin_config
 
-from .conftest import (OIDC_PROVIDER_VERSION, OTHER_RESOURCE, PROVIDER_DIR, RESOURCE, SHORT_TTL, UPSTREAM_AUDIENCE,
-                       OidcProvider, StartProvider, private_jwks, secret)
+from .conftest import (
+    ACCESS_TOKEN_TYPE,
+    OIDC_PROVIDER_VERSION,
+    OTHER_RESOURCE,
+    PROVIDER_DIR,
+    RESOURCE,
+    SHORT_TTL,
+    TOKEN_EXCHANGE,
+    UPSTREAM_AUDIENCE,
+    OidcProvider,
+    StartProvider,
+    private_jwks,
+    secret,
+)
 
 CLAIM_HEADERS = [{"claim": "sub", "header": "X-User"}, {"claim": "client_id", "header": "X-Client-Id"},
                  {"claim": "scope", "header": "X-Scope"}]
@@ -154,6 +166,41 @@ def test_tokens_are_exchanged_at_the_provider_and_the_upstream_gets_the_exchange
     assert upstream.last["headers"]["authorization"] == [f"Bearer {forwarded}"]
 
 
+def test_the_providers_token_exchange_grant_refuses_per_rfc_8693(oidc: OidcProvider) -> None:
+    """Our grant handler in server.mjs, on its own (RFC 8693 §2.2.2): no plugin involved."""
+    subject, actor = oidc.access_token("mcp-client"), oidc.access_token("mcp-client-es")
+    revoked = oidc.access_token("opaque-client")
+    oidc.revoke(revoked, "opaque-client")
+    head, body, signature = subject.split(".")
+    tampered = f"{head}.{body}.{signature[::-1]}"
+    base = {"grant_type": TOKEN_EXCHANGE, "subject_token": subject, "subject_token_type": ACCESS_TOKEN_TYPE,
+            "audience": UPSTREAM_AUDIENCE}
+    cases: dict[str, tuple[dict[str, str | None], str]] = {
+        "no subject_token": ({"subject_token": None}, "invalid_request"),
+        "no subject_token_type": ({"subject_token_type": None}, "invalid_request"),
+        "unsupported subject_token_type": ({"subject_token_type": "urn:x:unknown"}, "invalid_request"),
+        "actor_token without its type": ({"actor_token": actor}, "invalid_request"),
+        "actor_token_type without a token": ({"actor_token_type": ACCESS_TOKEN_TYPE}, "invalid_request"),
+        "unsupported requested_token_type": ({"requested_token_type": "urn:x:unknown"}, "invalid_request"),
+        "subject never issued": ({"subject_token": "x" * 43}, "invalid_grant"),
+        "subject revoked": ({"subject_token": revoked}, "invalid_grant"),
+        "subject signature tampered": ({"subject_token": tampered}, "invalid_grant"),
+        "actor never issued": ({"actor_token": "x" * 43, "actor_token_type": ACCESS_TOKEN_TYPE}, "invalid_grant"),
+        "unknown audience": ({"audience": "https://unknown.example"}, "invalid_target"),
+        "no audience or resource": ({"audience": None}, "invalid_target"),
+    }
+    for name, (change, error) in cases.items():
+        status, answer = oidc.post_token("exchanger", base | change)
+        assert (status, answer.get("error")) == (400, error), f"provider: {name}: {status} {answer}"
+    status, answer = oidc.post_token("exchanger", base, client_secret="wrong")
+    assert (status, answer.get("error")) == (401, "invalid_client"), f"provider: wrong secret: {status} {answer}"
+    status, answer = oidc.post_token("mcp-client", base)
+    assert status == 400 and "access_token" not in answer, f"provider: a client without the grant: {answer}"
+    status, answer = oidc.post_token("exchanger", base | {"resource": RESOURCE, "audience": None})
+    assert status == 200 and oidc.verify(answer["access_token"], RESOURCE)["sub"] == "mcp-client", answer
+    assert "act" not in unverified(answer["access_token"]), "provider: act without an actor token"
+
+
 def test_an_actor_token_the_provider_refuses_is_401_and_wrong_exchanger_credentials_are_503(
     start_kong: StartKong, oidc: OidcProvider, http: requests.Session, upstream: EchoUpstream
 ) -> None:
@@ -247,6 +294,24 @@ def test_revoked_and_unknown_opaque_tokens_are_refused(
     before = len(upstream.requests)
     assert_refused(kong, call(kong, http, revoked), upstream, before)
     assert_refused(kong, call(kong, http, unknown), upstream, before)
+
+
+def test_with_introspection_configured_a_jwt_or_an_opaque_token_without_audience_is_refused(
+    start_kong: StartKong, oidc: OidcProvider, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    """Kong's rule: with introspection_endpoint set every token is introspected. oidc-provider does
+    not store its JWT access tokens, so it answers them inactive; and an opaque token requested
+    without a resource indicator has no aud, which the plugin refuses (RFC 8707)."""
+    jwt_token = oidc.access_token("mcp-client")
+    assert oidc.introspect(jwt_token) == {"active": False}, "provider: introspected its own JWT access token"
+    unbound = oidc.access_token("opaque-client", resource=None)
+    introspected = oidc.introspect(unbound)
+    assert introspected["active"] is True and "aud" not in introspected, f"provider: {introspected}"
+
+    kong = start_kong(declarative(introspection_config(oidc)))
+    before = len(upstream.requests)
+    assert_refused(kong, call(kong, http, jwt_token), upstream, before)
+    assert_refused(kong, call(kong, http, unbound), upstream, before)
 
 
 @pytest.mark.parametrize("validation", ["jwt", "introspection"])

@@ -11,6 +11,7 @@
 
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 
 import Provider, { errors } from 'oidc-provider';
 import * as jose from 'jose';
@@ -84,7 +85,7 @@ async function signingKeys() {
   for (const alg of ['RS256', 'ES256']) {
     const { privateKey } = await jose.generateKeyPair(alg, { extractable: true });
     const jwk = await jose.exportJWK(privateKey);
-    keys.push({ ...jwk, alg, use: 'sig', kid: `${alg.toLowerCase()}-${jose.base64url.encode(crypto.getRandomValues(new Uint8Array(6)))}` });
+    keys.push({ ...jwk, alg, use: 'sig', kid: `${alg.toLowerCase()}-${randomBytes(6).toString('base64url')}` });
   }
   return keys;
 }
