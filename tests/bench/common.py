@@ -163,3 +163,11 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def rpc_connections(kong: KongStandIn, name: str = PLUGIN) -> int:
+    """Open RPC connections of the stand-in to a plugin server (read from the client's pool; the
+    harness has no public accessor for it)."""
+    client = kong.servers[name].rpc
+    with client._lock:
+        return len(client._all)
