@@ -6,7 +6,8 @@
   ``aud`` are checked as for JWTs when present; a missing ``aud`` is refused unless audience
   validation is relaxed (MCP authorization: tokens must be issued for this resource).
 - §2.3: the server refusing the gateway's own credentials (401/403) is the gateway's problem,
-  not the client's: 503, like any failure of the server (5xx, timeouts, non-JSON answers).
+  not the client's: 503, like any failure of the server (5xx, timeouts, non-JSON answers). A 400
+  ``unsupported_token_type`` or ``invalid_token`` is about the token: 401.
 - §4: results are cached (``cache_introspection``) by a hash of the token: an active one until
   its ``exp`` and at most one hour without one; an inactive one for
   :data:`INACTIVE_TTL` seconds; errors never.
@@ -22,11 +23,20 @@ from .client_auth import ClientAuth
 from .config import Config
 from .discovery import same_identifier
 from .errors import InvalidToken, Unavailable
-from .http import HttpClient, Unreachable
+from .http import HttpClient, HttpResponse, Unreachable
 from .jwt_validator import check_audience
 
 MAX_TTL_WITHOUT_EXP = 3600.0
 INACTIVE_TTL = 5.0
+TOKEN_ERRORS = frozenset({"unsupported_token_type", "invalid_token"})
+
+
+def _error(response: HttpResponse) -> object:
+    try:
+        answer = response.json()
+    except Unreachable:
+        return None
+    return answer.get("error") if isinstance(answer, dict) else None
 
 
 class Introspector:
@@ -54,6 +64,10 @@ class Introspector:
             raise Unavailable("The authorization server could not be reached") from None
         if response.status in (401, 403):
             raise Unavailable("The authorization server refused the gateway's credentials")
+        if response.status == 400 and _error(response) in TOKEN_ERRORS:
+            # Not RFC 7662 (which answers {"active": false}), but what some servers do for tokens
+            # they will not introspect, e.g. oidc-provider 9 for its own JWT access tokens.
+            raise InvalidToken("The authorization server does not accept this access token")
         if response.status != 200:
             raise Unavailable("The authorization server could not introspect the token")
         try:

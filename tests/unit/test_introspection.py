@@ -121,6 +121,13 @@ def test_inactive_and_unacceptable_tokens(answer: dict[str, Any], description: s
     assert info.value.description == description
 
 
+@pytest.mark.parametrize("error", ["unsupported_token_type", "invalid_token"])
+def test_a_400_about_the_token_is_401_not_503(error: str) -> None:
+    introspector, _, _ = setup(ok({"error": error}, 400))
+    with pytest.raises(InvalidToken):
+        introspector.introspect("a-jwt-the-server-will-not-introspect")
+
+
 def test_missing_audience_is_accepted_only_when_relaxed() -> None:
     introspector, _, _ = setup(ok({"active": True}), insecure_relaxed_audience_validation=True)
     claims, _ = introspector.introspect("t")
@@ -133,7 +140,8 @@ def test_ttl_is_the_token_exp_and_one_hour_at_most_without_it() -> None:
 
 
 @pytest.mark.parametrize("answer", [DOWN, ok({"error": "server_error"}, 500), ok({"error": "invalid_client"}, 401),
-                                    ok({}, 403), ok({"active": "yes"}), ok(["active"]), ok({}, 404)])
+                                    ok({}, 403), ok({"active": "yes"}), ok(["active"]), ok({}, 404),
+                                    ok({"error": "invalid_request"}, 400)])
 def test_server_failures_and_refused_gateway_credentials_are_503(answer: Any) -> None:
     introspector, _, _ = setup(answer)
     with pytest.raises(Unavailable):
