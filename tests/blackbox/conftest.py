@@ -25,7 +25,7 @@ class Stack:
         return self.proxy_url + "/mcp"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # the stack holds ports 8000/9090/9000: free them for later packages
 def stack() -> Iterator[Stack]:
     proxy = os.environ.get("KONG_PROXY_URL")
     if proxy:

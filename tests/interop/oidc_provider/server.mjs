@@ -39,6 +39,7 @@ const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
 const RESOURCE_SERVERS = new Set([
   'http://localhost:8000/mcp', // the MCP server behind the gateway in the tests
   'http://localhost:8000/other', // another MCP server: its tokens must not be accepted by the first
+  'http://localhost:8000/services/x/mcp', // an MCP server behind a path prefix (RFC 9728 §3.3 tests)
   'https://upstream-mcp.internal', // the upstream audience of exchanged tokens
 ]);
 
