@@ -63,9 +63,12 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+
+
 def _json_object(segment: str) -> dict[str, Any]:
     try:
-        value = json.loads(_b64(segment), object_pairs_hook=_no_duplicates)
+        value = _DECODER.decode(_b64(segment).decode("utf-8"))
     except ValueError:  # includes UnicodeDecodeError and duplicate members
         raise InvalidToken("The access token is malformed") from None
     if not isinstance(value, dict):

@@ -55,7 +55,10 @@ class TokenValidator:
         with self.lock:
             entry = self.cache.get(key)
         if entry is None:
-            entry = self.flight.do(key, lambda: self._validate(key, token))
+            if self.introspector is not None:  # a network call: concurrent requests share it
+                entry = self.flight.do(key, lambda: self._validate(key, token))
+            else:  # local work; the key set fetch it may need is shared inside KeySet
+                entry = self._validate(key, token)
         claims = entry[0]
         if claims is None:
             raise InvalidToken("The access token is not active")
