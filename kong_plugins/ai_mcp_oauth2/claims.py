@@ -61,6 +61,16 @@ def header_value(value: Any) -> str | None:
                 text = ",".join(items)
         else:
             text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    if _CONTROL.search(text):
+    if _CONTROL.search(text) or not sendable(text):
         return None
     return text
+
+
+def sendable(text: str) -> bool:
+    """Whether a string can cross the plugin-server socket (a lone surrogate from a JSON escape
+    such as ``"\\ud800"`` cannot be encoded, and a failed Step makes Kong proxy the request)."""
+    try:
+        text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True

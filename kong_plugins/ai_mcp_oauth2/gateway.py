@@ -169,7 +169,7 @@ def find_consumer(config: Config, request: RequestView, token_claims: Mapping[st
     if not config.consumer_claim:
         return None
     value = claims.resolve(token_claims, config.consumer_claim)
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not claims.sendable(value):
         value = ""
     by_id = "id" in config.consumer_by and bool(_UUID.match(value))
     by_username = "username" in config.consumer_by and value != ""
@@ -217,7 +217,8 @@ def upstream_changes(
     credential_value = claims.resolve(token_claims, config.credential_claim) if config.credential_claim else None
     credential = None
     if isinstance(credential_value, (str, int)) and not isinstance(credential_value, bool) and credential_value != "":
-        credential = {"id": str(credential_value)}
+        if claims.sendable(str(credential_value)):
+            credential = {"id": str(credential_value)}
     return Proxy(set_headers=values, clear_headers=tuple(clear), consumer=consumer, credential=credential)
 
 

@@ -9,8 +9,11 @@ from kong-pdk's own ``start_dedicated_server``, each for a reason:
   Kong's default socket path ends in ``.socket``, kong-pdk's in ``.sock`` (Kong issue #9733);
 - PDK calls return plain values (kong-pdk's ``--no-lua-style``): Kong 3.x never sends an error
   for a PDK call, so the ``(data, err)`` tuples carry nothing;
-- kong-pdk's debug log (``-v``) prints every RPC with its arguments, which include the
-  ``Authorization`` header: those lines are dropped, so no token reaches a log.
+- the connection loop is the plugin's own (:func:`handle_connection`): kong-pdk's dies on a
+  header byte that is not UTF-8 (Kong then proxies the request unauthenticated) and its debug
+  log (``-v``) prints every RPC with its arguments, tokens included;
+- ``-m`` (multiprocessing) is refused: kong-pdk pickles the handler per event, which cannot work
+  with this plugin's state, and a failed event hangs the server (Kong then proxies).
 
 Behaviour §2: Kong proxies the request when a Python handler raises, so the handler catches
 everything and answers 500 itself, and after ``kong.response.exit`` makes no further PDK call.
@@ -19,6 +22,7 @@ everything and answers 500 itself, and after ``kong.response.exit`` makes no fur
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import traceback
 import warnings
@@ -112,16 +116,44 @@ class Plugin:
         return _apply(kong, decision)
 
 
-class _RedactingFilter:
-    """Wraps kong-pdk's debug logger to drop per-RPC lines, which carry request headers."""
+_CAMEL = re.compile("([a-z])([A-Z])")
 
-    def __init__(self, write: Any) -> None:
-        self.write = write
 
-    def __call__(self, fmt: str, *args: Any, **kwargs: Any) -> None:
-        if isinstance(fmt, str) and fmt.startswith("rpc:"):
-            return
-        self.write(fmt, *args, **kwargs)
+def _pack(message: list[Any]) -> bytes:
+    import msgpack
+
+    return msgpack.packb(message, unicode_errors="surrogateescape")  # type: ignore[no-any-return]
+
+
+def handle_connection(server: Any, fd: Any, address: Any, *_: Any) -> None:
+    """One plugin-server connection: kong-pdk's ``Server.handle``, made safe for any bytes from Kong.
+
+    Kong sends Lua strings (header values, paths) as msgpack *str*, and nginx accepts bytes that are
+    not UTF-8 in header values. kong-pdk's own loop unpacks with strict UTF-8, so one such byte
+    raises outside any plugin code: the socket closes, Kong reads "no data" and **proxies the request
+    unauthenticated**. Here strings decode with ``surrogateescape`` (no token or header check accepts
+    the resulting lone surrogates) and go back out the same way. Unlike kong-pdk's loop, this one
+    never logs RPC arguments, which carry request headers and tokens.
+    """
+    import msgpack
+    from kong_pdk.exception import PDKException, PluginServerException
+    from kong_pdk.listener import WrapSocket
+
+    unpacker = msgpack.Unpacker(WrapSocket(fd), strict_map_key=False, unicode_errors="surrogateescape")
+    for _kind, msgid, method, args in unpacker:
+        namespace, _dot, command = str(method).partition(".")
+        if namespace != "plugin" or not command:
+            fd.send(_pack([1, msgid, f"RPC for {namespace} is not supported", None]))
+            continue
+        name = command[0].lower() + _CAMEL.sub(lambda m: f"{m.group(1)}_{m.group(2).lower()}", command[1:])
+        try:
+            result = getattr(server.ps, name)(*args)
+            fd.send(_pack([1, msgid, None, result]))
+        except (PluginServerException, PDKException) as exc:
+            fd.send(_pack([1, msgid, str(exc), None]))
+        except Exception as exc:  # noqa: BLE001 - answered to Kong, as kong-pdk does
+            server.logger.error(f"rpc #{msgid} {method}: {type(exc).__name__}")
+            fd.send(_pack([1, msgid, type(exc).__name__, None]))
 
 
 def main() -> None:
@@ -137,6 +169,12 @@ def main() -> None:
     from kong_pdk.server import PluginServer
 
     args = parse(dedicated=True)
+    if args.multiprocessing:
+        sys.stderr.write(
+            f"{NAME}: -m/--multiprocessing is not supported: kong-pdk pickles the handler for every event, "
+            "which this plugin's state cannot survive, and a failed event leaves Kong to proxy the request\n"
+        )
+        raise SystemExit(2)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s: %(levelname)s: %(message)s")
 
     server = PluginServer(
@@ -146,7 +184,6 @@ def main() -> None:
         name=f"{NAME} version {__version__}",
         lua_style=False,
     )
-    server.logger.debug = _RedactingFilter(server.logger.debug)
 
     class module:
         pass
@@ -165,7 +202,10 @@ def main() -> None:
     socket_name = args.socket_name
     if socket_name == DEFAULT_SOCKET_NAME:
         socket_name = f"{NAME}.socket"
-    listener = UnixStreamServer(
+    class Listener(UnixStreamServer):  # type: ignore[misc]
+        handle = handle_connection  # safe for any bytes from Kong, logs no tokens
+
+    listener = Listener(
         server,
         args.prefix,
         sock_name=socket_name,

@@ -78,13 +78,16 @@ def test_pdk_round_trips_match_kongs_wire_format(env_kong):
     # msg ids are a per-plugin-server counter
     ids = [f[1] for f in out]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    assert out[2][3] == [{"EventId": out[2][3][0]["EventId"], "Data": "abc"}]
+    assert out[2][3] == [{"EventId": out[2][3][0]["EventId"], "Data": b"abc"}]
+    # header bytes travel as msgpack str (fixstr 0xa3), as Kong packs Lua strings, never as bin (0xc4)
+    from tests.harness.kong_standin.rpc import pack
+    assert b"\xa3abc" in pack(out[2]) and b"\xc4" not in pack(out[2])
     mm = out[3][3][0]["Data"]
-    assert mm["x-token"] == ["abc"] and all(isinstance(v, list) for v in mm.values())
+    assert mm["x-token"] == [b"abc"] and all(isinstance(v, list) for v in mm.values())
     # set_header returns nil -> the "Data" key is omitted
     assert out[5][3][0] == {"EventId": out[5][3][0]["EventId"]}
     # later get_header sees the service-request mutation; `_` matches `-`
-    assert out[6][3][0]["Data"] == "yes"
+    assert out[6][3][0]["Data"] == b"yes"
     assert rec.round_trips == 6 and rec.proxied
     assert up.last["headers"]["x-added"] == ["yes"]
     results = json.loads(up.last["headers"]["x-scripted-results"][0])
@@ -329,3 +332,13 @@ def test_reload_starts_a_new_instance_then_closes_the_old_one(tmp_path, upstream
         st = kong.plugin_status("scripted")["Plugins"]["scripted"]["Instances"]
         assert len(st) == 2 and {i["Config"]["label"] for i in st} == {"two"}
         assert kong.server_output and kong.server_output[0].startswith("[scripted:")
+
+
+def test_header_bytes_that_are_not_utf8_kill_a_stock_kong_pdk_connection_and_kong_fails_open(env_kong):
+    """Kong packs header bytes as msgpack str; kong-pdk's stock loop decodes strictly and dies, Kong
+    reads "no data" and proxies. The stand-in must reproduce this, or it would hide the hazard."""
+    kong, up = env_kong
+    before = len(up.requests)
+    r = get(kong, "/wire/x", headers={"X-Token": "\xff\xfe"})  # raw bytes 0xFF 0xFE on the wire
+    assert r.status_code == 200 and kong.last.proxied and len(up.requests) == before + 1
+    assert any("no data" in failure for failure in kong.last.failures)

@@ -92,3 +92,16 @@ def test_rejected_requests_cost_at_most_five_pdk_round_trips(kong: KongStandIn, 
         http.post(kong.proxy_url + "/mcp", headers=headers)
         assert kong.last.round_trips == 5, [c.method for c in kong.last.pdk_calls]
         assert kong.last.pdk_calls[-1].method == "kong.response.exit"
+
+
+def test_header_bytes_that_are_not_utf8_never_bypass_authentication(
+    kong: KongStandIn, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    """A stock kong-pdk server dies on such bytes and Kong then proxies (see the stand-in's self-test)."""
+    before = len(upstream.requests)
+    no_token = http.post(kong.proxy_url + "/mcp", headers={"X-Pad": "\xff\xfe"})
+    assert no_token.status_code == 401 and kong.last.proxied is False and not kong.last.failures
+    odd_token = http.post(kong.proxy_url + "/mcp", headers={"Authorization": "Bearer ab\xffcd"})
+    assert odd_token.status_code == 400 and kong.last.proxied is False
+    assert http.post(kong.proxy_url + "/mcp").status_code == 401  # the plugin server is still serving
+    assert len(upstream.requests) == before

@@ -26,7 +26,7 @@ def test_resolve_walks_nested_objects_only(path: tuple[str, ...], expected: Any)
     ({"a": 1, "b": [1, 2]}, '{"a":1,"b":[1,2]}'), ([{"a": 1}], '[{"a":1}]'), ([], ""),
     ("été", "été"), (None, None),
     ("evil\r\nX-Injected: 1", None), ("nul\x00", None), (["ok", "bad\n"], None), ({"k": "v\r"}, '{"k":"v\\r"}'),
-    ("tab\tok", "tab\tok"), ("bell\x07", None),
+    ("tab\tok", "tab\tok"), ("bell\x07", None), ("lone \ud800 surrogate", None), (["\udfff"], None),
 ])  # fmt: skip
 def test_header_values_are_encoded_and_never_carry_line_breaks(value: Any, expected: str | None) -> None:
     assert header_value(value) == expected

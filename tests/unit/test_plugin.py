@@ -73,12 +73,64 @@ def test_a_bad_config_is_logged_at_instance_start_naming_the_field(caplog: Any) 
     assert "timeout" in caplog.text
 
 
-def test_rpc_debug_lines_are_dropped_because_they_carry_request_headers() -> None:
-    seen: list[str] = []
-    debug = plugin._RedactingFilter(lambda fmt, *a: seen.append(fmt % a if a else fmt))
-    debug("rpc: #%d method: %s args: %s", 3, "plugin.Step", "{'authorization': ['Bearer abc']}")
-    debug("instance #%d started", 1)
-    assert seen == ["instance #1 started"]
+class EchoServer:
+    """Stands for kong-pdk's PluginServer: ``plugin.Echo`` returns its argument."""
+
+    def __init__(self) -> None:
+        self.ps = self
+        self.errors: list[str] = []
+        self.logger = self
+
+    def echo(self, value: Any) -> Any:
+        return value
+
+    def error(self, message: str) -> None:
+        self.errors.append(message)
+
+
+def test_the_connection_survives_strings_that_are_not_utf8() -> None:
+    """Kong sends header bytes as msgpack str; kong-pdk's own loop dies on invalid UTF-8 (fail-open)."""
+    import socket
+    import threading
+
+    import msgpack
+
+    ours, kongs = socket.socketpair()
+    server = EchoServer()
+    thread = threading.Thread(target=plugin.handle_connection, args=(server, ours, None), daemon=True)
+    thread.start()
+    raw = b"Bearer \xff\xfe abc"  # not UTF-8
+    kongs.sendall(msgpack.packb([0, 1, "plugin.Echo", [raw]], use_bin_type=False))  # bytes as str, like Kong
+    kongs.sendall(msgpack.packb([0, 2, "plugin.Echo", ["still here"]]))
+    unpacker = msgpack.Unpacker(raw=True)
+    answers: list[Any] = []
+    kongs.settimeout(5)
+    while len(answers) < 2:
+        unpacker.feed(kongs.recv(65536))
+        answers += list(unpacker)
+    assert answers[0] == [1, 1, None, raw]  # the same bytes come back, nothing crashed
+    assert answers[1] == [1, 2, None, b"still here"]
+    kongs.close()
+    thread.join(5)
+    ours.close()
+
+
+def test_header_values_with_odd_bytes_are_never_accepted_as_tokens() -> None:
+    calls = run(kong_config(), {
+        "kong.request.get_headers": {"authorization": ["Bearer ab\udcffcd"]}, "kong.request.get_path": "/mcp",
+        "kong.request.get_forwarded_scheme": "http", "kong.request.get_forwarded_host": "localhost",
+        "kong.request.get_forwarded_port": 8000,
+    })  # fmt: skip
+    assert calls[-1][0] == "kong.response.exit" and calls[-1][1][0] == 400
+
+
+def test_multiprocessing_mode_is_refused() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "kong_plugins.ai_mcp_oauth2.cli", "-m", "--kong-prefix", "/tmp"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2 and "multiprocessing is not supported" in result.stderr
 
 
 def test_an_accepted_token_sets_claim_headers_in_one_call_and_strips_authorization() -> None:

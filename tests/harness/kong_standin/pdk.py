@@ -322,6 +322,22 @@ def ip_in(ip: str, cidrs) -> bool:
     return False
 
 
+class WireBytes(bytes):
+    """A Lua string as nginx holds it: raw bytes, which Kong packs as msgpack *str* whether or not
+    they are UTF-8 (lua-MessagePack). Request header values are sent to plugins this way, so a
+    plugin server that decodes strictly sees exactly what it would see behind Kong."""
+
+
+def wire(value: str) -> WireBytes:
+    """Header strings are kept one character per byte (http.server decodes them as latin-1)."""
+    return WireBytes(value.encode("latin-1", "replace"))
+
+
+def from_lua(value: str) -> str:
+    """A string a plugin sent (UTF-8 text) in the one-character-per-byte form headers are kept in."""
+    return value.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
 @dataclass
 class RequestState:
     """Everything Kong knows about one request while running plugin phases."""
@@ -419,7 +435,8 @@ class Pdk:
     def m_kong_request_get_header(self, name, *_):
         if not isinstance(name, str):
             raise LuaError("header name must be a string")
-        return self.s.get_header(name)
+        value = self.s.get_header(name)
+        return wire(value) if isinstance(value, str) else value
 
     def _headers_mmap(self, max_headers, headers):
         if max_headers is None:
@@ -435,7 +452,7 @@ class Pdk:
         for i, (k, v) in enumerate(headers):
             if i >= max_headers:
                 break   # truncated silently (the 2nd return value never reaches Python)
-            out.setdefault(k.lower(), []).append(v)
+            out.setdefault(k.lower(), []).append(wire(v) if isinstance(v, str) else v)
         return out
 
     def m_kong_request_get_headers(self, max_headers, *_):
@@ -673,7 +690,7 @@ class Pdk:
             self.s.upstream_host = value if isinstance(value, str) else value[0]
         self._req_clear(name)
         for v in (value if isinstance(value, list) else [value]):
-            self.s.headers.append([name, v])
+            self.s.headers.append([name, from_lua(v) if isinstance(v, str) else v])
 
     def m_kong_service_request_add_header(self, name, value, *_):
         self._svc_phase()
@@ -681,7 +698,7 @@ class Pdk:
         if name.lower() == "host":
             self.s.upstream_host = value if isinstance(value, str) else value[0]
         for v in (value if isinstance(value, list) else [value]):
-            self.s.headers.append([name, v])
+            self.s.headers.append([name, from_lua(v) if isinstance(v, str) else v])
 
     def m_kong_service_request_clear_header(self, name, *_):
         self._svc_phase()

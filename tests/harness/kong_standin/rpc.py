@@ -38,6 +38,25 @@ class _Conn:
             pass
 
 
+def _has_wire_bytes(value) -> bool:
+    from .pdk import WireBytes
+
+    if isinstance(value, WireBytes):
+        return True
+    if isinstance(value, dict):
+        return any(_has_wire_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_wire_bytes(v) for v in value)
+    return False
+
+
+def pack(frame) -> bytes:
+    """Kong packs Lua strings as msgpack str and raw bodies as bin. A frame carrying request header
+    bytes (WireBytes) is packed with every bytes value as str, invalid UTF-8 included, as Kong does;
+    raw bodies (bin) never travel in the same frame."""
+    return msgpack.packb(frame, use_bin_type=not _has_wire_bytes(frame))
+
+
 class RpcClient:
     def __init__(self, socket_path: str, timeout: float):
         self.socket_path = socket_path
@@ -84,7 +103,7 @@ class RpcClient:
         if on_frame:
             on_frame("out", frame)
         try:
-            conn.sock.sendall(msgpack.packb(frame, use_bin_type=True))
+            conn.sock.sendall(pack(frame))
         except OSError as e:
             self._release(conn, False)
             return None, str(e)
