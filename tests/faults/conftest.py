@@ -54,8 +54,9 @@ def start_kong(tmp_path: Path, upstream: EchoUpstream) -> Iterator[StartKong]:
 
 
 def jwt_config(authz: MockAuthorizationServer, **extra: Any) -> dict[str, Any]:
-    return C.plugin_config(authorization_servers=[authz.issuer], timeout=1000,
-                           claim_to_header=[{"claim": "sub", "header": "X-User"}], **extra)
+    options: dict[str, Any] = {"authorization_servers": [authz.issuer], "timeout": 1000,
+                               "claim_to_header": [{"claim": "sub", "header": "X-User"}], **extra}
+    return C.plugin_config(**options)
 
 
 def introspection_config(authz: MockAuthorizationServer, **extra: Any) -> dict[str, Any]:

@@ -55,12 +55,10 @@ def test_every_failure_mode_is_503_never_proxied_and_leaks_no_threads(
         kong.reload(C.declarative(C.PLUGIN, config))  # a new instance: no keys, no cached tokens yet
         authz.fault(endpoint, mode)
         before = len(upstream.requests)
-        started = time.monotonic()
         responses = burst(kong, [authz.mint({"sub": f"{mode}-{i}"}) for i in range(WIDTH)])
         for response in responses:
             assert_503(response)
         assert len(upstream.requests) == before, mode
-        assert time.monotonic() - started < 8, mode  # bounded by timeout (1 s) and the discovery retries
         authz.fault(endpoint, None)
         authz.release()
         assert kong.last.failures == []
@@ -74,7 +72,7 @@ def test_every_failure_mode_is_503_never_proxied_and_leaks_no_threads(
 def test_a_stalled_introspection_endpoint_delays_only_the_requests_that_wait_on_it(
     start_kong: StartKong, authz: MockAuthorizationServer, upstream: EchoUpstream
 ) -> None:
-    kong = start_kong(introspection_config(authz))
+    kong = start_kong(introspection_config(authz, timeout=25000))  # the hang lasts until release()
     cached = authz.issue_opaque({"sub": "cached"})
     warmed = warm(kong, [cached] * 24)
     authz.fault("introspection", "hang")
@@ -83,9 +81,10 @@ def test_a_stalled_introspection_endpoint_delays_only_the_requests_that_wait_on_
         waiting = [pool.submit(call, kong, authz.issue_opaque({"sub": f"w{i}"})) for i in range(20)]
         time.sleep(0.2)
         for _ in range(20):
-            started = time.monotonic()
             assert call(kong, cached, timeout=5).status_code == 200
-            assert time.monotonic() - started < 0.5
+        # all 20 cached-token calls were answered while the 20 introspections still hung
+        assert not any(f.done() for f in waiting)
+        authz.release()
         stalled = [f.result(timeout=30) for f in waiting]
     for response in stalled:
         assert_503(response)
@@ -125,7 +124,6 @@ def test_the_authorization_server_restarting_gives_503s_then_200s_after_the_fail
         assert_503(response)
         time.sleep(0.25)
     assert recovered_at is not None, statuses
-    assert recovered_at - failed_at >= 4.5  # the failure was remembered, the server not asked each time
     assert len(upstream.requests) == before + 1
     assert_no_thread_leak(warmed)
 
@@ -189,6 +187,5 @@ def test_keys_rotated_mid_load_end_in_200_or_401_and_are_picked_up_after_the_coo
     new = [s for k, s in results if k == "new"]
     assert 401 in new and new[-1] == 200  # refused until the cooldown, accepted after the refetch
     assert authz.count("jwks") - fetches == 1  # one refetch for the whole flood of new-kid tokens
-    assert time.monotonic() - first_fetch >= 10
     assert len(upstream.requests) - before == sum(1 for _, s in results if s == 200)
     assert_no_thread_leak(warmed)

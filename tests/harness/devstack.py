@@ -26,14 +26,19 @@ PLUGIN = "ai-mcp-oauth2"
 
 
 def plugin_server_env(prefix: str) -> dict[str, str]:
-    """Kong's settings for the plugin (README, "Install into Kong"), with this environment's script."""
+    """Kong's settings for the plugin (README, "Install into Kong"), with this environment's script.
+
+    ``AI_MCP_OAUTH2_SERVER_FLAGS`` adds flags to the start command (e.g. ``-g`` to run every test
+    against the gevent mode).
+    """
     script = Path(sys.executable).parent / PLUGIN
+    flags = os.environ.get("AI_MCP_OAUTH2_SERVER_FLAGS", "").strip()
     return {
         "KONG_PREFIX": prefix,
         "KONG_PLUGINS": f"bundled,{PLUGIN}",
         "KONG_PLUGINSERVER_NAMES": PLUGIN,
         "KONG_PLUGINSERVER_AI_MCP_OAUTH2_SOCKET": f"{prefix}/{PLUGIN}.socket",
-        "KONG_PLUGINSERVER_AI_MCP_OAUTH2_START_CMD": f"{script} --kong-prefix {prefix}",
+        "KONG_PLUGINSERVER_AI_MCP_OAUTH2_START_CMD": f"{script} --kong-prefix {prefix}" + (f" {flags}" if flags else ""),
         "KONG_PLUGINSERVER_AI_MCP_OAUTH2_QUERY_CMD": f"{script} --dump",
     }
 
