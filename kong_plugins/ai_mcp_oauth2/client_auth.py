@@ -90,8 +90,10 @@ class ClientAuth:
                 ("client_assertion", self._assertion(url)),
             ])  # fmt: skip
         if method in ("tls_client_auth", "self_signed_tls_client_auth"):
-            target = (self.mtls_url if mtls_alias else None) or url
-            return ClientRequest(target, form=[("client_id", self.client_id)], cert=self.cert, verify=self.mtls_verify)
+            alias = self.mtls_url if mtls_alias else None
+            # tls_client_auth_ssl_verify governs the mTLS alias only; other endpoints follow ssl_verify
+            return ClientRequest(alias or url, form=[("client_id", self.client_id)], cert=self.cert,
+                                 verify=self.mtls_verify if alias else None)
         return ClientRequest(url, form=[("client_id", self.client_id)] if self.client_id else [])
 
     @classmethod

@@ -248,8 +248,12 @@ class _Reader:
 def _absolute_url(name: str, value: str | None, allow_query: bool = True) -> str | None:
     if value is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(value)
+        hostname, _port = parts.hostname, parts.port  # .port raises for a bad port
+    except ValueError:
+        raise ConfigError(name, "is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not hostname:
         raise ConfigError(name, "must be an absolute http or https URL")
     if parts.fragment or "#" in value:
         raise ConfigError(name, "must not contain a fragment")
@@ -533,9 +537,12 @@ def parse_config(raw: Any) -> Config:
         metadata_path=metadata_path,
         metadata_paths=metadata_paths,
     )
-    for i, (name, _) in enumerate(config.headers):
-        header_name(f"headers[{i + 1}]", name)
-    if introspection_endpoint is not None:
+    for name, _ in config.headers:  # extra headers of introspection requests: any valid name
+        if not _TOKEN.match(name):
+            raise ConfigError("headers", f"{name!r} is not a valid HTTP header name")
+    if introspection_endpoint is not None or (
+        config.token_exchange.enabled and config.token_exchange.client_auth == "inherit"
+    ):
         _check_introspection_client(cfg, config.effective_client_auth)
     if config.consumer_groups_claim and not config.consumer_groups_optional:
         raise ConfigError(

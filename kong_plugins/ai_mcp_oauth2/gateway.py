@@ -97,6 +97,7 @@ def default_services(config: Config) -> Services:
 
 
 _PREFIX = "ai-mcp-oauth2: "
+MAX_HEADERS = 1000  # the most kong.request.get_headers() returns; plugin.py asks for that many
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -125,6 +126,10 @@ class Gateway:
         headers = request.headers()
         path = request.path()
         try:
+            if sum(len(values) for values in headers.values()) >= MAX_HEADERS:
+                # Kong's get_headers() silently drops what is past its limit: a spoofed claim header,
+                # a second Authorization or the Content-Length could hide there.
+                raise InvalidRequest("The request has too many headers")
             if path in config.metadata_paths:
                 return self._metadata(request, headers)
             check_body_size(headers, config.max_request_body_size)

@@ -62,7 +62,7 @@ class HttpResponse:
     def json(self) -> Any:
         try:
             return json.loads(self.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise Unreachable("the answer is not JSON") from None
 
 

@@ -69,7 +69,7 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
 def _json_object(segment: str) -> dict[str, Any]:
     try:
         value = _DECODER.decode(_b64(segment).decode("utf-8"))
-    except ValueError:  # includes UnicodeDecodeError and duplicate members
+    except (ValueError, RecursionError):  # UnicodeDecodeError, duplicate members, absurd nesting
         raise InvalidToken("The access token is malformed") from None
     if not isinstance(value, dict):
         raise InvalidToken("The access token is malformed")

@@ -31,7 +31,7 @@ from typing import Any
 
 from . import NAME, PRIORITY, __version__
 from .errors import InternalError, Response
-from .gateway import Gateway, Proxy, render
+from .gateway import MAX_HEADERS, Gateway, Proxy, render
 from .schema import SCHEMA
 
 log = logging.getLogger("ai_mcp_oauth2")
@@ -52,7 +52,7 @@ class KongRequest:
         self.kong = kong
 
     def headers(self) -> Mapping[str, Sequence[str]]:
-        headers = self.kong.request.get_headers(1000)
+        headers = self.kong.request.get_headers(MAX_HEADERS)
         return headers if isinstance(headers, dict) else {}
 
     def path(self) -> str:

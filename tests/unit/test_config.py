@@ -235,3 +235,21 @@ def test_consumer_groups_from_a_claim_fail_closed_unless_optional() -> None:
     assert refused(consumer_groups_claim=["groups"]).field == "consumer_groups_claim"
     config = parse_config(kong_config(consumer_groups_claim=["groups"], consumer_groups_optional=True))
     assert any("consumer_groups_claim" in w for w in config.warnings)
+
+
+def test_inherited_exchange_credentials_are_checked_at_start() -> None:
+    te = exchange(client_auth="inherit", client_id=None, client_secret=None)
+    error = refused(token_exchange=te, passthrough_credentials=True, client_id="gw", client_auth="private_key_jwt")
+    assert error.field == "client_jwk"
+
+
+def test_introspection_headers_may_carry_authorization() -> None:
+    """A static Authorization for the introspection endpoint is a valid Kong config."""
+    config = parse_config(kong_config(headers={"Authorization": "Bearer static-key"}))
+    assert config.headers == (("Authorization", "Bearer static-key"),)
+    assert refused(headers={"Bad Name": "x"}).field == "headers"
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://host:99999/x"])
+def test_unparseable_urls_are_config_errors_naming_the_field(url: str) -> None:
+    assert refused(jwks_endpoint=url).field == "jwks_endpoint"

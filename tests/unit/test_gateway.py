@@ -310,3 +310,11 @@ def test_credential_claim_becomes_the_credential_id() -> None:
     decision = decide_with(FakeRequest({"authorization": ["Bearer abc"]}), {"client_id": "agent-7", "sub": "u"},
                            credential_claim=["client_id"])
     assert decision.credential == {"id": "agent-7"} and decision.consumer is None
+
+
+def test_a_request_whose_headers_may_have_been_truncated_by_kong_is_refused() -> None:
+    """get_headers() stops at 1000: a spoofed header or a second Authorization could hide past it."""
+    headers = {f"x-filler-{i}": ["x"] for i in range(998)} | {"authorization": ["Bearer abc"]}
+    response = decide(FakeRequest(headers | {"x-last": ["y"]}))
+    assert response.status == 400 and body(response)["error"] == "invalid_request"
+    assert decide(FakeRequest(headers)).status == 401  # 999 values: complete, an ordinary refusal

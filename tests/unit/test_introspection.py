@@ -154,3 +154,31 @@ def test_non_json_answer_is_503() -> None:
     introspector, _, _ = setup(HttpResponse(200, b"<html>", "text/html"))
     with pytest.raises(Unavailable):
         introspector.introspect("t")
+
+
+def test_tls_client_auth_ssl_verify_applies_only_to_the_mtls_alias() -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    common = {"client_auth": "tls_client_auth", "client_secret": None, "tls_client_auth_cert": pem,
+              "tls_client_auth_key": key_pem, "tls_client_auth_ssl_verify": False}
+    plain, http, _ = setup(**common)
+    plain.introspect("t")
+    assert http.calls[-1][1] == ENDPOINT and http.calls[-1][2]["verify"] is None  # ssl_verify decides
+    alias = "https://mtls.as.example.com/introspect"
+    with_alias, http2, _ = setup(**common, mtls_introspection_endpoint=alias)
+    http2.on(alias, ok({"active": True, "aud": RESOURCE}))
+    with_alias.introspect("t")
+    assert http2.calls[-1][1] == alias and http2.calls[-1][2]["verify"] is False

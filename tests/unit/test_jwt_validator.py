@@ -341,3 +341,9 @@ def test_each_authorization_server_has_its_own_keys() -> None:
     validator.validate(other_key.mint({"iss": other_issuer}, now=clock.now))
     # a key of one issuer does not validate tokens claiming the other
     assert refused(validator, other_key.mint({"iss": ISSUER}, now=clock.now)) == "The access token's signing key is unknown"
+
+
+def test_absurdly_nested_json_is_a_malformed_token_not_a_crash() -> None:
+    validator, _, _ = setup()
+    nested = base64.urlsafe_b64encode(b"[" * 5000).rstrip(b"=").decode()
+    assert refused(validator, f"e30.{nested}.") == "The access token is malformed"
