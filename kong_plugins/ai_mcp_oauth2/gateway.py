@@ -34,7 +34,7 @@ from .errors import (
     Response,
     json_body,
 )
-from .http import HttpClient
+from .http import HttpClient, request_budget
 from .token_exchange import TokenExchanger
 from .tokens import TokenValidator
 
@@ -134,11 +134,12 @@ class Gateway:
                 return self._metadata(request, headers)
             check_body_size(headers, config.max_request_body_size)
             token = bearer.extract_token(headers)
-            token_claims = self.verifier.verify(token)
-            consumer = find_consumer(config, request, token_claims)
-            upstream_token = None
-            if self.exchanger is not None:
-                upstream_token = self.exchanger.exchange(token, actor_token(config, headers))
+            with request_budget():  # outbound work must end before Kong gives up and proxies
+                token_claims = self.verifier.verify(token)
+                consumer = find_consumer(config, request, token_claims)
+                upstream_token = None
+                if self.exchanger is not None:
+                    upstream_token = self.exchanger.exchange(token, actor_token(config, headers))
         except Refusal as refusal:
             return render(refusal, config, request)
         return upstream_changes(config, headers, token_claims, upstream_token, consumer)

@@ -15,6 +15,14 @@ One pooled ``requests`` session per plugin instance, configured by the plugin's 
 
 Every failure of the exchange with the server (connection, timeout, TLS, an oversized or
 non-JSON body) is raised as :class:`Unreachable`, which the gateway turns into a 503.
+
+**Time budget.** Kong waits for the plugin server at most ``lua_socket_read_timeout`` (60 s by
+default) and then *proxies the request unauthenticated*. Discovery retries, key fetches,
+introspection and exchange can each take ``timeout``, and a server can drip its answer, so one
+request's outbound work could exceed that. :func:`request_budget` gives each request a deadline
+(:data:`REQUEST_BUDGET`, 45 s, settable with ``--request-budget``): every call is limited to what is
+left of it, a body still arriving at the deadline is cut off, waiting on a shared fetch stops at
+it, and a spent budget is a 503.
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ import ipaddress
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -32,8 +42,34 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .config import Config
+from .errors import Unavailable
 
 MAX_BODY = 1024 * 1024
+REQUEST_BUDGET = 45.0  # seconds; below Kong's default 60 s plugin-server read timeout
+_budget = threading.local()
+
+
+def set_request_budget(seconds: float) -> None:
+    """The budget of every request from now on (the ``--request-budget`` flag)."""
+    global REQUEST_BUDGET
+    REQUEST_BUDGET = seconds
+
+
+@contextmanager
+def request_budget(seconds: float | None = None) -> Iterator[None]:
+    """A deadline for the outbound work done while handling one request (in this thread)."""
+    previous = getattr(_budget, "deadline", None)
+    _budget.deadline = time.monotonic() + (REQUEST_BUDGET if seconds is None else seconds)
+    try:
+        yield
+    finally:
+        _budget.deadline = previous
+
+
+def remaining() -> float | None:
+    """Seconds left of the current request's budget, or None outside of a request."""
+    deadline = getattr(_budget, "deadline", None)
+    return None if deadline is None else deadline - time.monotonic()
 SYSTEM_CA_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu (Kong's images), Alpine
     "/etc/pki/tls/certs/ca-bundle.crt",  # RHEL, Amazon Linux
@@ -106,6 +142,19 @@ class _ProxyAuthAdapter(HTTPAdapter):
         return headers
 
 
+def _hang_up(response: requests.Response) -> None:
+    """Cut a connection another thread is reading from (closing alone does not wake a blocked read)."""
+    import socket
+
+    connection = getattr(response.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    try:
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 class HttpClient:
     """The instance's outbound session."""
 
@@ -145,13 +194,19 @@ class HttpClient:
         verify: bool | None = None,
     ) -> HttpResponse:
         """Send a request; ``verify`` overrides ``ssl_verify`` (the mTLS endpoint has its own)."""
+        timeout = self.timeout
+        left = remaining()
+        if left is not None:
+            if left <= 0.01:
+                raise Unreachable("the request's time budget is spent")
+            timeout = min(timeout, left)
         try:
             response = self.session.request(
                 method,
                 url,
                 data=list(data) if data is not None else None,
                 headers={**self.base_headers, **(headers or {})},
-                timeout=self.timeout,
+                timeout=timeout,
                 verify=self.verify if verify is None else (self.ca_bundle if verify else False),
                 cert=cert,
                 proxies=self._proxies(url),
@@ -160,6 +215,11 @@ class HttpClient:
             )
         except requests.RequestException as exc:
             raise Unreachable(type(exc).__name__) from None
+        left = remaining()
+        cutoff = threading.Timer(max(left, 0.0), _hang_up, (response,)) if left is not None else None
+        if cutoff is not None:
+            cutoff.daemon = True
+            cutoff.start()  # a body still dripping in at the deadline is cut off
         try:
             chunks = []
             size = 0
@@ -168,10 +228,15 @@ class HttpClient:
                 if size > MAX_BODY:
                     raise Unreachable("the answer is too large")
                 chunks.append(chunk)
-        except requests.RequestException as exc:
+        except (requests.RequestException, OSError, ValueError, AttributeError) as exc:
             raise Unreachable(type(exc).__name__) from None
         finally:
+            if cutoff is not None:
+                cutoff.cancel()
             response.close()
+        left = remaining()
+        if left is not None and left <= 0:
+            raise Unreachable("the request's time budget was spent reading the answer")
         return HttpResponse(response.status_code, b"".join(chunks), response.headers.get("Content-Type", ""))
 
     def get(self, url: str) -> HttpResponse:
@@ -212,8 +277,8 @@ class SingleFlight:
                 with self._lock:
                     del self._calls[key]
                 call.event.set()
-        else:
-            call.event.wait()
+        elif not call.event.wait(remaining()):
+            raise Unavailable("Timed out waiting for the authorization server")
         if call.error is not None:
             raise call.error
         return call.result  # type: ignore[no-any-return]

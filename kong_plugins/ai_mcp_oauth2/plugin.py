@@ -156,6 +156,26 @@ def handle_connection(server: Any, fd: Any, address: Any, *_: Any) -> None:
             fd.send(_pack([1, msgid, type(exc).__name__, None]))
 
 
+def _take_request_budget(argv: list[str]) -> float | None:
+    """Remove ``--request-budget SECONDS`` (ours, not kong-pdk's) from ``argv`` and return it.
+
+    Keep it below Kong's ``lua_socket_read_timeout`` (60 s by default): past that Kong proxies.
+    """
+    for i, arg in enumerate(argv):
+        if arg == "--request-budget" and i + 1 < len(argv) or arg.startswith("--request-budget="):
+            value = argv[i + 1] if arg == "--request-budget" else arg.split("=", 1)[1]
+            del argv[i : i + (2 if arg == "--request-budget" else 1)]
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = -1.0
+            if not 0 < seconds < 3600:
+                sys.stderr.write(f"{NAME}: --request-budget takes a number of seconds, got {value!r}\n")
+                raise SystemExit(2)
+            return seconds
+    return None
+
+
 def main() -> None:
     """Console script ``ai-mcp-oauth2``: Kong's query command (``--dump``) and start command."""
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="kong_pdk")
@@ -168,6 +188,7 @@ def main() -> None:
     from kong_pdk.module import Module
     from kong_pdk.server import PluginServer
 
+    budget = _take_request_budget(sys.argv)
     args = parse(dedicated=True)
     if args.multiprocessing:
         sys.stderr.write(
@@ -177,6 +198,10 @@ def main() -> None:
         raise SystemExit(2)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s: %(levelname)s: %(message)s")
 
+    if budget is not None:
+        from .http import set_request_budget
+
+        set_request_budget(budget)
     server = PluginServer(
         loglevel=Logger.WARNING - args.verbose,
         use_multiprocess=args.multiprocessing,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import requests
 
 from tests.harness.kong_standin import KongStandIn
@@ -104,4 +105,24 @@ def test_header_bytes_that_are_not_utf8_never_bypass_authentication(
     odd_token = http.post(kong.proxy_url + "/mcp", headers={"Authorization": "Bearer ab\xffcd"})
     assert odd_token.status_code == 400 and kong.last.proxied is False
     assert http.post(kong.proxy_url + "/mcp").status_code == 401  # the plugin server is still serving
+    assert len(upstream.requests) == before
+
+
+def test_outbound_work_ends_before_kong_gives_up_and_proxies(
+    start_kong: StartKong, http: requests.Session, upstream: EchoUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kong proxies when the plugin server answers after its read timeout (60 s; 6 s here). A hung
+    authorization server with an issuer path costs 3 discovery URLs x 3 tries x `timeout` (9 s here):
+    the request budget (3 s here, 45 s by default) must turn that into a 503 in time."""
+    from tests.harness.mock_as import MockAuthorizationServer
+
+    monkeypatch.setenv("AI_MCP_OAUTH2_SERVER_FLAGS", "--request-budget 3")
+    with MockAuthorizationServer(issuer_path="/realms/x") as authz:
+        authz.fault("metadata", "hang")
+        kong = start_kong(declarative(plugin_config(authorization_servers=[authz.issuer], timeout=1000)),
+                          rpc_timeout=6)
+        before = len(upstream.requests)
+        response = http.post(kong.proxy_url + "/mcp", headers={"Authorization": f"Bearer {authz.mint()}"})
+        authz.release()
+    assert response.status_code == 503 and kong.last.proxied is False and not kong.last.failures
     assert len(upstream.requests) == before

@@ -18,9 +18,27 @@ from .conftest import kong_config
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     seen: list[dict[str, str]] = []
+    drip_finished = threading.Event()
+    drip_completed = False
 
     def do_GET(self) -> None:  # noqa: N802
         Handler.seen.append({k.lower(): v for k, v in self.headers.items()})
+        if self.path == "/drip":  # a server that never stops sending its answer
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            Handler.drip_finished.clear()
+            Handler.drip_completed = False
+            try:
+                for _ in range(50):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    threading.Event().wait(0.1)
+                Handler.drip_completed = True
+            except OSError:
+                pass
+            Handler.drip_finished.set()
+            return
         body = b"x" * (MAX_BODY + 1) if self.path == "/big" else b'{"ok": true}'
         if self.path == "/redirect":
             self.send_response(302)
@@ -115,3 +133,33 @@ def test_single_flight_shares_errors_too() -> None:
     with pytest.raises(ValueError):
         flight.do("k", lambda: (_ for _ in ()).throw(ValueError("x")))
     assert flight.do("k", lambda: 5) == 5
+
+
+def test_the_request_budget_cuts_off_an_answer_that_keeps_dripping(server: str) -> None:
+    """Kong proxies a request whose plugin answers too late: no outbound call may outlive the budget."""
+    from kong_plugins.ai_mcp_oauth2.http import request_budget
+
+    http = client()  # timeout 10 s: each byte arrives well within it
+    with request_budget(0.5), pytest.raises(Unreachable):
+        http.get(server + "/drip")  # would take 5 s to finish
+    assert Handler.drip_finished.wait(10)
+    assert Handler.drip_completed is False  # the client hung up mid-answer instead of reading it all
+    with request_budget(0.0), pytest.raises(Unreachable):
+        http.get(server + "/")  # a spent budget makes no call at all
+    http.close()
+
+
+def test_waiting_on_a_shared_fetch_stops_at_the_budget() -> None:
+    from kong_plugins.ai_mcp_oauth2.errors import Unavailable
+    from kong_plugins.ai_mcp_oauth2.http import request_budget
+
+    flight = SingleFlight()
+    release = threading.Event()
+    leader = threading.Thread(target=lambda: flight.do("k", lambda: release.wait(5)))
+    leader.start()
+    while not flight._calls:
+        threading.Event().wait(0.01)
+    with request_budget(0.2), pytest.raises(Unavailable):
+        flight.do("k", lambda: True)
+    release.set()
+    leader.join(5)
