@@ -200,6 +200,11 @@ def upstream_changes(
 ) -> Proxy:
     """Behaviour §8–§10: what the upstream request and Kong's identity become.
 
+    Like Kong's own authentication plugins, the upstream learns the identity Kong settled on from
+    ``X-Consumer-ID``, ``X-Consumer-Custom-ID``, ``X-Consumer-Username`` and
+    ``X-Credential-Identifier``; copies of those (and of ``X-Anonymous-Consumer`` and
+    ``X-Consumer-Groups``) sent by the client are removed, since upstreams behind Kong trust them.
+
     A configured header is always overwritten when its claim is present (``set_headers``
     replaces every value); when the claim is absent, the header is removed only if the client
     sent it, so an honest request costs no extra round trip. ``Authorization`` is removed unless
@@ -223,8 +228,25 @@ def upstream_changes(
     credential_value = claims.resolve(token_claims, config.credential_claim) if config.credential_claim else None
     credential = None
     if isinstance(credential_value, (str, int)) and not isinstance(credential_value, bool) and credential_value != "":
-        if claims.sendable(str(credential_value)):
+        if claims.header_value(str(credential_value)) is not None:
             credential = {"id": str(credential_value)}
+    identity = {
+        "X-Consumer-ID": consumer.get("id") if consumer else None,
+        "X-Consumer-Custom-ID": consumer.get("custom_id") if consumer else None,
+        "X-Consumer-Username": consumer.get("username") if consumer else None,
+        "X-Credential-Identifier": credential["id"] if credential else None,
+        "X-Anonymous-Consumer": None,
+        "X-Consumer-Groups": None,
+    }
+    configured = {mapping.header.lower() for mapping in config.claim_headers}
+    for name, value in identity.items():
+        if name.lower() in configured:
+            continue  # the operator's own mapping of that header wins
+        text = claims.header_value(value) if isinstance(value, str) and value else None
+        if text is not None:
+            values[name] = text
+        elif name.lower() in headers:
+            clear.append(name)
     return Proxy(set_headers=values, clear_headers=tuple(clear), consumer=consumer, credential=credential)
 
 

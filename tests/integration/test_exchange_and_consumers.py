@@ -160,3 +160,18 @@ def test_custom_id_lookup_is_reported_once_at_instance_start(
     call(kong, http, authz.mint())
     lines = [line for line in kong.server_output if "no lookup by custom_id" in line]
     assert len(lines) == 1, lines
+
+
+def test_kong_identity_headers_reach_the_upstream_and_client_copies_do_not(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    config = plugin_config(authorization_servers=[authz.issuer], consumer_claim=["sub"], consumer_by=["username"])
+    kong = start_kong(declarative(config, consumers=CONSUMERS))
+    response = call(kong, http, authz.mint({"sub": "user-1"}), X_Consumer_Username="admin", X_Consumer_ID="forged",
+                    X_Anonymous_Consumer="true")
+    assert response.status_code == 200
+    received = upstream.last["headers"]
+    assert received["x-consumer-username"] == ["user-1"] and received["x-consumer-id"] == [ALICE_ID]
+    assert received["x-consumer-custom-id"] == ["c-1"] and received["x-credential-identifier"] == ["user-1"]
+    assert "x-anonymous-consumer" not in received
+    assert kong.last.round_trips <= 6

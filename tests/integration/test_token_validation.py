@@ -80,7 +80,8 @@ def test_valid_jwts_reach_the_upstream_with_claim_headers_and_nothing_else(
     received = upstream.last["headers"]
     assert received["x-user-id"] == ["user-1"] and received["x-roles"] == ["reader,writer"]
     assert "authorization" not in received and "x-email" not in received
-    assert set(received) - KONG_ADDED == {"x-user-id", "x-roles"}
+    assert set(received) - KONG_ADDED == {"x-user-id", "x-roles", "x-credential-identifier"}
+    assert received["x-credential-identifier"] == ["user-1"]  # Kong's credential, like its auth plugins
     assert kong.last.round_trips <= 5
 
 
@@ -189,7 +190,8 @@ def test_passthrough_credentials_keeps_the_token(
     token = authz.mint()
     assert call(kong, http, token).status_code == 200
     assert upstream.last["headers"]["authorization"] == [f"Bearer {token}"]
-    assert [c.method for c in kong.last.pdk_calls][2:] == ["kong.client.authenticate"]
+    assert [c.method for c in kong.last.pdk_calls][2:] == ["kong.service.request.set_headers",
+                                                           "kong.client.authenticate"]
 
 
 def test_key_rotation_is_picked_up_without_a_restart_at_most_once_per_10_seconds(

@@ -96,10 +96,11 @@ class AcceptAll:
 def test_an_accepted_token_is_proxied_with_authorization_stripped_unless_passthrough() -> None:
     request = FakeRequest({"authorization": ["Bearer abc"]})
     decision = Gateway(kong_config(), services=lambda _: (AcceptAll(), None)).handle(request)
-    assert decision == Proxy(clear_headers=("Authorization",), credential={"id": "alice"})
+    assert decision == Proxy(set_headers={"X-Credential-Identifier": "alice"}, clear_headers=("Authorization",),
+                             credential={"id": "alice"})
     assert request.calls == ["headers", "path"]
     kept = Gateway(kong_config(passthrough_credentials=True), services=lambda _: (AcceptAll(), None)).handle(request)
-    assert kept == Proxy(credential={"id": "alice"})
+    assert kept == Proxy(set_headers={"X-Credential-Identifier": "alice"}, credential={"id": "alice"})
 
 
 def test_malformed_authorization_is_a_400_with_invalid_request() -> None:
@@ -191,14 +192,14 @@ def test_claim_headers_are_set_from_the_validated_claims() -> None:
     decision = proxy_for({"sub": "alice", "realm": {"roles": ["a", "b"]}},
                          upstream_headers=[{"header": "X-User", "path": ["sub"]},
                                            {"header": "X-Roles", "path": ["realm", "roles"]}])
-    assert decision.set_headers == {"X-User": "alice", "X-Roles": "a,b"}
+    assert decision.set_headers == {"X-User": "alice", "X-Roles": "a,b", "X-Credential-Identifier": "alice"}
     assert decision.clear_headers == ("Authorization",)
 
 
 def test_client_copies_of_absent_claim_headers_are_removed_and_present_ones_overwritten() -> None:
     decision = proxy_for({"sub": "alice"}, {"x-user": ["mallory"], "x-email": ["spoofed@example.com"]},
                          claim_to_header=[{"claim": "sub", "header": "X-User"}, {"claim": "email", "header": "X-Email"}])
-    assert decision.set_headers == {"X-User": "alice"}
+    assert decision.set_headers == {"X-User": "alice", "X-Credential-Identifier": "alice"}
     assert decision.clear_headers == ("X-Email", "Authorization")
 
 
@@ -257,7 +258,7 @@ def test_exchange_puts_the_exchanged_token_upstream_and_removes_the_actor_header
           "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token"}}
     decision = decide_with(request, {"sub": "alice"}, exchange, token_exchange=te, passthrough_credentials=True)
     assert exchange.calls == [("abc", "actor-jwt")]
-    assert decision.set_headers == {"Authorization": "Bearer upstream-token"}
+    assert decision.set_headers == {"Authorization": "Bearer upstream-token", "X-Credential-Identifier": "alice"}
     assert decision.clear_headers == ("X-Actor-Token",)
 
 
@@ -318,3 +319,14 @@ def test_a_request_whose_headers_may_have_been_truncated_by_kong_is_refused() ->
     response = decide(FakeRequest(headers | {"x-last": ["y"]}))
     assert response.status == 400 and body(response)["error"] == "invalid_request"
     assert decide(FakeRequest(headers)).status == 401  # 999 values: complete, an ordinary refusal
+
+
+def test_kong_identity_headers_are_set_from_the_mapped_consumer_and_never_spoofed() -> None:
+    request = ConsumerRequest([ALICE], headers={"authorization": ["Bearer abc"], "x-consumer-id": ["forged"],
+                                                "x-anonymous-consumer": ["true"], "x-consumer-groups": ["admins"]})
+    decision = decide_with(request, {"sub": "alice"}, consumer_claim=["sub"])
+    assert decision.set_headers == {"X-Consumer-ID": ALICE["id"], "X-Consumer-Custom-ID": "c-1",
+                                    "X-Consumer-Username": "alice", "X-Credential-Identifier": "alice"}
+    assert set(decision.clear_headers) == {"Authorization", "X-Anonymous-Consumer", "X-Consumer-Groups"}
+    spoofed = decide_with(FakeRequest({"authorization": ["Bearer abc"], "x-consumer-username": ["admin"]}), {})
+    assert spoofed.clear_headers == ("Authorization", "X-Consumer-Username")
