@@ -174,4 +174,5 @@ def test_kong_identity_headers_reach_the_upstream_and_client_copies_do_not(
     assert received["x-consumer-username"] == ["user-1"] and received["x-consumer-id"] == [ALICE_ID]
     assert received["x-consumer-custom-id"] == ["c-1"] and received["x-credential-identifier"] == ["user-1"]
     assert "x-anonymous-consumer" not in received
-    assert kong.last.round_trips <= 6
+    # six round trips, plus one clear_header for the spoofed header no value replaces: spoofing costs the spoofer
+    assert kong.last.round_trips == 7
