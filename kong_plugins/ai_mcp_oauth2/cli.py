@@ -1,9 +1,12 @@
 """Entry point of the ``ai-mcp-oauth2`` console script.
 
-With ``-g``/``--gevent`` the process is monkey-patched *before* anything else is imported:
-kong-pdk runs events as greenlets but never patches, so without this one slow call to the
-authorization server would stall every request of the plugin server, and requests stalled past
-Kong's RPC timeout are proxied by Kong unauthenticated. Patched, blocking I/O yields instead.
+The plugin server runs kong-pdk's gevent mode by default, monkey-patched *before* anything else
+is imported. The benchmark (README, Performance) shows why: it is the faster mode, and once
+patched a slow authorization server blocks only the requests that wait on it. kong-pdk itself
+never patches, so its plain ``-g`` would let one slow call stall every request, and requests
+stalled past Kong's RPC timeout are proxied by Kong unauthenticated.
+
+``--threads`` selects kong-pdk's thread mode instead (one OS thread per event).
 """
 
 from __future__ import annotations
@@ -12,7 +15,12 @@ import sys
 
 
 def main() -> None:
-    if any(arg in ("-g", "--gevent") for arg in sys.argv[1:]):
+    args = sys.argv[1:]
+    if "--threads" in args:
+        sys.argv.remove("--threads")
+    elif not any(arg in ("-m", "--multiprocessing") for arg in args):
+        if not any(arg in ("-g", "--gevent") for arg in args):
+            sys.argv.append("-g")
         from gevent import monkey
 
         monkey.patch_all()

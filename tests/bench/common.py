@@ -32,7 +32,7 @@ METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 
 def plugin_env(prefix: Path, gevent: bool = False) -> dict[str, str]:
     """What the README tells a user to set for Kong, pointed at a temporary prefix."""
-    flags = " -g" if gevent else ""
+    flags = " -g" if gevent else " --threads"  # the plugin's default is gevent (monkey-patched)
     return {
         "KONG_PREFIX": str(prefix),
         "KONG_PLUGINS": f"bundled,{PLUGIN}",
@@ -44,7 +44,7 @@ def plugin_env(prefix: Path, gevent: bool = False) -> dict[str, str]:
 
 
 def floor_env(prefix: Path, gevent: bool = False) -> dict[str, str]:
-    flags = " -g" if gevent else ""
+    flags = " -g" if gevent else ""  # stock kong-pdk: thread mode unless -g
     return {
         "KONG_PREFIX": str(prefix),
         "KONG_PLUGINS": f"bundled,{FLOOR}",

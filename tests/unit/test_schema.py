@@ -106,7 +106,7 @@ def test_descriptions_carry_no_markdown_links_to_kongs_site() -> None:
 
 def run_dump(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kong_plugins.ai_mcp_oauth2.plugin", *args],
+        [sys.executable, "-m", "kong_plugins.ai_mcp_oauth2.cli", *args],
         capture_output=True, text=True, timeout=60, check=False,
     )
 
