@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from tests.harness.upstream import EchoUpstream
+
 
 @pytest.fixture
 def http() -> Iterator[requests.Session]:
@@ -15,3 +17,12 @@ def http() -> Iterator[requests.Session]:
     session.trust_env = False
     yield session
     session.close()
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[EchoUpstream]:
+    """The echo upstream (an MCP server stand-in) that records every request it receives."""
+    server = EchoUpstream()
+    server.start()
+    yield server
+    server.stop()

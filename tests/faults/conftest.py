@@ -20,14 +20,6 @@ SECRET = "kong-secret"
 StartKong = Callable[..., KongStandIn]
 
 
-@pytest.fixture(scope="session")
-def upstream() -> Iterator[EchoUpstream]:
-    server = EchoUpstream()
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def authz() -> Iterator[MockAuthorizationServer]:
     """On a fixed port, so that stop() and start() bring the same server (same keys) back there."""

@@ -54,14 +54,6 @@ def declarative(config: dict[str, Any] | None = None, paths: list[str] | None = 
     }  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def upstream() -> Iterator[EchoUpstream]:
-    server = EchoUpstream()
-    server.start()
-    yield server
-    server.stop()
-
-
 StartKong = Callable[..., KongStandIn]
 
 

@@ -26,8 +26,8 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-# The Kong stand-in, the plugin server and the echo upstream, shared with the integration tests.
-from tests.integration.conftest import start_kong, upstream  # noqa: F401
+# The Kong stand-in and the plugin server, shared with the integration tests (the upstream is in tests/conftest.py).
+from tests.integration.conftest import start_kong  # noqa: F401
 
 #: The exact oidc-provider release these tests run against (pinned in oidc_provider/package.json
 #: and package-lock.json; 8.x is the release line that supports Node.js 18/20 LTS).
