@@ -12,9 +12,12 @@ stalled past Kong's RPC timeout are proxied by Kong unauthenticated.
 from __future__ import annotations
 
 import sys
+import warnings
 
 
 def main() -> None:
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="kong_pdk")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*getdefaultlocale.*")
     args = sys.argv[1:]
     if "--threads" in args:
         sys.argv.remove("--threads")
@@ -24,7 +27,7 @@ def main() -> None:
         from gevent import monkey
 
         monkey.patch_all()
-    from .plugin import main as serve
+    from .pluginserver import main as serve
 
     serve()
 

@@ -144,6 +144,13 @@ class Gateway:
             return render(refusal, config, request)
         return upstream_changes(config, headers, token_claims, upstream_token, consumer)
 
+    def close(self) -> None:
+        """Release the instance's outbound connections (and anything else its services hold)."""
+        for service in (self.verifier, self.exchanger):
+            close = getattr(service, "close", None)
+            if close is not None:
+                close()
+
     def _metadata(self, request: RequestView, headers: Mapping[str, Sequence[str]]) -> Response:
         method = request.method()
         if method in ("GET", "HEAD"):
@@ -269,10 +276,10 @@ def check_body_size(headers: Mapping[str, Sequence[str]], limit: int) -> None:
         raise LengthRequired()
 
 
-def render(refusal: Refusal, config: Config | None, request: RequestView) -> Response:
+def render(refusal: Refusal, config: Config | None, request: RequestView | None) -> Response:
     """The one exit point: a refusal becomes status, headers and JSON body (behaviour §4)."""
     headers = {"Content-Type": JSON, "Cache-Control": "no-store"}
-    if refusal.challenges and config is not None:
+    if refusal.challenges and config is not None and request is not None:
         origin = metadata.origin(config, *request.forwarded_origin())
         headers["WWW-Authenticate"] = bearer.challenge(
             refusal.challenge_params(), origin + config.metadata_path, config.scopes_supported

@@ -1,19 +1,6 @@
-"""The kong-pdk glue: the only module that knows the plugin server and the ``kong`` PDK object.
+"""The kong-pdk glue: the only module that knows the ``kong`` PDK object.
 
-``ai-mcp-oauth2 --dump`` prints Kong's plugin-info JSON (Kong's query command); without
-``--dump`` the console script serves as a kong-pdk dedicated plugin server and takes
-kong-pdk's flags (``--kong-prefix``, ``--socket-name``, ``-v``, ``-g``/``-m``, …). Departures
-from kong-pdk's own ``start_dedicated_server``, each for a reason:
-
-- the socket is ``<prefix>/ai-mcp-oauth2.socket`` unless ``--socket-name`` says otherwise:
-  Kong's default socket path ends in ``.socket``, kong-pdk's in ``.sock`` (Kong issue #9733);
-- PDK calls return plain values (kong-pdk's ``--no-lua-style``): Kong 3.x never sends an error
-  for a PDK call, so the ``(data, err)`` tuples carry nothing;
-- the connection loop is the plugin's own (:func:`handle_connection`): kong-pdk's dies on a
-  header byte that is not UTF-8 (Kong then proxies the request unauthenticated) and its debug
-  log (``-v``) prints every RPC with its arguments, tokens included;
-- ``-m`` (multiprocessing) is refused: kong-pdk pickles the handler per event, which cannot work
-  with this plugin's state, and a failed event hangs the server (Kong then proxies).
+The plugin server that runs it is :mod:`.pluginserver`.
 
 Behaviour §2: Kong proxies the request when a Python handler raises, so the handler catches
 everything and answers 500 itself, and after ``kong.response.exit`` makes no further PDK call.
@@ -22,14 +9,11 @@ everything and answers 500 itself, and after ``kong.response.exit`` makes no fur
 from __future__ import annotations
 
 import logging
-import re
-import sys
 import traceback
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import NAME, PRIORITY, __version__
+from . import PRIORITY, __version__
 from .errors import InternalError, Response
 from .gateway import MAX_HEADERS, Gateway, Proxy, render
 from .schema import SCHEMA
@@ -76,8 +60,13 @@ class KongRequest:
         return consumer if isinstance(consumer, dict) else None
 
 
+def exit_args(response: Response) -> list[Any]:
+    """The arguments of ``kong.response.exit`` for a response."""
+    return [response.status, response.body.decode() if response.body else None, response.headers]
+
+
 def _exit(kong: Any, response: Response) -> None:
-    kong.response.exit(response.status, response.body.decode() if response.body else None, response.headers)
+    kong.response.exit(*exit_args(response))
 
 
 def _apply(kong: Any, proxy: Proxy) -> None:
@@ -115,135 +104,6 @@ class Plugin:
             return _exit(kong, decision)
         return _apply(kong, decision)
 
-
-_CAMEL = re.compile("([a-z])([A-Z])")
-
-
-def _pack(message: list[Any]) -> bytes:
-    import msgpack
-
-    return msgpack.packb(message, unicode_errors="surrogateescape")  # type: ignore[no-any-return]
-
-
-def handle_connection(server: Any, fd: Any, address: Any, *_: Any) -> None:
-    """One plugin-server connection: kong-pdk's ``Server.handle``, made safe for any bytes from Kong.
-
-    Kong sends Lua strings (header values, paths) as msgpack *str*, and nginx accepts bytes that are
-    not UTF-8 in header values. kong-pdk's own loop unpacks with strict UTF-8, so one such byte
-    raises outside any plugin code: the socket closes, Kong reads "no data" and **proxies the request
-    unauthenticated**. Here strings decode with ``surrogateescape`` (no token or header check accepts
-    the resulting lone surrogates) and go back out the same way. Unlike kong-pdk's loop, this one
-    never logs RPC arguments, which carry request headers and tokens.
-    """
-    import msgpack
-    from kong_pdk.exception import PDKException, PluginServerException
-    from kong_pdk.listener import WrapSocket
-
-    unpacker = msgpack.Unpacker(WrapSocket(fd), strict_map_key=False, unicode_errors="surrogateescape")
-    for _kind, msgid, method, args in unpacker:
-        namespace, _dot, command = str(method).partition(".")
-        if namespace != "plugin" or not command:
-            fd.send(_pack([1, msgid, f"RPC for {namespace} is not supported", None]))
-            continue
-        name = command[0].lower() + _CAMEL.sub(lambda m: f"{m.group(1)}_{m.group(2).lower()}", command[1:])
-        try:
-            result = getattr(server.ps, name)(*args)
-            fd.send(_pack([1, msgid, None, result]))
-        except (PluginServerException, PDKException) as exc:
-            fd.send(_pack([1, msgid, str(exc), None]))
-        except Exception as exc:  # noqa: BLE001 - answered to Kong, as kong-pdk does
-            server.logger.error(f"rpc #{msgid} {method}: {type(exc).__name__}")
-            fd.send(_pack([1, msgid, type(exc).__name__, None]))
-
-
-def _take_request_budget(argv: list[str]) -> float | None:
-    """Remove ``--request-budget SECONDS`` (ours, not kong-pdk's) from ``argv`` and return it.
-
-    Keep it below Kong's ``lua_socket_read_timeout`` (60 s by default): past that Kong proxies.
-    """
-    for i, arg in enumerate(argv):
-        if arg == "--request-budget" and i + 1 < len(argv) or arg.startswith("--request-budget="):
-            value = argv[i + 1] if arg == "--request-budget" else arg.split("=", 1)[1]
-            del argv[i : i + (2 if arg == "--request-budget" else 1)]
-            try:
-                seconds = float(value)
-            except ValueError:
-                seconds = -1.0
-            if not 0 < seconds < 3600:
-                sys.stderr.write(f"{NAME}: --request-budget takes a number of seconds, got {value!r}\n")
-                raise SystemExit(2)
-            return seconds
-    return None
-
-
-def main() -> None:
-    """Console script ``ai-mcp-oauth2``: Kong's query command (``--dump``) and start command."""
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module="kong_pdk")
-    warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*getdefaultlocale.*")
-    import json
-
-    from kong_pdk.cli import parse
-    from kong_pdk.listener import DEFAULT_SOCKET_NAME, UnixStreamServer
-    from kong_pdk.logger import Logger
-    from kong_pdk.module import Module
-    from kong_pdk.server import PluginServer
-
-    budget = _take_request_budget(sys.argv)
-    args = parse(dedicated=True)
-    if args.multiprocessing:
-        sys.stderr.write(
-            f"{NAME}: -m/--multiprocessing is not supported: kong-pdk pickles the handler for every event, "
-            "which this plugin's state cannot survive, and a failed event leaves Kong to proxy the request\n"
-        )
-        raise SystemExit(2)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s: %(levelname)s: %(message)s")
-
-    if budget is not None:
-        from .http import set_request_budget
-
-        set_request_budget(budget)
-    server = PluginServer(
-        loglevel=Logger.WARNING - args.verbose,
-        use_multiprocess=args.multiprocessing,
-        use_gevent=args.gevent,
-        name=f"{NAME} version {__version__}",
-        lua_style=False,
-    )
-
-    class module:
-        pass
-
-    module.Plugin = Plugin  # type: ignore[attr-defined]
-    module.Schema = SCHEMA  # type: ignore[attr-defined]
-    module.version = __version__  # type: ignore[attr-defined]
-    module.priority = PRIORITY  # type: ignore[attr-defined]
-    server.plugins[NAME] = Module(NAME, module=module)
-
-    if args.dump:
-        sys.stdout.write(json.dumps([server.get_plugin_info(NAME)]))
-        sys.stdout.flush()
-        return
-
-    socket_name = args.socket_name
-    if socket_name == DEFAULT_SOCKET_NAME:
-        socket_name = f"{NAME}.socket"
-    class Listener(UnixStreamServer):  # type: ignore[misc]
-        handle = handle_connection  # safe for any bytes from Kong, logs no tokens
-
-    listener = Listener(
-        server,
-        args.prefix,
-        sock_name=socket_name,
-        use_gevent=args.gevent,
-        listen_queue_size=args.listen_queue_size,
-    )
-    try:
-        listener.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.cleanup()
-
-
-if __name__ == "__main__":
-    main()
+    def close(self) -> None:
+        """Release what the instance holds (Kong closed it and no request uses it any more)."""
+        self.gateway.close()

@@ -50,6 +50,9 @@ class TokenValidator:
         self.jwt = None if self.introspector else JwtValidator(config, self.http, clock)
         self.cache_results = config.cache_introspection if self.introspector else True
 
+    def close(self) -> None:
+        self.http.close()
+
     def verify(self, token: str) -> Mapping[str, Any]:
         key = hashlib.sha256(token.encode()).digest()
         with self.lock:

@@ -30,9 +30,10 @@ RESOURCE = "http://localhost:8000/mcp"
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 
 
-def plugin_env(prefix: Path, gevent: bool = False) -> dict[str, str]:
-    """What the README tells a user to set for Kong, pointed at a temporary prefix."""
-    flags = " -g" if gevent else " --threads"  # the plugin's default is gevent (monkey-patched)
+def plugin_env(prefix: Path, threads: bool = False) -> dict[str, str]:
+    """What the README tells a user to set for Kong, pointed at a temporary prefix: the plugin's
+    default mode (gevent, monkey-patched), or kong-pdk's thread mode with ``threads``."""
+    flags = " --threads" if threads else ""
     return {
         "KONG_PREFIX": str(prefix),
         "KONG_PLUGINS": f"bundled,{PLUGIN}",
@@ -43,8 +44,8 @@ def plugin_env(prefix: Path, gevent: bool = False) -> dict[str, str]:
     }
 
 
-def floor_env(prefix: Path, gevent: bool = False) -> dict[str, str]:
-    flags = " -g" if gevent else ""  # stock kong-pdk: thread mode unless -g
+def floor_env(prefix: Path, threads: bool = False) -> dict[str, str]:
+    flags = "" if threads else " -g"  # stock kong-pdk: thread mode unless -g (gevent, not patched)
     return {
         "KONG_PREFIX": str(prefix),
         "KONG_PLUGINS": f"bundled,{FLOOR}",
@@ -80,10 +81,11 @@ def declarative(name: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def start(prefix: Path, name: str, config: dict[str, Any], upstream_port: int = 9,
-          gevent: bool = False, **kwargs: Any) -> KongStandIn:
-    """A started stand-in with one plugin server: the real plugin (name PLUGIN) or the floor."""
+          threads: bool = False, **kwargs: Any) -> KongStandIn:
+    """A started stand-in with one plugin server: the real plugin (name PLUGIN) or the floor,
+    in the default (gevent) mode or in kong-pdk's thread mode."""
     prefix.mkdir(parents=True, exist_ok=True)
-    env = plugin_env(prefix, gevent) if name == PLUGIN else floor_env(prefix, gevent)
+    env = plugin_env(prefix, threads) if name == PLUGIN else floor_env(prefix, threads)
     kwargs.setdefault("host_map", {"mcp-server:9000": f"127.0.0.1:{upstream_port}"})
     kong = KongStandIn(env=env, declarative=copy.deepcopy(declarative(name, config)), **kwargs)
     kong.start()

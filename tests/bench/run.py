@@ -393,19 +393,21 @@ def memory(b: Bench) -> dict[str, Any]:
 
 
 def modes(b: Bench) -> dict[str, Any]:
-    """Repeated JWT: kong-pdk thread mode against gevent mode (-g), interleaved; floors in each mode."""
-    gevent = C.start(b.tmp / "plugin-gevent", C.PLUGIN, b.configs["jwt"], gevent=True)
-    b.kongs.append(gevent)
-    floor_g = C.start(b.tmp / "floor-gevent", C.FLOOR, {"script": "[]"}, gevent=True)
-    b.kongs.append(floor_g)
+    """Repeated JWT: the default gevent mode against kong-pdk's thread mode (--threads), interleaved;
+    floors in each mode."""
+    gevent, floor_g = b.plugin, b.floor
+    thread = C.start(b.tmp / "plugin-threads", C.PLUGIN, b.configs["jwt"], threads=True)
+    b.kongs.append(thread)
+    floor_t = C.start(b.tmp / "floor-threads", C.FLOOR, {"script": "[]"}, threads=True)
+    b.kongs.append(floor_t)
     b.use("jwt")
     token = b.authz.mint()
     req = ("POST", "/mcp", C.bearer(token))
-    _, record = C.drive(b.plugin, *req)
-    C.drive(gevent, *req)
-    b.set_floor(b.floor, {"script": C.replay_script(record)})
+    _, record = C.drive(gevent, *req)
+    C.drive(thread, *req)
+    b.set_floor(floor_t, {"script": C.replay_script(record)})
     b.set_floor(floor_g, {"script": C.replay_script(record)})
-    targets = {"thread": b.plugin, "gevent": gevent, "floor thread": b.floor, "floor gevent": floor_g}
+    targets = {"thread": thread, "gevent": gevent, "floor thread": floor_t, "floor gevent": floor_g}
     lat: dict[str, list[float]] = {k: [] for k in targets}
     for kong in targets.values():
         for _ in range(20):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kong_plugins.ai_mcp_oauth2 import plugin
+from kong_plugins.ai_mcp_oauth2 import plugin, pluginserver
 
 from .conftest import kong_config
 
@@ -97,7 +97,7 @@ def test_the_connection_survives_strings_that_are_not_utf8() -> None:
 
     ours, kongs = socket.socketpair()
     server = EchoServer()
-    thread = threading.Thread(target=plugin.handle_connection, args=(server, ours, None), daemon=True)
+    thread = threading.Thread(target=pluginserver.handle_connection, args=(server, ours, None), daemon=True)
     thread.start()
     raw = b"Bearer \xff\xfe abc"  # not UTF-8
     kongs.sendall(msgpack.packb([0, 1, "plugin.Echo", [raw]], use_bin_type=False))  # bytes as str, like Kong
