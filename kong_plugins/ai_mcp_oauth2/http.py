@@ -20,9 +20,17 @@ non-JSON body) is raised as :class:`Unreachable`, which the gateway turns into a
 default) and then *proxies the request unauthenticated*. Discovery retries, key fetches,
 introspection and exchange can each take ``timeout``, and a server can drip its answer, so one
 request's outbound work could exceed that. :func:`request_budget` gives each request a deadline
-(:data:`REQUEST_BUDGET`, 45 s, settable with ``--request-budget``): every call is limited to what is
-left of it, a body still arriving at the deadline is cut off, waiting on a shared fetch stops at
-it, and a spent budget is a 503.
+(:data:`REQUEST_BUDGET`, 45 s, settable with ``--request-budget``), and every outbound call ends by
+it, whole, not per socket operation (``timeout`` in ``requests`` limits each connect and each read,
+so an answer sent a byte at a time never times out):
+
+- name resolution waits at most what is left (:func:`resolve`: a lookup runs in a small pool of
+  its own, cooperative in gevent mode), and an IP literal is not looked up;
+- connecting tries the addresses in turn, each for at most ``timeout`` and all of them together
+  for at most what is left (urllib3 gives each address the full ``timeout``);
+- at the deadline, a watchdog shuts down the sockets the call uses, which ends a TLS handshake,
+  a request being sent, headers or a body being dripped in, in thread and gevent mode alike;
+- waiting on a shared fetch stops at the deadline too, and a spent budget is a 503.
 """
 
 from __future__ import annotations
@@ -30,9 +38,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,6 +51,9 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NewConnectionError
 
 from .config import Config
 from .errors import Unavailable
@@ -127,12 +141,22 @@ def _no_proxy_matcher(no_proxy: str | None) -> Callable[[str], bool]:
     return bypass
 
 
-class _ProxyAuthAdapter(HTTPAdapter):
-    """Sends the configured ``Proxy-Authorization`` value to the proxy it belongs to."""
+class _Adapter(HTTPAdapter):
+    """Connections bounded by the request's deadline, and the configured ``Proxy-Authorization``
+    value sent to the proxy it belongs to."""
 
     def __init__(self, proxy_auth: Mapping[str, str]) -> None:
         super().__init__()
         self.proxy_auth = dict(proxy_auth)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _POOLS
+        return manager
 
     def proxy_headers(self, proxy: str) -> dict[str, str]:
         headers = super().proxy_headers(proxy)
@@ -142,17 +166,166 @@ class _ProxyAuthAdapter(HTTPAdapter):
         return headers
 
 
-def _hang_up(response: requests.Response) -> None:
-    """Cut a connection another thread is reading from (closing alone does not wake a blocked read)."""
-    import socket
+RESOLVER_THREADS = 8
+_resolver: ThreadPoolExecutor | None = None
+_resolver_lock = threading.Lock()
 
-    connection = getattr(response.raw, "_connection", None)
-    sock = getattr(connection, "sock", None)
+
+def resolve(host: str, port: int, seconds: float) -> list[tuple[Any, ...]]:
+    """``getaddrinfo`` for a TCP connection, waiting at most ``seconds``.
+
+    The lookup runs in a small pool of its own (greenlets in gevent mode, whose resolver does not
+    block the others), so a resolver that does not answer costs the request its budget and no more;
+    the abandoned lookup ends by the system resolver's own timeout. An IP literal is not looked up.
+    """
+    global _resolver
     try:
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
+        ipaddress.ip_address(host)
+    except ValueError:
         pass
+    else:
+        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    with _resolver_lock:
+        if _resolver is None:
+            _resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="ai-mcp-oauth2-resolver")
+    lookup = _resolver.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+    try:
+        return lookup.result(timeout=max(seconds, 0.0))
+    except FutureTimeout:
+        lookup.cancel()
+        raise TimeoutError(f"resolving {host} took longer than the request's budget") from None
+
+
+class _Outbound:
+    """One outbound call under a deadline: the sockets it uses, shut down when the deadline passes.
+
+    Shutting a socket down (not closing it) wakes whoever is blocked on it, thread or greenlet,
+    and leaves closing to its owner.
+    """
+
+    __slots__ = ("deadline", "sockets", "lock", "expired")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.sockets: list[Any] = []
+        self.lock = threading.Lock()
+        self.expired = False
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def watch(self, sock: Any) -> None:
+        with self.lock:
+            self.sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shut(sock)
+
+    def expire(self) -> None:
+        with self.lock:
+            self.expired = True
+            sockets = list(self.sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: Any) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        pass  # already closed, or detached by the TLS wrapper (its guard covers it)
+
+
+_calls = threading.local()
+
+
+def _current_call() -> _Outbound | None:
+    return getattr(_calls, "call", None)
+
+
+class _BoundedConnectionMixin:
+    """urllib3 connections that keep to the current call's deadline (module docstring).
+
+    A new connection resolves and connects within the deadline; while it connects and shakes hands
+    a duplicate of its socket is watched (the TLS wrapper detaches the original), and from the
+    request on the connection's own socket is.
+    """
+
+    _dns_host: str
+    port: int
+    timeout: Any
+    socket_options: Any
+    sock: Any
+    _guard: socket.socket | None = None
+
+    def _new_conn(self) -> socket.socket:
+        call = _current_call()
+        if call is None:
+            return super()._new_conn()  # type: ignore[misc, no-any-return]
+        # urllib3's own exception, not an OSError: urllib3 swallows a connection reset while sending
+        # a request (the answer may still be readable) and would then read from no socket at all.
+        try:
+            addresses = resolve(self._dns_host.strip("[]"), self.port, call.left())
+        except OSError as exc:
+            raise NewConnectionError(self, f"name resolution failed: {type(exc).__name__}") from None  # type: ignore[arg-type]
+        error = "the request's time budget is spent"
+        for family, kind, proto, _name, address in addresses:
+            left = call.left()
+            if left <= 0:
+                break
+            sock = socket.socket(family, kind, proto)
+            guard = sock.dup()
+            call.watch(guard)
+            try:
+                for level, option, value in self.socket_options or ():
+                    sock.setsockopt(level, option, value)
+                sock.settimeout(min(self.timeout, left) if isinstance(self.timeout, (int, float)) else left)
+                sock.connect(address)
+                self._guard = guard
+                return sock
+            except OSError as exc:
+                error = type(exc).__name__
+                sock.close()
+                guard.close()
+        raise NewConnectionError(self, f"could not connect: {error}")  # type: ignore[arg-type]
+
+    def connect(self) -> None:
+        try:
+            super().connect()  # type: ignore[misc]
+        finally:
+            if self._guard is not None:
+                self._guard.close()
+                self._guard = None
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        call = _current_call()
+        if call is not None:
+            call.watch(self)
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def shutdown(self, how: int) -> None:
+        """What the watchdog calls on a watched connection: shut its current socket down."""
+        if self.sock is not None:
+            self.sock.shutdown(how)
+
+
+class _BoundedHTTPConnection(_BoundedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _BoundedHTTPSConnection(_BoundedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class _BoundedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _BoundedHTTPConnection
+
+
+class _BoundedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _BoundedHTTPSConnection
+
+
+_POOLS = {"http": _BoundedHTTPPool, "https": _BoundedHTTPSPool}
 
 
 class HttpClient:
@@ -169,7 +342,7 @@ class HttpClient:
             proxy_auth[config.http_proxy] = config.http_proxy_authorization
         if config.https_proxy and config.https_proxy_authorization:
             proxy_auth[config.https_proxy] = config.https_proxy_authorization
-        adapter = _ProxyAuthAdapter(proxy_auth)
+        adapter = _Adapter(proxy_auth)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.proxies = {k: v for k, v in (("http", config.http_proxy), ("https", config.https_proxy)) if v}
@@ -194,12 +367,35 @@ class HttpClient:
         verify: bool | None = None,
     ) -> HttpResponse:
         """Send a request; ``verify`` overrides ``ssl_verify`` (the mTLS endpoint has its own)."""
-        timeout = self.timeout
         left = remaining()
-        if left is not None:
-            if left <= 0.01:
-                raise Unreachable("the request's time budget is spent")
-            timeout = min(timeout, left)
+        if left is None:
+            return self._send(method, url, data, headers, cert, verify, self.timeout)
+        if left <= 0.01:
+            raise Unreachable("the request's time budget is spent")
+        call = _Outbound(time.monotonic() + left)
+        watchdog = threading.Timer(left, call.expire)
+        watchdog.daemon = True
+        watchdog.start()
+        _calls.call = call
+        try:
+            answer = self._send(method, url, data, headers, cert, verify, min(self.timeout, left))
+        finally:
+            _calls.call = None
+            watchdog.cancel()
+        if call.expired or call.left() <= 0:
+            raise Unreachable("the request's time budget was spent on the call")
+        return answer
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        data: Iterable[tuple[str, str]] | None,
+        headers: Mapping[str, str] | None,
+        cert: tuple[str, str] | None,
+        verify: bool | None,
+        timeout: float,
+    ) -> HttpResponse:
         try:
             response = self.session.request(
                 method,
@@ -213,13 +409,8 @@ class HttpClient:
                 allow_redirects=False,
                 stream=True,
             )
-        except requests.RequestException as exc:
+        except (requests.RequestException, OSError, ValueError) as exc:
             raise Unreachable(type(exc).__name__) from None
-        left = remaining()
-        cutoff = threading.Timer(max(left, 0.0), _hang_up, (response,)) if left is not None else None
-        if cutoff is not None:
-            cutoff.daemon = True
-            cutoff.start()  # a body still dripping in at the deadline is cut off
         try:
             chunks = []
             size = 0
@@ -231,12 +422,7 @@ class HttpClient:
         except (requests.RequestException, OSError, ValueError, AttributeError) as exc:
             raise Unreachable(type(exc).__name__) from None
         finally:
-            if cutoff is not None:
-                cutoff.cancel()
             response.close()
-        left = remaining()
-        if left is not None and left <= 0:
-            raise Unreachable("the request's time budget was spent reading the answer")
         return HttpResponse(response.status_code, b"".join(chunks), response.headers.get("Content-Type", ""))
 
     def get(self, url: str) -> HttpResponse:

@@ -30,16 +30,18 @@ RESOURCE = "http://localhost:8000/mcp"
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 
 
-def plugin_env(prefix: Path, threads: bool = False) -> dict[str, str]:
+def plugin_env(prefix: Path, threads: bool = False, flags: str = "", launcher: str = "") -> dict[str, str]:
     """What the README tells a user to set for Kong, pointed at a temporary prefix: the plugin's
-    default mode (gevent, monkey-patched), or kong-pdk's thread mode with ``threads``."""
-    flags = " --threads" if threads else ""
+    default mode (gevent, monkey-patched), or kong-pdk's thread mode with ``threads``; ``flags``
+    are more of the plugin server's flags, ``launcher`` a command the start command runs under."""
+    flags = (" --threads" if threads else "") + (f" {flags}" if flags else "")
+    script = f"{launcher} {CONSOLE_SCRIPT}" if launcher else str(CONSOLE_SCRIPT)
     return {
         "KONG_PREFIX": str(prefix),
         "KONG_PLUGINS": f"bundled,{PLUGIN}",
         "KONG_PLUGINSERVER_NAMES": PLUGIN,
         "KONG_PLUGINSERVER_AI_MCP_OAUTH2_SOCKET": f"{prefix}/{PLUGIN}.socket",
-        "KONG_PLUGINSERVER_AI_MCP_OAUTH2_START_CMD": f"{CONSOLE_SCRIPT} --kong-prefix {prefix}{flags}",
+        "KONG_PLUGINSERVER_AI_MCP_OAUTH2_START_CMD": f"{script} --kong-prefix {prefix}{flags}",
         "KONG_PLUGINSERVER_AI_MCP_OAUTH2_QUERY_CMD": f"{CONSOLE_SCRIPT} --dump",
     }
 
@@ -81,11 +83,11 @@ def declarative(name: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def start(prefix: Path, name: str, config: dict[str, Any], upstream_port: int = 9,
-          threads: bool = False, **kwargs: Any) -> KongStandIn:
-    """A started stand-in with one plugin server: the real plugin (name PLUGIN) or the floor,
-    in the default (gevent) mode or in kong-pdk's thread mode."""
+          threads: bool = False, flags: str = "", launcher: str = "", **kwargs: Any) -> KongStandIn:
+    """A started stand-in with one plugin server: the real plugin (name PLUGIN, see
+    :func:`plugin_env`) or the floor, in the default (gevent) mode or kong-pdk's thread mode."""
     prefix.mkdir(parents=True, exist_ok=True)
-    env = plugin_env(prefix, threads) if name == PLUGIN else floor_env(prefix, threads)
+    env = plugin_env(prefix, threads, flags, launcher) if name == PLUGIN else floor_env(prefix, threads)
     kwargs.setdefault("host_map", {"mcp-server:9000": f"127.0.0.1:{upstream_port}"})
     kong = KongStandIn(env=env, declarative=copy.deepcopy(declarative(name, config)), **kwargs)
     kong.start()

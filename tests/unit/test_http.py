@@ -163,3 +163,48 @@ def test_waiting_on_a_shared_fetch_stops_at_the_budget() -> None:
         flight.do("k", lambda: True)
     release.set()
     leader.join(5)
+
+
+def test_a_name_that_does_not_resolve_in_time_costs_the_budget_and_no_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system resolver can take 5 s per try and name server; the lookup is waited for only
+    as long as the request's budget lasts, and the lookup left behind ends on its own."""
+    import socket
+
+    from kong_plugins.ai_mcp_oauth2.http import request_budget
+
+    real = socket.getaddrinfo
+    asked, release, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def stalling(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "stalls.example":
+            asked.set()
+            release.wait(30)
+            returned.set()
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stalling)
+    http = client(timeout=60000)
+    with request_budget(0.3), pytest.raises(Unreachable):
+        http.get("http://stalls.example/jwks")
+    assert asked.is_set() and not returned.is_set()  # the lookup was made, and abandoned at the budget
+    release.set()
+    http.close()
+
+
+def test_an_ip_literal_is_not_looked_up(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from kong_plugins.ai_mcp_oauth2 import http as module
+
+    looked_up: list[str] = []
+    monkeypatch.setattr(module, "_resolver", None)
+    real_submit = module.ThreadPoolExecutor.submit
+    monkeypatch.setattr(module.ThreadPoolExecutor, "submit",
+                        lambda self, fn, host, *a: looked_up.append(host) or real_submit(self, fn, host, *a))
+    http = client()
+    with module.request_budget(5):
+        assert http.get(server + "/").status == 200  # 127.0.0.1
+        assert socket.gethostbyname("localhost") == "127.0.0.1"
+        assert http.get(server.replace("127.0.0.1", "localhost") + "/").status == 200
+    assert looked_up == ["localhost"]
+    http.close()
