@@ -10,7 +10,10 @@
 - ``metadata_discovery_retry`` is how many times each URL is tried when the server fails
   (connection error, timeout, 5xx); a 404 or another 4xx moves on to the next URL at once.
 - Found metadata is cached ``metadata_cache_ttl`` seconds; a failure is remembered for
-  :data:`FAILURE_BACKOFF` seconds so that a down server is not asked again on every request.
+  :data:`FAILURE_BACKOFF` seconds so that a down server is not asked again on every request, and
+  metadata already held is used meanwhile. Behaviour §7: concurrent requests share one
+  discovery, and its leader first looks at the cache again, so a request that found the cache
+  expired just as another discovery ended or failed uses that outcome instead of asking again.
 """
 
 from __future__ import annotations
@@ -67,6 +70,16 @@ class Discovery:
 
     def metadata(self, issuer: str) -> dict[str, Any]:
         """The issuer's metadata; raises Unreachable when it cannot be had (a 503)."""
+        known = self._known(issuer)
+        if known is not None:
+            return known
+        return self.flight.do(issuer, lambda: self._discover(issuer))
+
+    def _known(self, issuer: str) -> dict[str, Any] | None:
+        """Metadata that needs no discovery now: fresh, or held while a failure is remembered.
+
+        None when it must be discovered; raises Unreachable within the backoff with nothing held.
+        """
         now = self.clock()
         cached = self.cache.get(issuer)
         if cached is not None and now - cached[0] < self.ttl:
@@ -75,15 +88,13 @@ class Discovery:
             if cached is not None:
                 return cached[1]
             raise Unreachable("discovery failed recently")
-        try:
-            return self.flight.do(issuer, lambda: self._discover(issuer))
-        except Unreachable:
-            self.failures[issuer] = self.clock()
-            if cached is not None:
-                return cached[1]  # stale metadata beats none while the server is down
-            raise
+        return None
 
     def _discover(self, issuer: str) -> dict[str, Any]:
+        """Run by the leader of the shared discovery; the outcome is recorded before it ends."""
+        known = self._known(issuer)  # another discovery may have ended since this request looked
+        if known is not None:
+            return known
         urls = [self.endpoint] if self.endpoint else candidate_urls(issuer)
         for url in urls:
             document = self._fetch(url)
@@ -94,6 +105,10 @@ class Discovery:
             self.cache[issuer] = (self.clock(), document)
             self.failures.pop(issuer, None)
             return document
+        self.failures[issuer] = self.clock()
+        cached = self.cache.get(issuer)
+        if cached is not None:
+            return cached[1]  # stale metadata beats none while the server is down
         raise Unreachable("no usable metadata was found for the issuer")
 
     def _fetch(self, url: str) -> dict[str, Any] | None:

@@ -7,9 +7,13 @@
   and PS*; EC P-256/384/521: ES256/384/512; OKP Ed25519/Ed448: EdDSA). Symmetric (``oct``)
   keys and ``none`` are never used; RSA keys shorter than 2048 bits are refused (RFC 7518 §3.3).
   A key that cannot be used is skipped; the rest of the set still counts.
-- Behaviour §5: the set is cached ``jwks_cache_ttl`` seconds; an unknown ``kid`` refetches it
-  at most once per :data:`REFRESH_COOLDOWN` seconds, concurrent requests sharing the one fetch;
-  a failed fetch keeps the keys already held.
+- Behaviour §5: the set is cached ``jwks_cache_ttl`` seconds; a failed fetch keeps the keys
+  already held and is not retried for :data:`FAILURE_BACKOFF` seconds. An unknown ``kid`` (a key
+  rotated in) refetches the set at most once per :data:`REFRESH_COOLDOWN` seconds, so tokens with
+  made-up kids cannot make the gateway hammer the server. Behaviour §7: concurrent requests
+  share one fetch; a request that finds no key waits for the fetch in flight, or uses the keys
+  of one that completed since it looked, before it refuses (401); when the latest fetch failed
+  it is a 503, since the key may exist.
 """
 
 from __future__ import annotations
@@ -93,7 +97,13 @@ def parse_jwks(document: Any) -> list[BoundKey]:
 
 
 class KeySet:
-    """The cached keys of one ``jwks_uri``."""
+    """The cached keys of one ``jwks_uri``.
+
+    Every completed fetch, successful or not, increments :attr:`generation`. A request notes the
+    generation of the keys it looked at; whoever then leads the shared fetch first checks that
+    no fetch completed since, so a request that arrives as a fetch ends re-matches against the
+    keys it brought instead of fetching again, or refusing because the cooldown clock moved.
+    """
 
     def __init__(self, uri: str, http: HttpClient, ttl: float, clock: Callable[[], float]) -> None:
         self.uri = uri
@@ -104,50 +114,76 @@ class KeySet:
         self.fetched_at = 0.0
         self.last_attempt = float("-inf")
         self.last_failure = float("-inf")
+        self.failed = False  # the latest fetch failed
+        self.generation = 0
         self.flight = SingleFlight()
         self.lock = threading.Lock()
 
-    def _fetch(self) -> None:
-        self.last_attempt = self.clock()
+    def _fetch(self, seen: int, cooldown: bool) -> None:
+        """Run by the leader of the shared fetch: fetch, unless a fetch completed since the request
+        looked (generation ``seen``), or, for an unknown kid, the cooldown has not elapsed."""
+        with self.lock:
+            now = self.clock()
+            if self.generation != seen or (cooldown and now - self.last_attempt < REFRESH_COOLDOWN):
+                return
+            self.last_attempt = now
+        keys: list[BoundKey] | None = None
         try:
             response = self.http.get(self.uri)
             if response.status != 200:
                 raise Unreachable(f"JWKS answered {response.status}")
             keys = parse_jwks(response.json())
-        except Unreachable:
-            self.last_failure = self.clock()
-            raise
-        with self.lock:
-            self.keys = keys
-            self.fetched_at = self.clock()
-
-    def _refresh(self) -> None:
-        self.flight.do("fetch", self._fetch)
+        finally:
+            with self.lock:
+                self.generation += 1
+                self.failed = keys is None
+                if keys is None:
+                    self.last_failure = self.clock()
+                else:
+                    self.keys = keys
+                    self.fetched_at = self.clock()
 
     def candidates(self, kid: str | None, alg: str) -> list[BoundKey]:
         """Keys that may verify a token with this ``kid`` and ``alg``; refetches when due.
 
-        Raises Unreachable when no keys were ever obtained (a 503, not a 401).
+        An empty list is a 401. Raises Unreachable (a 503) when no keys were ever obtained, or
+        when the key is unknown and the latest fetch failed.
         """
+        with self.lock:
+            seen, keys, fetched_at, last_failure = self.generation, self.keys, self.fetched_at, self.last_failure
         now = self.clock()
-        if self.keys is None or now - self.fetched_at >= self.ttl:
-            if now - self.last_failure < FAILURE_BACKOFF:
-                if self.keys is None:
-                    raise Unreachable("the JWKS could not be fetched recently")
-            else:
+        if keys is None or now - fetched_at >= self.ttl:
+            if now - last_failure >= FAILURE_BACKOFF:
                 try:
-                    self._refresh()
+                    self.flight.do("fetch", lambda: self._fetch(seen, cooldown=False))
                 except Unreachable:
-                    if self.keys is None:
-                        raise
-        found = self._match(kid, alg)
-        if not found and self.clock() - self.last_attempt >= REFRESH_COOLDOWN:
-            # A failed refetch raises (503: the key may exist but cannot be had); the keys
-            # already held stay in use for other tokens.
-            self._refresh()
-            found = self._match(kid, alg)
-        return found
+                    pass  # the keys already held stay in use
+                with self.lock:
+                    seen, keys = self.generation, self.keys
+            if keys is None:
+                raise Unreachable("the JWKS could not be fetched")
+        while True:
+            found = _match(keys, kid, alg)
+            if found:
+                return found
+            led = False
 
-    def _match(self, kid: str | None, alg: str) -> list[BoundKey]:
-        keys = self.keys or []
-        return [k for k in keys if (kid is None or k.kid == kid) and alg in k.algorithms]
+            def refetch() -> None:
+                nonlocal led
+                led = True
+                self._fetch(seen, cooldown=True)
+
+            # Joins the fetch in flight if there is one; a failed fetch raises here (503).
+            self.flight.do("fetch", refetch)
+            with self.lock:
+                generation, keys, failed = self.generation, self.keys, self.failed
+            if led or generation != seen:
+                found = _match(keys, kid, alg)
+                if not found and failed:
+                    raise Unreachable("the JWKS could not be refetched")
+                return found
+            # It waited on a request that had nothing to do for an older key set: decide anew.
+
+
+def _match(keys: list[BoundKey] | None, kid: str | None, alg: str) -> list[BoundKey]:
+    return [k for k in keys or [] if (kid is None or k.kid == kid) and alg in k.algorithms]

@@ -11,7 +11,8 @@
 - §2.2.1: the response must carry ``access_token``; it goes upstream as ``Authorization: Bearer``.
 - Cache (``cache.enabled``): keyed by a hash of endpoint, client, subject token, actor token and
   request parameters; kept ``expires_in`` less a margin of 10 % (at most 10 s), or ``cache.ttl``
-  when ``expires_in`` is absent. Concurrent identical exchanges are made once.
+  when ``expires_in`` is absent. Concurrent identical exchanges are made once (behaviour §7), also
+  for a request that missed the cache just as the exchange it needed ended.
 - §2.2.2 errors: the endpoint refusing the subject or actor token (a 4xx such as ``invalid_grant``,
   ``invalid_request`` or ``invalid_target``) is a 401 ``invalid_token`` for the client; the endpoint
   refusing the gateway itself (``invalid_client``, ``unauthorized_client``,
@@ -81,12 +82,18 @@ class TokenExchanger:
         key = hashlib.sha256(
             json.dumps([self.endpoint, self.client.method, self.client.client_id, form]).encode()
         ).digest()
-        if self.cache is not None:
-            with self.lock:
-                entry = self.cache.get(key)
-            if entry is not None:
-                return entry[0]
-        return self.flight.do(key, lambda: self._exchange(key, form))
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        # The leader looks again: an exchange that ended after this request missed may have stored it.
+        return self.flight.do(key, lambda: self._cached(key) or self._exchange(key, form))
+
+    def _cached(self, key: bytes) -> str | None:
+        if self.cache is None:
+            return None
+        with self.lock:
+            entry = self.cache.get(key)
+        return entry[0] if entry is not None else None
 
     def _exchange(self, key: bytes, form: list[tuple[str, str]]) -> str:
         client = self.client.prepare(self.endpoint, mtls_alias=False)

@@ -3,7 +3,8 @@
 Behaviour §5/§6: introspection is used whenever ``introspection_endpoint`` is set, JWT
 validation otherwise. Behaviour §11: a token already validated is not verified again until it
 expires; the cache is bounded and keyed by the token's SHA-256, so no token is kept in memory
-as such. Concurrent requests with the same new token share one introspection (behaviour §7).
+as such. Concurrent requests with the same new token share one introspection (behaviour §7),
+including a request that missed the cache just as an introspection of its token ended.
 """
 
 from __future__ import annotations
@@ -55,17 +56,22 @@ class TokenValidator:
 
     def verify(self, token: str) -> Mapping[str, Any]:
         key = hashlib.sha256(token.encode()).digest()
-        with self.lock:
-            entry = self.cache.get(key)
+        entry = self._cached(key)
         if entry is None:
-            if self.introspector is not None:  # a network call: concurrent requests share it
-                entry = self.flight.do(key, lambda: self._validate(key, token))
+            if self.introspector is not None:
+                # A network call: concurrent requests share it, and its leader looks again, since
+                # an introspection that ended after this request missed the cache may have stored it.
+                entry = self.flight.do(key, lambda: self._cached(key) or self._validate(key, token))
             else:  # local work; the key set fetch it may need is shared inside KeySet
                 entry = self._validate(key, token)
         claims = entry[0]
         if claims is None:
             raise InvalidToken("The access token is not active")
         return claims
+
+    def _cached(self, key: bytes) -> Entry | None:
+        with self.lock:
+            return self.cache.get(key)
 
     def _validate(self, key: bytes, token: str) -> Entry:
         if self.introspector is not None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,17 +42,19 @@ class FakeHttp:
 
     routes: dict[str, list[Answer]] = field(default_factory=dict)
     calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # threads may ask at once
 
     def on(self, url: str, *answers: Answer) -> FakeHttp:
         self.routes[url] = list(answers)
         return self
 
     def request(self, method: str, url: str, **kwargs: Any) -> HttpResponse:
-        self.calls.append((method, url, kwargs))
-        answers = self.routes.get(url)
-        if not answers:
-            return HttpResponse(404, b"not found", "text/plain")
-        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        with self.lock:
+            self.calls.append((method, url, kwargs))
+            answers = self.routes.get(url)
+            if not answers:
+                return HttpResponse(404, b"not found", "text/plain")
+            answer = answers.pop(0) if len(answers) > 1 else answers[0]
         if isinstance(answer, Exception):
             raise answer
         if callable(answer):
@@ -65,6 +69,110 @@ class FakeHttp:
 
 
 DOWN = Unreachable("ConnectionError")
+
+
+class Gate:
+    """A FakeHttp answer held back until :meth:`open`: keeps a fetch in flight while other
+    threads arrive. ``entered`` is set once the fetch has reached the server."""
+
+    def __init__(self, answer: HttpResponse | Exception) -> None:
+        self.answer = answer
+        self.entered = threading.Event()
+        self.released = threading.Event()
+
+    def __call__(self, method: str, url: str, **kwargs: Any) -> HttpResponse:
+        self.entered.set()
+        if not self.released.wait(10):
+            raise AssertionError("the gate was never opened")
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+    def open(self) -> None:
+        self.released.set()
+
+
+def _waiting(frame: Any) -> bool:
+    """Whether a thread's stack is inside threading's ``wait`` (an Event or a Condition)."""
+    while frame is not None:
+        if frame.f_code.co_name == "wait" and frame.f_code.co_filename == threading.__file__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def settle(threads: Iterable[threading.Thread], limit: float = 10.0) -> None:
+    """Return once every thread has ended or is blocked waiting on an Event or a Condition.
+
+    This is how a test knows that requests have *arrived* (and either answered or joined a
+    fetch in flight) without sleeping and hoping; ``limit`` only turns a hang into a failure.
+    """
+    threads = list(threads)
+    deadline = time.monotonic() + limit
+    while True:
+        frames = sys._current_frames()
+        if all(not t.is_alive() or _waiting(frames.get(t.ident or -1)) for t in threads):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("threads neither ended nor waited")
+        time.sleep(0.001)
+
+
+class PausingLock:
+    """A lock that holds one chosen thread right after its first release of it.
+
+    Caches are read under a lock; the moment after a cache miss and before the thread acts on it
+    is where another request's fetch can complete. This makes that moment happen on purpose.
+    """
+
+    def __init__(self) -> None:
+        self.inner = threading.Lock()
+        self.target: threading.Thread | None = None
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+
+    def hold(self, thread: threading.Thread) -> None:
+        self.target = thread
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self.inner.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self.inner.release()
+        if threading.current_thread() is self.target:
+            self.target = None
+            self.paused.set()
+            if not self.resume.wait(10):
+                raise AssertionError("the paused thread was never resumed")
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def in_threads(n: int, fn: Callable[[int], Any], start: bool = True) -> tuple[list[threading.Thread], list[Any]]:
+    """``n`` threads running ``fn(i)``; each result (or the exception raised) lands in ``results[i]``."""
+    results: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        try:
+            results[i] = fn(i)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    if start:
+        for thread in threads:
+            thread.start()
+    return threads, results
+
+
+def join(threads: Iterable[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join(10)
+        assert not thread.is_alive(), "a request never finished"
 
 
 @dataclass

@@ -8,10 +8,14 @@ from typing import Any
 
 import pytest
 
+from kong_plugins.ai_mcp_oauth2 import gateway
 from kong_plugins.ai_mcp_oauth2.errors import Response
 from kong_plugins.ai_mcp_oauth2.gateway import Gateway, Proxy
 
 from .conftest import kong_config
+from .fakes import FakeHttp, Gate, in_threads, join, make_key, ok, settle
+
+JWKS = "https://as.example.com/jwks"
 
 
 class FakeRequest:
@@ -330,3 +334,36 @@ def test_kong_identity_headers_are_set_from_the_mapped_consumer_and_never_spoofe
     assert set(decision.clear_headers) == {"Authorization", "X-Anonymous-Consumer", "X-Consumer-Groups"}
     spoofed = decide_with(FakeRequest({"authorization": ["Bearer abc"], "x-consumer-username": ["admin"]}), {})
     assert spoofed.clear_headers == ("Authorization", "X-Consumer-Username")
+
+
+def test_a_new_instance_for_the_same_config_shares_no_fetch_or_cache_with_the_one_still_serving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A config change (or reload) builds a new Gateway while requests are in flight on the old
+    one: the new one fetches its own keys at once (it neither waits on nor reuses the old one's
+    fetch), and the old one's requests complete and its cache keeps serving."""
+    key = make_key("RS256")
+    clients: list[FakeHttp] = []
+    gate = Gate(ok({"keys": [key.public_jwk()]}))
+
+    def client(_: object) -> FakeHttp:
+        clients.append(FakeHttp().on(JWKS, gate if not clients else ok({"keys": [key.public_jwk()]})))
+        return clients[-1]
+
+    monkeypatch.setattr(gateway, "HttpClient", client)
+
+    def request(instance: Gateway, sub: str) -> object:
+        return instance.handle(FakeRequest({"authorization": [f"Bearer {key.mint({'sub': sub})}"]}))
+
+    config = kong_config(jwks_endpoint=JWKS)
+    old = Gateway(config)
+    threads, results = in_threads(20, lambda i: request(old, f"old-{i}"))
+    assert gate.entered.wait(10)
+    settle(threads)
+    new = Gateway(config)
+    assert isinstance(request(new, "new"), Proxy)  # while the old instance's fetch is still held
+    gate.open()
+    join(threads)
+    assert all(isinstance(r, Proxy) for r in results), results
+    assert isinstance(request(old, "old-later"), Proxy) and isinstance(request(new, "new-later"), Proxy)
+    assert [c.count(JWKS) for c in clients] == [1, 1]

@@ -15,7 +15,7 @@ from kong_plugins.ai_mcp_oauth2.http import HttpResponse
 from kong_plugins.ai_mcp_oauth2.token_exchange import GRANT_TYPE, TokenExchanger
 
 from .conftest import kong_config
-from .fakes import DOWN, Clock, FakeHttp, ok
+from .fakes import DOWN, Clock, FakeHttp, Gate, PausingLock, in_threads, join, ok, settle
 
 ENDPOINT = "https://as.example.com/token"
 ISSUED = {"access_token": "exchanged-token", "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
@@ -168,3 +168,61 @@ def test_failures_are_never_cached() -> None:
     with pytest.raises(Unavailable):
         te.exchange("s", None)
     assert te.exchange("s", None) == "exchanged-token"
+
+
+# Cache transitions under concurrent requests: the exchange is held in flight by a Gate while the
+# others arrive; every request gets a token and the endpoint is asked once.
+
+WIDTH = 40
+
+
+def held_exchange(te: TokenExchanger, http: FakeHttp, answer: Any) -> tuple[Gate, list[threading.Thread]]:
+    gate = Gate(answer)
+    http.on(ENDPOINT, gate)
+    threads, _ = in_threads(1, lambda _: te.exchange("s", None))
+    assert gate.entered.wait(10)
+    return gate, threads
+
+
+def test_when_the_exchanged_token_expires_concurrent_requests_share_one_new_exchange() -> None:
+    te, http, clock = exchanger()
+    assert te.exchange("s", None) == "exchanged-token"
+    clock.now += 290  # expires_in 300 less the 10 s margin
+    gate, leader = held_exchange(te, http, ok({**ISSUED, "access_token": "second"}))
+    threads, results = in_threads(WIDTH, lambda _: te.exchange("s", None))
+    settle(threads)
+    gate.open()
+    join(threads + leader)
+    assert results == ["second"] * WIDTH and len(http.calls) == 2
+    clock.now += 289
+    assert te.exchange("s", None) == "second" and len(http.calls) == 2
+
+
+def test_a_request_that_missed_the_cache_as_an_exchange_ended_uses_its_result() -> None:
+    """The request found no entry, then the exchange in flight completed and stored one before
+    this request reached the shared call: it made a second exchange."""
+    te, http, _ = exchanger()
+    lock = PausingLock()
+    te.lock = lock  # type: ignore[assignment]
+    gate, leader = held_exchange(te, http, ok(ISSUED))
+    late, results = in_threads(1, lambda _: te.exchange("s", None), start=False)
+    lock.hold(late[0])
+    late[0].start()
+    assert lock.paused.wait(10)  # it missed the cache
+    gate.open()
+    join(leader)
+    lock.resume.set()
+    join(late)
+    assert results == ["exchanged-token"] and len(http.calls) == 1
+
+
+def test_a_failed_exchange_is_503_for_every_request_that_shared_it_and_is_not_remembered() -> None:
+    te, http, _ = exchanger()
+    gate, leader = held_exchange(te, http, ok({"error": "server_error"}, 500))
+    threads, results = in_threads(WIDTH, lambda _: te.exchange("s", None))
+    settle(threads)
+    gate.open()
+    join(threads + leader)
+    assert [type(r).__name__ for r in results] == ["Unavailable"] * WIDTH and len(http.calls) == 1
+    http.on(ENDPOINT, ok(ISSUED))
+    assert te.exchange("s", None) == "exchanged-token" and len(http.calls) == 2

@@ -11,10 +11,11 @@ import pytest
 from kong_plugins.ai_mcp_oauth2.config import parse_config
 from kong_plugins.ai_mcp_oauth2.errors import InvalidToken
 from kong_plugins.ai_mcp_oauth2.http import HttpResponse
+from kong_plugins.ai_mcp_oauth2.introspection import INACTIVE_TTL
 from kong_plugins.ai_mcp_oauth2.tokens import TokenValidator
 
 from .conftest import kong_config
-from .fakes import ISSUER, RESOURCE, Clock, FakeHttp, make_key, ok
+from .fakes import ISSUER, RESOURCE, Clock, FakeHttp, Gate, PausingLock, in_threads, join, make_key, ok, settle
 
 JWKS = "https://as.example.com/jwks"
 INTROSPECT = "https://as.example.com/introspect"
@@ -113,3 +114,107 @@ def test_concurrent_requests_with_one_new_token_share_one_introspection() -> Non
     for thread in threads:
         thread.join(5)
     assert len(results) == 20 and http.count(INTROSPECT) == 1
+
+
+# Cache transitions under concurrent requests: each request with a valid token is accepted and
+# the server is asked once. The introspection is held in flight by a Gate while the others arrive.
+
+WIDTH = 40
+
+
+def outcome(result: Any) -> Any:
+    return type(result).__name__ if isinstance(result, BaseException) else result["sub"]
+
+
+def held(validator: TokenValidator, http: FakeHttp, answer: Any, token: str) -> tuple[Gate, list[threading.Thread]]:
+    gate = Gate(answer)
+    http.on(INTROSPECT, gate)
+    threads, _ = in_threads(1, lambda _: validator.verify(token))
+    assert gate.entered.wait(10)
+    return gate, threads
+
+
+def burst(validator: TokenValidator, gate: Gate, leader: list[threading.Thread], token: str) -> list[Any]:
+    threads, results = in_threads(WIDTH, lambda _: validator.verify(token))
+    settle(threads)
+    gate.open()
+    join(threads + leader)
+    return [outcome(r) for r in results]
+
+
+def active(until: float | None, sub: str = "alice") -> HttpResponse:
+    claims = {"active": True, "aud": RESOURCE, "sub": sub}
+    return ok(claims if until is None else {**claims, "exp": until})
+
+
+def test_a_new_token_in_concurrent_requests_is_introspected_once() -> None:
+    validator, http, _ = introspecting()
+    gate, leader = held(validator, http, active(Clock().now + 60), "new")
+    assert burst(validator, gate, leader, "new") == ["alice"] * WIDTH
+    assert http.count(INTROSPECT) == 1
+
+
+def test_when_the_token_expires_concurrent_requests_share_one_introspection_then_its_inactive_answer() -> None:
+    validator, http, clock = introspecting(active(Clock().now + 60))
+    validator.verify("t")
+    clock.now += 60
+    gate, leader = held(validator, http, ok({"active": False}), "t")
+    assert burst(validator, gate, leader, "t") == ["InvalidToken"] * WIDTH
+    assert http.count(INTROSPECT) == 2
+    threads, results = in_threads(WIDTH, lambda _: validator.verify("t"))
+    join(threads)
+    assert [outcome(r) for r in results] == ["InvalidToken"] * WIDTH and http.count(INTROSPECT) == 2
+
+
+def test_after_the_one_hour_cap_concurrent_requests_share_one_introspection() -> None:
+    validator, http, clock = introspecting(active(None))
+    validator.verify("t")
+    clock.now += 3599
+    validator.verify("t")
+    assert http.count(INTROSPECT) == 1
+    clock.now += 1
+    gate, leader = held(validator, http, active(None, "bob"), "t")
+    assert burst(validator, gate, leader, "t") == ["bob"] * WIDTH
+    assert http.count(INTROSPECT) == 2
+
+
+def test_after_the_inactive_ttl_concurrent_requests_share_one_introspection() -> None:
+    validator, http, clock = introspecting(ok({"active": False}))
+    with pytest.raises(InvalidToken):
+        validator.verify("t")
+    clock.now += INACTIVE_TTL
+    gate, leader = held(validator, http, active(clock.now + 60), "t")  # e.g. a token not yet known
+    assert burst(validator, gate, leader, "t") == ["alice"] * WIDTH
+    assert http.count(INTROSPECT) == 2
+
+
+def test_a_request_that_missed_the_cache_as_an_introspection_ended_uses_its_result() -> None:
+    """The request found no entry, then the introspection in flight completed and stored one
+    before this request reached the shared call: it started a second introspection."""
+    validator, http, clock = introspecting()
+    lock = PausingLock()
+    validator.lock = lock  # type: ignore[assignment]
+    gate, leader = held(validator, http, active(clock.now + 60), "t")
+    late, results = in_threads(1, lambda _: validator.verify("t"), start=False)
+    lock.hold(late[0])
+    late[0].start()
+    assert lock.paused.wait(10)  # it missed the cache
+    gate.open()
+    join(leader)
+    lock.resume.set()
+    join(late)
+    assert outcome(results[0]) == "alice"
+    assert http.count(INTROSPECT) == 1
+
+
+def test_a_burst_of_new_jwts_on_a_new_instance_fetches_the_keys_once() -> None:
+    validator, http, clock = jwt_validator()
+    gate = Gate(ok({"keys": [KEY.public_jwk()]}))
+    http.on(JWKS, gate)
+    threads, results = in_threads(WIDTH, lambda i: validator.verify(KEY.mint({"sub": f"u{i}"}, now=clock.now)))
+    assert gate.entered.wait(10)
+    settle(threads)  # the leader waits at the gate, the others on its fetch
+    gate.open()
+    join(threads)
+    assert [outcome(r) for r in results] == [f"u{i}" for i in range(WIDTH)]
+    assert http.count(JWKS) == 1

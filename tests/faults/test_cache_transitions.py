@@ -1,0 +1,99 @@
+"""Behaviour §5/§6/§7/§9 end to end: the real plugin server, in its default gevent mode, behind the
+Kong stand-in, at the cache transitions where concurrent requests meet one fetch: a signing key
+rotated in under traffic, and a new instance's first requests. Every valid request is accepted
+and the (mock) authorization server is asked once. (The unit tests in ``tests/unit/test_jwks.py``,
+``test_discovery.py``, ``test_tokens.py`` and ``test_token_exchange.py`` cover every transition
+with the fetch held in flight; these prove the same through the real server.)"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kong_plugins.ai_mcp_oauth2.jwks import REFRESH_COOLDOWN
+from tests.bench import common as C
+from tests.harness.kong_standin import KongStandIn
+from tests.harness.mock_as import MockAuthorizationServer
+from tests.harness.upstream import EchoUpstream
+
+from .conftest import StartKong, burst, call, exchange_config, introspection_config, jwt_config
+
+WIDTH = 24  # concurrent requests
+
+
+@pytest.fixture
+def start_kong(tmp_path: Path, upstream: EchoUpstream) -> Iterator[StartKong]:
+    """The stand-in with the plugin server started as the README says, without ``--threads``."""
+    started: list[KongStandIn] = []
+
+    def start(config: dict[str, Any]) -> KongStandIn:
+        kong = C.start(tmp_path / f"kong{len(started)}", C.PLUGIN, config, upstream_port=upstream.port, gevent=True)
+        started.append(kong)
+        return kong
+
+    yield start
+    for kong in started:
+        kong.stop()
+
+
+@pytest.mark.parametrize("old_key", ["kept", "removed"])
+def test_a_key_rotated_in_under_traffic_is_accepted_for_every_concurrent_request(
+    start_kong: StartKong, authz: MockAuthorizationServer, upstream: EchoUpstream, old_key: str
+) -> None:
+    """Issue 10 item 3: six concurrent requests with tokens of a new key were one 200 and five
+    401s, because the request that started the refetch moved the cooldown clock for the others."""
+    kong = start_kong(jwt_config(authz))
+    old = authz.current_key("RS256")
+    cached_old_token = authz.mint()
+    assert call(kong, cached_old_token).status_code == 200  # metadata and keys fetched now
+    warmed_at = time.monotonic()
+    fetches = authz.count("jwks")
+    if old_key == "kept":
+        authz.add_key("RS256")  # published next to the old one; mint() signs with the newest
+    else:
+        authz.rotate("RS256")  # the old key is unpublished
+    assert authz.current_key("RS256").kid != old.kid
+    tokens = [authz.mint({"sub": f"new-{i}"}) for i in range(WIDTH)]
+    # an unknown kid refetches at most once per cooldown, counted from the warm-up fetch
+    time.sleep(max(0.0, warmed_at + REFRESH_COOLDOWN + 0.5 - time.monotonic()))
+    authz.slow_seconds = 0.5  # the refetch is held at the server while the burst arrives
+    authz.fault("jwks", "slow", count=1)
+    before = len(upstream.requests)
+    responses = burst(kong, tokens)
+    assert [r.status_code for r in responses] == [200] * WIDTH, [r.text for r in responses if r.status_code != 200]
+    assert authz.count("jwks") == fetches + 1
+    assert len(upstream.requests) == before + WIDTH
+    assert call(kong, cached_old_token).status_code == 200  # validated before: cached until it expires
+    fresh_old = call(kong, authz.mint(key=old)).status_code
+    assert fresh_old == (200 if old_key == "kept" else 401)
+    assert authz.count("jwks") == fetches + 1
+    assert kong.last.failures == [] and authz.errors == []
+
+
+def test_a_new_instance_discovers_and_fetches_keys_once_for_a_burst_of_first_requests(
+    start_kong: StartKong, authz: MockAuthorizationServer
+) -> None:
+    kong = start_kong(jwt_config(authz))
+    responses = burst(kong, [authz.mint({"sub": f"first-{i}"}) for i in range(WIDTH)])
+    assert [r.status_code for r in responses] == [200] * WIDTH
+    assert authz.count("metadata") == 1 and authz.count("jwks") == 1
+
+
+def test_a_burst_with_one_new_opaque_token_is_introspected_once(
+    start_kong: StartKong, authz: MockAuthorizationServer
+) -> None:
+    kong = start_kong(introspection_config(authz))
+    responses = burst(kong, [authz.issue_opaque()] * WIDTH)
+    assert [r.status_code for r in responses] == [200] * WIDTH
+    assert authz.count("introspection") == 1
+
+
+def test_a_burst_with_one_new_token_is_exchanged_once(start_kong: StartKong, authz: MockAuthorizationServer) -> None:
+    kong = start_kong(exchange_config(authz))
+    responses = burst(kong, [authz.mint()] * WIDTH)
+    assert [r.status_code for r in responses] == [200] * WIDTH
+    assert authz.count("token") == 1 and authz.count("jwks") == 1

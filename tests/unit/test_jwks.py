@@ -1,0 +1,269 @@
+"""Behaviour §5/§7: the key set cache of one ``jwks_uri`` at each of its transitions, under
+concurrent requests: the first fetch, expiry, an unknown ``kid`` (key rotation), a failed fetch
+and recovery. Every request that could be answered is answered, and the server is asked once.
+
+A fetch is held in flight by a :class:`Gate` while the other requests arrive; ``settle`` waits
+until each of them has either answered or is waiting on that fetch.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from kong_plugins.ai_mcp_oauth2.http import Unreachable
+from kong_plugins.ai_mcp_oauth2.jwks import FAILURE_BACKOFF, REFRESH_COOLDOWN, KeySet
+
+from .fakes import DOWN, Clock, FakeHttp, Gate, Key, PausingLock, in_threads, join, make_key, ok, settle
+
+JWKS = "https://as.example.com/jwks"
+TTL = 300.0
+OLD, NEW = make_key("RS256"), make_key("RS256")
+WIDTH = 40  # concurrent requests
+
+
+def jwks(*keys: Key) -> dict[str, Any]:
+    return {"keys": [k.public_jwk() for k in keys]}
+
+
+def keyset(*keys: Key) -> tuple[KeySet, FakeHttp, Clock]:
+    clock = Clock()
+    http = FakeHttp().on(JWKS, ok(jwks(*keys)))
+    return KeySet(JWKS, http, TTL, clock), http, clock  # type: ignore[arg-type]
+
+
+def kids(result: Any) -> list[str | None]:
+    """The kids a request was given; an exception is returned as such (for the assertion message)."""
+    if isinstance(result, BaseException):
+        return [type(result).__name__]  # type: ignore[list-item]
+    return [k.kid for k in result]
+
+
+def held_fetch(ks: KeySet, http: FakeHttp, answer: Any, kid: str | None) -> tuple[Gate, list[Any], Any]:
+    """A leader request whose fetch is held at the server until the gate opens."""
+    gate = Gate(answer)
+    http.on(JWKS, gate)
+    threads, results = in_threads(1, lambda _: ks.candidates(kid, "RS256"))
+    assert gate.entered.wait(10)
+    return gate, results, threads
+
+
+def test_requests_arriving_while_a_rotation_refetch_is_in_flight_wait_for_it_and_are_accepted() -> None:
+    """Issue 10 item 3: the request that started the refetch moved the cooldown clock, and the
+    others, finding the cooldown not elapsed, refused with 401 instead of waiting for the fetch."""
+    ks, http, clock = keyset(OLD)
+    assert kids(ks.candidates(OLD.kid, "RS256")) == [OLD.kid]
+    clock.now += REFRESH_COOLDOWN + 1
+    gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(OLD, NEW)), NEW.kid)
+    threads, results = in_threads(WIDTH, lambda _: ks.candidates(NEW.kid, "RS256"))
+    settle(threads)  # every follower has arrived: answered already, or waiting on the fetch
+    gate.open()
+    join(threads + leader_thread)
+    assert [kids(r) for r in leader + results] == [[NEW.kid]] * (WIDTH + 1)
+    assert http.count(JWKS) == 2
+
+
+def test_rotation_that_removes_the_old_key_accepts_new_kids_and_refuses_the_old_one_without_asking_again() -> None:
+    ks, http, clock = keyset(OLD)
+    ks.candidates(OLD.kid, "RS256")
+    clock.now += REFRESH_COOLDOWN + 1
+    gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(NEW)), NEW.kid)
+    threads, results = in_threads(WIDTH, lambda i: ks.candidates(NEW.kid if i % 2 else OLD.kid, "RS256"))
+    settle(threads)
+    gate.open()
+    join(threads + leader_thread)
+    assert kids(leader[0]) == [NEW.kid]
+    assert [kids(r) for r in results[1::2]] == [[NEW.kid]] * (WIDTH // 2)
+    # old-kid requests that came while the refetch was in flight used the keys then held
+    assert [kids(r) for r in results[0::2]] == [[OLD.kid]] * (WIDTH // 2)
+    after, results = in_threads(WIDTH, lambda i: ks.candidates(NEW.kid if i % 2 else OLD.kid, "RS256"))
+    join(after)
+    assert [kids(r) for r in results] == [[], [NEW.kid]] * (WIDTH // 2)  # the old key is gone: 401
+    assert http.count(JWKS) == 2
+
+
+def test_a_request_that_looked_before_a_refetch_completed_uses_the_keys_it_brought() -> None:
+    """(b): a request found no key, then a fetch completed before it could act: it re-matches
+    against the new keys instead of refusing because the cooldown clock moved meanwhile."""
+    ks, http, clock = keyset(OLD)
+    ks.candidates(OLD.kid, "RS256")
+    clock.now += REFRESH_COOLDOWN + 1
+    lock = PausingLock()
+    ks.lock = lock  # type: ignore[assignment]
+    gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(OLD, NEW)), NEW.kid)
+    late, results = in_threads(1, lambda _: ks.candidates(NEW.kid, "RS256"), start=False)
+    lock.hold(late[0])
+    late[0].start()
+    settle(late)  # paused after it looked at the key set (or, without that lock, already answered)
+    gate.open()
+    join(leader_thread)
+    lock.resume.set()
+    join(late)
+    assert kids(leader[0]) == kids(results[0]) == [NEW.kid]
+    assert http.count(JWKS) == 2
+
+
+def test_unknown_kids_cause_at_most_one_fetch_per_cooldown_even_when_they_arrive_together() -> None:
+    ks, http, clock = keyset(OLD)
+    ks.candidates(OLD.kid, "RS256")
+    assert kids(ks.candidates("nobody", "RS256")) == []  # within the cooldown of the first fetch
+    assert http.count(JWKS) == 1
+    clock.now += REFRESH_COOLDOWN
+    gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(OLD)), "flood-leader")
+    threads, results = in_threads(WIDTH, lambda _: ks.candidates(uuid.uuid4().hex, "RS256"))
+    settle(threads)
+    gate.open()
+    join(threads + leader_thread)
+    assert [kids(r) for r in leader + results] == [[]] * (WIDTH + 1)
+    assert http.count(JWKS) == 2
+    clock.now += REFRESH_COOLDOWN - 1
+    threads, results = in_threads(WIDTH, lambda _: ks.candidates(uuid.uuid4().hex, "RS256"))
+    join(threads)
+    assert [kids(r) for r in results] == [[]] * WIDTH and http.count(JWKS) == 2
+    clock.now += 1
+    threads, results = in_threads(WIDTH, lambda _: ks.candidates(uuid.uuid4().hex, "RS256"))
+    join(threads)
+    assert [kids(r) for r in results] == [[]] * WIDTH and http.count(JWKS) == 3
+
+
+def test_a_failed_refetch_is_503_for_every_request_until_the_next_one_may_be_made() -> None:
+    """The key may exist but cannot be had: not a 401 (which sends an MCP client to re-authorize
+    for a token signed with the same key), neither for the requests that shared the failed fetch
+    nor for those arriving after it within the cooldown."""
+    ks, http, clock = keyset(OLD)
+    ks.candidates(OLD.kid, "RS256")
+    clock.now += REFRESH_COOLDOWN + 1
+    gate, leader, leader_thread = held_fetch(ks, http, DOWN, NEW.kid)
+    threads, results = in_threads(WIDTH, lambda _: ks.candidates(NEW.kid, "RS256"))
+    settle(threads)
+    gate.open()
+    join(threads + leader_thread)
+    assert [kids(r) for r in leader + results] == [["Unreachable"]] * (WIDTH + 1)
+    clock.now += REFRESH_COOLDOWN - 1
+    threads, results = in_threads(WIDTH, lambda _: ks.candidates(NEW.kid, "RS256"))
+    join(threads)
+    assert [kids(r) for r in results] == [["Unreachable"]] * WIDTH
+    assert kids(ks.candidates(OLD.kid, "RS256")) == [OLD.kid]  # keys held still serve their tokens
+    assert http.count(JWKS) == 2
+    http.on(JWKS, ok(jwks(OLD, NEW)))
+    clock.now += 1
+    threads, results = in_threads(WIDTH, lambda _: ks.candidates(NEW.kid, "RS256"))
+    join(threads)
+    assert [kids(r) for r in results] == [[NEW.kid]] * WIDTH and http.count(JWKS) == 3
+
+
+def test_cold_start_fetches_once_for_all_concurrent_requests() -> None:
+    ks, http, _ = keyset()
+    gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(OLD, NEW)), OLD.kid)
+    threads, results = in_threads(WIDTH, lambda i: ks.candidates((OLD, NEW)[i % 2].kid, "RS256"))
+    settle(threads)
+    gate.open()
+    join(threads + leader_thread)
+    assert kids(leader[0]) == [OLD.kid]
+    assert [kids(r) for r in results] == [[OLD.kid], [NEW.kid]] * (WIDTH // 2)
+    assert http.count(JWKS) == 1
+
+
+def test_cold_start_failure_is_503_for_all_and_asks_once_per_backoff_window() -> None:
+    ks, http, clock = keyset()
+    gate, leader, leader_thread = held_fetch(ks, http, DOWN, OLD.kid)
+    threads, results = in_threads(WIDTH, lambda _: ks.candidates(OLD.kid, "RS256"))
+    settle(threads)
+    gate.open()
+    join(threads + leader_thread)
+    assert [kids(r) for r in leader + results] == [["Unreachable"]] * (WIDTH + 1)
+    assert http.count(JWKS) == 1
+    clock.now += FAILURE_BACKOFF - 1
+    threads, results = in_threads(WIDTH, lambda _: ks.candidates(OLD.kid, "RS256"))
+    join(threads)  # inside the window: answered at once, nobody asked
+    assert [kids(r) for r in results] == [["Unreachable"]] * WIDTH and http.count(JWKS) == 1
+    clock.now += 1
+    gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(OLD)), OLD.kid)
+    threads, results = in_threads(WIDTH, lambda _: ks.candidates(OLD.kid, "RS256"))
+    settle(threads)
+    gate.open()
+    join(threads + leader_thread)
+    assert [kids(r) for r in leader + results] == [[OLD.kid]] * (WIDTH + 1)
+    assert http.count(JWKS) == 2
+
+
+def test_a_request_that_looked_before_a_failed_first_fetch_ended_does_not_ask_again() -> None:
+    ks, http, _ = keyset()
+    lock = PausingLock()
+    ks.lock = lock  # type: ignore[assignment]
+    gate, leader, leader_thread = held_fetch(ks, http, DOWN, OLD.kid)
+    late, results = in_threads(1, lambda _: ks.candidates(OLD.kid, "RS256"), start=False)
+    lock.hold(late[0])
+    late[0].start()
+    settle(late)
+    gate.open()
+    join(leader_thread)
+    lock.resume.set()
+    join(late)
+    assert kids(leader[0]) == kids(results[0]) == ["Unreachable"]
+    assert http.count(JWKS) == 1
+
+
+def test_expiry_refreshes_once_for_all_concurrent_requests() -> None:
+    ks, http, clock = keyset(OLD)
+    ks.candidates(OLD.kid, "RS256")
+    clock.now += TTL
+    gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(OLD, NEW)), OLD.kid)
+    threads, results = in_threads(WIDTH, lambda i: ks.candidates((OLD, NEW)[i % 2].kid, "RS256"))
+    settle(threads)
+    gate.open()
+    join(threads + leader_thread)
+    assert [kids(r) for r in leader + results] == [[OLD.kid]] + [[OLD.kid], [NEW.kid]] * (WIDTH // 2)
+    assert http.count(JWKS) == 2
+    clock.now += TTL - 1
+    ks.candidates(NEW.kid, "RS256")
+    assert http.count(JWKS) == 2
+
+
+def test_a_request_that_looked_at_expired_keys_before_the_refresh_completed_does_not_refresh_again() -> None:
+    ks, http, clock = keyset(OLD)
+    ks.candidates(OLD.kid, "RS256")
+    clock.now += TTL
+    lock = PausingLock()
+    ks.lock = lock  # type: ignore[assignment]
+    gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(OLD, NEW)), OLD.kid)
+    late, results = in_threads(1, lambda _: ks.candidates(NEW.kid, "RS256"), start=False)
+    lock.hold(late[0])
+    late[0].start()
+    settle(late)
+    gate.open()
+    join(leader_thread)
+    lock.resume.set()
+    join(late)
+    assert kids(leader[0]) == [OLD.kid] and kids(results[0]) == [NEW.kid]
+    assert http.count(JWKS) == 2
+
+
+def test_a_failed_refresh_at_expiry_keeps_the_keys_held_for_everyone_and_asks_once_per_backoff_window() -> None:
+    ks, http, clock = keyset(OLD)
+    ks.candidates(OLD.kid, "RS256")
+    clock.now += TTL
+    gate, leader, leader_thread = held_fetch(ks, http, DOWN, OLD.kid)
+    threads, results = in_threads(WIDTH, lambda _: ks.candidates(OLD.kid, "RS256"))
+    settle(threads)
+    gate.open()
+    join(threads + leader_thread)
+    assert [kids(r) for r in leader + results] == [[OLD.kid]] * (WIDTH + 1)
+    clock.now += FAILURE_BACKOFF - 1
+    threads, results = in_threads(WIDTH, lambda _: ks.candidates(OLD.kid, "RS256"))
+    join(threads)
+    assert [kids(r) for r in results] == [[OLD.kid]] * WIDTH and http.count(JWKS) == 2
+    clock.now += 1
+    http.on(JWKS, ok(jwks(OLD)))
+    threads, results = in_threads(WIDTH, lambda _: ks.candidates(OLD.kid, "RS256"))
+    join(threads)
+    assert [kids(r) for r in results] == [[OLD.kid]] * WIDTH and http.count(JWKS) == 3
+
+
+def test_a_key_set_without_any_keys_is_503() -> None:
+    ks, http, _ = keyset()
+    http.on(JWKS, ok({"not": "a jwks"}))
+    with pytest.raises(Unreachable):
+        ks.candidates(OLD.kid, "RS256")
