@@ -31,7 +31,7 @@ def start_kong(tmp_path: Path, upstream: EchoUpstream) -> Iterator[StartKong]:
     started: list[KongStandIn] = []
 
     def start(config: dict[str, Any]) -> KongStandIn:
-        kong = C.start(tmp_path / f"kong{len(started)}", C.PLUGIN, config, upstream_port=upstream.port, gevent=True)
+        kong = C.start(tmp_path / f"kong{len(started)}", C.PLUGIN, config, upstream_port=upstream.port)
         started.append(kong)
         return kong
 
