@@ -47,7 +47,7 @@ def plugin_env(prefix: Path, threads: bool = False, flags: str = "", launcher: s
 
 
 def floor_env(prefix: Path, threads: bool = False) -> dict[str, str]:
-    flags = "" if threads else " -g"  # stock kong-pdk: thread mode unless -g (gevent, not patched)
+    flags = "" if threads else " -g"  # kong-pdk: thread mode, or gevent (-g, patched by floor.py)
     return {
         "KONG_PREFIX": str(prefix),
         "KONG_PLUGINS": f"bundled,{FLOOR}",

@@ -10,10 +10,18 @@ that key (PEM) right after the first call (``get_headers``): behaviour §11's ya
 first-seen token (the same PDK calls and one decode per request).
 
 Run as Kong runs a dedicated server: ``floor.py --kong-prefix P --socket-name bench-floor.socket
---no-lua-style [-g]`` (``--dump`` for the query command).
+--no-lua-style [-g]`` (``--dump`` for the query command). With ``-g`` it is monkey-patched first,
+like the plugin's default mode, so plugin and floor run the same process model.
 """
-import json
-import warnings
+import sys
+
+if "-g" in sys.argv:
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import json  # noqa: E402
+import warnings  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
