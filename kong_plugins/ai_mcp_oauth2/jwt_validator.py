@@ -128,6 +128,11 @@ class JwtValidator:
         with self.lock:
             keyset = self.keysets.get(uri)
             if keyset is None:
+                # An issuer whose metadata names a new jwks_uri on every refresh must not grow this
+                # without bound: keep the newest, two per authorization server (requests still
+                # using a dropped key set finish with it).
+                while len(self.keysets) >= 2 * len(self.config.authorization_servers):
+                    del self.keysets[next(iter(self.keysets))]
                 keyset = self.keysets[uri] = KeySet(uri, self.http, self.config.jwks_cache_ttl, self.clock)
         return keyset
 

@@ -347,3 +347,14 @@ def test_absurdly_nested_json_is_a_malformed_token_not_a_crash() -> None:
     validator, _, _ = setup()
     nested = base64.urlsafe_b64encode(b"[" * 5000).rstrip(b"=").decode()
     assert refused(validator, f"e30.{nested}.") == "The access token is malformed"
+
+
+def test_metadata_naming_a_new_jwks_uri_on_every_refresh_keeps_a_bounded_number_of_key_sets() -> None:
+    """A lying (or compromised) authorization server must not make the plugin hold a key set per answer."""
+    validator, http, clock = discovered(*[ok({"issuer": ISSUER, "jwks_uri": f"{JWKS}?v={i}"}) for i in range(50)])
+    for i in range(50):
+        http.on(f"{JWKS}?v={i}", ok({"keys": [KEYS["RS256"].public_jwk()]}))
+        validator.validate(KEYS["RS256"].mint(now=clock.now))
+        clock.now += 3601  # metadata_cache_ttl: the next request discovers again
+    assert http.count(META) == 50
+    assert len(validator.keysets) <= 2 * len(validator.config.authorization_servers)
