@@ -11,7 +11,9 @@
 - §2.2.1: the response must carry ``access_token``; it goes upstream as ``Authorization: Bearer``.
 - Cache (``cache.enabled``): keyed by a hash of endpoint, client, subject token, actor token and
   request parameters; kept ``expires_in`` less a margin of 10 % (at most 10 s), or ``cache.ttl``
-  when ``expires_in`` is absent. Concurrent identical exchanges are made once.
+  when ``expires_in`` is absent. Concurrent identical exchanges are made once. An ``expires_in``
+  that is present but no usable number (RFC 6749 §5.1: seconds, a JSON number; not a string, not
+  a 400-digit integer) makes the answer malformed: 503, cached or not.
 - §2.2.2 errors: the endpoint refusing the subject or actor token (a 4xx such as ``invalid_grant``,
   ``invalid_request`` or ``invalid_target``) is a 401 ``invalid_token`` for the client; the endpoint
   refusing the gateway itself (``invalid_client``, ``unauthorized_client``,
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import threading
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from typing import Any
 
 from cachetools import TLRUCache
 
+from .claims import number
 from .client_auth import ClientAuth
 from .config import Config
 from .errors import InvalidToken, Unavailable
@@ -109,14 +111,16 @@ class TokenExchanger:
         token = answer.get("access_token")
         if not isinstance(token, str) or not _HEADER_SAFE_TOKEN.match(token):
             raise Unavailable("The token exchange answer has no usable access_token")
-        if self.cache is not None:
-            ttl = self._ttl(answer.get("expires_in"))
-            if ttl > 0:
-                with self.lock:
-                    self.cache[key] = (token, self.clock() + ttl)
+        ttl = self._ttl(answer.get("expires_in"))
+        if self.cache is not None and ttl > 0:
+            with self.lock:
+                self.cache[key] = (token, self.clock() + ttl)
         return token
 
     def _ttl(self, expires_in: Any) -> float:
-        if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not math.isfinite(expires_in):
+        if expires_in is None:
             return float(self.exchange_config.cache_ttl)
-        return expires_in - min(10.0, expires_in * 0.1)
+        seconds = number(expires_in)
+        if seconds is None:
+            raise Unavailable("The token exchange answer's expires_in is not a number")
+        return seconds - min(10.0, seconds * 0.1)

@@ -123,6 +123,21 @@ def test_exchange_endpoint_failures_are_503(
     assert response.headers["Retry-After"].isdigit()
 
 
+def test_a_400_digit_expires_in_is_503_not_an_internal_error(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    """Valid JSON, no float can hold it: the cache's lifetime arithmetic raised OverflowError (500, ERROR line)."""
+    kong = start_kong(declarative(exchange_config(authz)))
+    authz.exchange_expires_in = 10**400
+    before = len(upstream.requests)
+    response = call(kong, http, authz.issue_opaque())
+    assert response.status_code == 503 and len(upstream.requests) == before
+    assert response.json() == {"error": "temporarily_unavailable",
+                               "error_description": "The token exchange answer's expires_in is not a number"}
+    assert authz.count("token") == 1
+    assert not [line for line in kong.server_output if "unexpected" in line or "Error" in line], kong.server_output
+
+
 def test_a_consumer_named_in_a_claim_is_authenticated_in_kong(
     start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session
 ) -> None:

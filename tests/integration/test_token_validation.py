@@ -172,6 +172,36 @@ def test_attacks_are_refused_with_401_and_never_proxied(
     assert authz.errors == []
 
 
+def assert_no_plugin_errors(kong: KongStandIn) -> None:
+    """No exception escaped into the plugin's catch-all (it logs "unexpected <type> at ...")."""
+    assert not [line for line in kong.server_output if "unexpected" in line or "Error" in line], kong.server_output
+
+
+def test_a_400_digit_time_claim_is_401_not_an_internal_error(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    """Valid JSON, no float can hold it: the comparison with the clock raised OverflowError (500, ERROR line)."""
+    kong = jwt_kong(start_kong, authz)
+    before = len(upstream.requests)
+    for name in ("exp", "nbf", "iat"):
+        response = call(kong, http, authz.mint({name: 10**400}))
+        assert_refused(kong, response, upstream, before)
+        assert response.json()["error_description"] == f"The access token's {name} claim is not a number", name
+    assert_no_plugin_errors(kong)
+
+
+def test_a_400_digit_exp_in_an_introspection_answer_is_503_not_an_internal_error(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    kong = introspection_kong(start_kong, authz)
+    before = len(upstream.requests)
+    response = call(kong, http, authz.issue_opaque({"exp": 10**400}))
+    assert_refused(kong, response, upstream, before, status=503)
+    assert response.json()["error_description"] == (
+        "The introspection answer's exp is not a number")
+    assert_no_plugin_errors(kong)
+
+
 def test_spoofed_identity_headers_never_reach_the_upstream(
     start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
 ) -> None:

@@ -17,6 +17,8 @@ from kong_plugins.ai_mcp_oauth2.token_exchange import GRANT_TYPE, TokenExchanger
 from .conftest import kong_config
 from .fakes import DOWN, Clock, FakeHttp, ok
 
+HUGE = 10**400  # valid JSON; no float can hold it
+
 ENDPOINT = "https://as.example.com/token"
 ISSUED = {"access_token": "exchanged-token", "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
           "token_type": "Bearer", "expires_in": 300}
@@ -114,6 +116,18 @@ def test_cache_ttl_applies_without_expires_in() -> None:
     clock.now += 2
     te.exchange("s", None)
     assert len(http.calls) == 2
+
+
+@pytest.mark.parametrize("cache", [{"enabled": True}, {"enabled": False}])
+@pytest.mark.parametrize("expires_in", [pytest.param(HUGE, id="huge"), pytest.param(-HUGE, id="-huge"), "300", True, [300]])
+def test_an_expires_in_that_is_no_usable_number_is_a_malformed_answer_503(
+    expires_in: Any, cache: dict[str, Any]
+) -> None:
+    """RFC 6749 §5.1: seconds, a JSON number. A 400-digit one raised OverflowError (a 500)."""
+    te, http, _ = exchanger(ok({**ISSUED, "expires_in": expires_in}), cache=cache)
+    with pytest.raises(Unavailable) as info:
+        te.exchange("s", None)
+    assert info.value.description == "The token exchange answer's expires_in is not a number"
 
 
 def test_cache_disabled_really_disables_it() -> None:
