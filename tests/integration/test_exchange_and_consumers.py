@@ -123,6 +123,40 @@ def test_exchange_endpoint_failures_are_503(
     assert response.headers["Retry-After"].isdigit()
 
 
+@pytest.mark.parametrize("answer,description", [
+    ({"issued_token_type": "urn:ietf:params:oauth:token-type:refresh_token"},
+     "The token exchange answer's issued_token_type is not the requested type"),
+    ({"issued_token_type": "urn:ietf:params:oauth:token-type:id_token", "token_type": "N_A"},
+     "The token exchange answer's issued_token_type is not the requested type"),
+    ({"issued_token_type": None}, "The token exchange answer's issued_token_type is not the requested type"),
+    ({"token_type": "N_A"}, "The token exchange answer's token_type is not Bearer"),
+    ({"token_type": None}, "The token exchange answer has no token_type"),
+])  # fmt: skip
+def test_an_exchanged_token_of_another_type_is_503_and_never_proxied(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream,
+    answer: dict[str, Any], description: str
+) -> None:
+    """RFC 8693 §2.2.1: a refresh or ID token from the exchange endpoint must never go upstream as Bearer."""
+    kong = start_kong(declarative(exchange_config(authz)))
+    authz.exchange_answer_extra = answer
+    before = len(upstream.requests)
+    response = call(kong, http, authz.issue_opaque())
+    assert response.status_code == 503 and len(upstream.requests) == before and kong.last.proxied is False
+    assert response.json() == {"error": "temporarily_unavailable", "error_description": description}
+    assert authz.count("token") == 1
+
+
+def test_a_requested_jwt_issued_as_a_bearer_jwt_is_forwarded(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    kong = start_kong(declarative(exchange_config(authz, requested_token_type="urn:ietf:params:oauth:token-type:jwt")))
+    assert call(kong, http, authz.issue_opaque()).status_code == 200
+    upstream_token = upstream.last["headers"]["authorization"][0].removeprefix("Bearer ")
+    assert authz.validate_token(upstream_token) is not None
+    exchange = [r for r in authz.requests if r.endpoint == "token"][-1]
+    assert exchange.form["requested_token_type"] == ["urn:ietf:params:oauth:token-type:jwt"]
+
+
 def test_a_400_digit_expires_in_is_503_not_an_internal_error(
     start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
 ) -> None:
