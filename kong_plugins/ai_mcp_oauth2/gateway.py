@@ -155,13 +155,22 @@ class Gateway:
 
 
 def actor_token(config: Config, headers: Mapping[str, Sequence[str]]) -> str | None:
-    """Behaviour §9: the actor token from its request header, or the static one from config."""
+    """Behaviour §9: the actor token from its request header, or the static one from config.
+
+    A header value that is not a well-formed token (RFC 6750 §2.1 ``b64token``, as for the bearer
+    token: no spaces, no bytes outside ASCII) is the client's malformed request, 400
+    ``invalid_request``; it is never sent to the token endpoint.
+    """
     exchange = config.token_exchange
     if exchange.actor_token_source == "config":
         return exchange.actor_token
     if exchange.actor_token_source == "header" and exchange.actor_token_header:
         values = headers.get(exchange.actor_token_header.lower()) or []
-        return values[0] if values and values[0] else None
+        if not values or not values[0]:
+            return None
+        if not bearer.well_formed(values[0]):
+            raise InvalidRequest("The actor token header is malformed")
+        return values[0]
     return None
 
 

@@ -74,6 +74,20 @@ def test_exchange_sends_exactly_the_rfc_8693_fields_and_forwards_the_exchanged_t
     assert "x-actor-token" not in forwarded
 
 
+def test_a_non_utf8_byte_in_the_actor_token_header_is_400_never_exchanged_or_proxied(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    """The byte reached requests as a lone surrogate and raised UnicodeEncodeError (500, an ERROR line)."""
+    kong = start_kong(declarative(exchange_config(authz)))
+    before = len(upstream.requests)
+    response = call(kong, http, authz.issue_opaque(), X_Actor_Token="actor\xfftoken")  # raw byte 0xFF on the wire
+    assert response.status_code == 400 and kong.last.proxied is False and len(upstream.requests) == before
+    assert response.json() == {"error": "invalid_request", "error_description": "The actor token header is malformed"}
+    assert response.headers["WWW-Authenticate"].startswith('Bearer error="invalid_request"')
+    assert authz.count("token") == 0
+    assert not [line for line in kong.server_output if "unexpected" in line or "Error" in line], kong.server_output
+
+
 def test_a_cached_exchange_costs_at_most_five_round_trips(
     start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session
 ) -> None:

@@ -262,6 +262,21 @@ def test_exchange_puts_the_exchanged_token_upstream_and_removes_the_actor_header
     assert decision.clear_headers == ("X-Actor-Token",)
 
 
+@pytest.mark.parametrize("value", ["ab\udcffcd", "two words", "a\tb", "tök", "a,b"])
+def test_a_malformed_actor_token_header_is_400_and_never_exchanged(value: str) -> None:
+    """A non-UTF-8 byte (a lone surrogate here) raised UnicodeEncodeError in requests' form encoding: 500."""
+    exchange = Exchange()
+    request = FakeRequest({"authorization": ["Bearer abc"], "x-actor-token": [value]})
+    te = {"enabled": True, "token_endpoint": "https://as.example.com/token", "client_auth": "none",
+          "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token"}}
+    response = decide_with(request, {"sub": "alice"}, exchange, token_exchange=te, passthrough_credentials=True)
+    assert isinstance(response, Response) and response.status == 400
+    assert body(response) == {"error": "invalid_request", "error_description": "The actor token header is malformed"}
+    assert response.headers["WWW-Authenticate"].startswith(
+        'Bearer error="invalid_request", error_description="The actor token header is malformed"')
+    assert exchange.calls == []
+
+
 def test_static_actor_token_comes_from_config() -> None:
     exchange = Exchange()
     te = {"enabled": True, "token_endpoint": "https://as.example.com/token", "client_auth": "none",
