@@ -218,22 +218,37 @@ def upstream_changes(
     replaces every value); when the claim is absent, the header is removed only if the client
     sent it, so an honest request costs no extra round trip. ``Authorization`` is removed unless
     ``passthrough_credentials``, or carries the exchanged token; the actor-token header is removed.
+
+    Underscore variants: with nginx's ``underscores_in_headers on``, a client's ``X_Email``
+    reaches the upstream, and CGI/WSGI-style servers read it as ``X-Email`` (both become
+    ``HTTP_X_EMAIL``). So every header the plugin controls also removes each client header whose
+    name is the same once ``_`` and ``-`` are one character (:func:`_wsgi_name`), by the name
+    the client sent: Kong's ``clear_header`` matches names case-insensitively but keeps ``_``
+    and ``-`` apart, as does ``set_headers``.
     """
+    sent = _client_names(headers)
     values: dict[str, str] = {}
     clear: list[str] = []
-    for mapping in config.claim_headers:
-        value = claims.header_value(claims.resolve(token_claims, mapping.path))
+
+    def control(name: str, value: str | None) -> None:
+        """Send ``name: value`` upstream (None: not at all), and no client copy of it in any spelling."""
         if value is not None:
-            values[mapping.header] = value
-        elif mapping.header.lower() in headers:
-            clear.append(mapping.header)
+            values[name] = value
+        for client_name in sent.get(_wsgi_name(name), ()):
+            if client_name != name.lower():
+                clear.append(client_name)
+            elif value is None:
+                clear.append(name)  # set_headers would replace it
+
+    for mapping in config.claim_headers:
+        control(mapping.header, claims.header_value(claims.resolve(token_claims, mapping.path)))
     actor_header = config.token_exchange.actor_token_header
-    if actor_header and actor_header.lower() in headers:
-        clear.append(actor_header)
+    if actor_header:
+        control(actor_header, None)
     if upstream_token is not None:
         values["Authorization"] = f"Bearer {upstream_token}"
     elif not config.passthrough_credentials:
-        clear.append("Authorization")
+        clear.append("Authorization")  # the credential itself; a name without "-" has no underscore variant
     credential_value = claims.resolve(token_claims, config.credential_claim) if config.credential_claim else None
     credential = None
     if isinstance(credential_value, (str, int)) and not isinstance(credential_value, bool) and credential_value != "":
@@ -247,16 +262,28 @@ def upstream_changes(
         "X-Anonymous-Consumer": None,
         "X-Consumer-Groups": None,
     }
-    configured = {mapping.header.lower() for mapping in config.claim_headers}
+    configured = {_wsgi_name(mapping.header) for mapping in config.claim_headers}
     for name, value in identity.items():
-        if name.lower() in configured:
+        if _wsgi_name(name) in configured:
             continue  # the operator's own mapping of that header wins
-        text = claims.header_value(value) if isinstance(value, str) and value else None
-        if text is not None:
-            values[name] = text
-        elif name.lower() in headers:
-            clear.append(name)
-    return Proxy(set_headers=values, clear_headers=tuple(clear), consumer=consumer, credential=credential)
+        control(name, claims.header_value(value) if isinstance(value, str) and value else None)
+    return Proxy(set_headers=values, clear_headers=tuple(dict.fromkeys(clear)), consumer=consumer,
+                 credential=credential)
+
+
+def _wsgi_name(name: str) -> str:
+    """A header name as CGI/WSGI-style upstreams tell names apart: case-insensitive, ``_`` as ``-``."""
+    return name.lower().replace("_", "-")
+
+
+def _client_names(headers: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The header names the client sent, grouped by :func:`_wsgi_name` (names are ASCII, RFC 9110
+    §5.1; any other name could only match through Unicode case folding, which no server does)."""
+    names: dict[str, list[str]] = {}
+    for name in headers:
+        if name.isascii():
+            names.setdefault(_wsgi_name(name), []).append(name)
+    return names
 
 
 def check_body_size(headers: Mapping[str, Sequence[str]], limit: int) -> None:

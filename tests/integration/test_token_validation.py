@@ -213,6 +213,27 @@ def test_spoofed_identity_headers_never_reach_the_upstream(
     assert "x-email" not in upstream.last["headers"]
 
 
+def test_underscore_variants_of_controlled_headers_never_reach_the_upstream(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    """nginx with underscores_in_headers on (the stand-in's proxy too) passes X_Email on, and WSGI-style
+    upstreams read it as X-Email; Kong's clear_header and set_headers keep "_" and "-" apart."""
+    kong = jwt_kong(start_kong, authz, claim_to_header=[{"claim": "sub", "header": "X-User"},
+                                                        {"claim": "email", "header": "X-Email"}])
+    spoofs = {"X_Email": "admin@example.com", "X_User": "root", "X_Credential_Identifier": "admin",
+              "X_Consumer_ID": "forged", "X_Consumer_Username": "admin"}
+    response = call(kong, http, authz.mint(), {**spoofs, "X_Request_Id": "kept"})
+    assert response.status_code == 200, response.text
+    received = upstream.last["headers"]
+    assert received["x-user"] == ["user-1"] and received["x-credential-identifier"] == ["user-1"]
+    assert not set(received) & {name.lower() for name in spoofs}, received
+    assert received["x_request_id"] == ["kept"]  # the stand-in does pass underscore names through
+    cleared = [c.args[0] for c in kong.last.pdk_calls if c.method == "kong.service.request.clear_header"]
+    assert sorted(cleared) == ["Authorization", "x_consumer_id", "x_consumer_username", "x_credential_identifier",
+                               "x_email", "x_user"]
+    assert_no_plugin_errors(kong)
+
+
 def test_passthrough_credentials_keeps_the_token(
     start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
 ) -> None:
