@@ -117,6 +117,14 @@ class Gateway:
         except ConfigError as exc:
             self.error = exc
 
+    def close(self) -> None:
+        """Release what the instance holds (the mTLS key's memory files, pooled connections) when
+        Kong closes it. Idempotent; call it only when no request is being handled by this instance."""
+        for service in (self.verifier, self.exchanger):
+            close = getattr(service, "close", None)
+            if callable(close):
+                close()
+
     def handle(self, request: RequestView) -> Decision:
         config = self.config
         if config is None or self.verifier is None:

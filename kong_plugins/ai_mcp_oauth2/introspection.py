@@ -61,6 +61,10 @@ class Introspector:
         self.client = ClientAuth(config, clock)
         self.endpoint = config.introspection_endpoint or ""
 
+    def close(self) -> None:
+        """Release the client credentials' resources (the mTLS key's memory files); idempotent."""
+        self.client.close()
+
     def introspect(self, token: str) -> tuple[dict[str, Any] | None, float]:
         """``(claims, trusted_until)`` for an active token, ``(None, until)`` for an inactive one.
 

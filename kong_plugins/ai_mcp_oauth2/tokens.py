@@ -50,6 +50,15 @@ class TokenValidator:
         self.jwt = None if self.introspector else JwtValidator(config, self.http, clock)
         self.cache_results = config.cache_introspection if self.introspector else True
 
+    def close(self) -> None:
+        """Release the instance's resources: the mTLS key's memory files and pooled connections.
+
+        Idempotent; call it only when no request uses the validator any more.
+        """
+        if self.introspector is not None:
+            self.introspector.close()
+        self.http.close()
+
     def verify(self, token: str) -> Mapping[str, Any]:
         key = hashlib.sha256(token.encode()).digest()
         with self.lock:

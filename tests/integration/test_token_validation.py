@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 
+from tests.harness.disk import files_containing
 from tests.harness.kong_standin import KongStandIn
 from tests.harness.mock_as import MockAuthorizationServer
 from tests.harness.upstream import EchoUpstream
@@ -353,15 +355,19 @@ def client_auth_configs(authz: MockAuthorizationServer) -> dict[str, dict[str, A
 def test_every_client_auth_method_authenticates_the_gateway_for_introspection(
     start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session
 ) -> None:
-    for method, config in client_auth_configs(authz).items():
+    configs = client_auth_configs(authz)
+    for method, config in configs.items():
         options = {"introspection_endpoint": authz.introspection_endpoint, "client_secret": None, **config}
         kong = start_kong(declarative(plugin_config(authorization_servers=[authz.issuer], **options)))
         response = call(kong, http, authz.issue_opaque())
         assert response.status_code == 200, (method, response.text)
         recorded = [r for r in authz.requests if r.endpoint == "introspection"][-1]
         assert recorded.auth_method_used == method and recorded.client_id_authenticated == config["client_id"]
-        kong.stop()
+        kong.stop()  # SIGTERM to the plugin server
     assert authz.errors == []
+    for method in ("tls_client_auth", "self_signed_tls_client_auth"):  # the key was never on disk, so none is left
+        key_body = configs[method]["tls_client_auth_key"].splitlines()[1].encode()
+        assert files_containing(key_body, tempfile.gettempdir()) == [], method
 
 
 def test_wrong_gateway_credentials_are_503_not_401(

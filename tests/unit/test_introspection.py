@@ -18,7 +18,7 @@ from kong_plugins.ai_mcp_oauth2.errors import InvalidToken, Unavailable
 from kong_plugins.ai_mcp_oauth2.introspection import INACTIVE_TTL, Introspector
 
 from .conftest import kong_config
-from .fakes import DOWN, ISSUER, RESOURCE, Clock, FakeHttp, ok
+from .fakes import DOWN, ISSUER, RESOURCE, Clock, FakeHttp, make_client_cert, ok
 
 HUGE = 10**400  # valid JSON; no float can hold it
 
@@ -169,21 +169,7 @@ def test_non_json_answer_is_503() -> None:
 
 
 def test_tls_client_auth_ssl_verify_applies_only_to_the_mtls_alias() -> None:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
+    pem, key_pem = make_client_cert()
     common = {"client_auth": "tls_client_auth", "client_secret": None, "tls_client_auth_cert": pem,
               "tls_client_auth_key": key_pem, "tls_client_auth_ssl_verify": False}
     plain, http, _ = setup(**common)
