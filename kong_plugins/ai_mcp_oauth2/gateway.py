@@ -244,9 +244,9 @@ def upstream_changes(
             values[name] = value
         for client_name in sent.get(_wsgi_name(name), ()):
             if client_name != name.lower():
-                clear.append(client_name)
+                clear.append(client_name)  # another spelling: set_headers would not replace it
             elif value is None:
-                clear.append(name)  # set_headers would replace it
+                clear.append(name)  # the same name: set_headers replaces it when there is a value
 
     for mapping in config.claim_headers:
         control(mapping.header, claims.header_value(claims.resolve(token_claims, mapping.path)))
