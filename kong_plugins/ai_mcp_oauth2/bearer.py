@@ -44,9 +44,20 @@ def extract_token(headers: Mapping[str, Sequence[str]]) -> str:
         raise InvalidRequest("The Bearer token is empty")
     if len(token) > MAX_TOKEN_BYTES:
         raise InvalidToken("The access token is too large")
-    if not _B64TOKEN.match(token):
+    if not well_formed(token):
         raise InvalidRequest("The Bearer token is not well-formed")
     return token
+
+
+def well_formed(token: str) -> bool:
+    """Whether ``token`` is an RFC 6750 §2.1 ``b64token``, the character rule for every token taken
+    from a request header (the bearer token, and the RFC 8693 actor token).
+
+    Only ASCII matches, so a header byte that is not UTF-8 (which the plugin server carries as a
+    lone surrogate) never passes: such a string cannot even be form-encoded for the authorization
+    server.
+    """
+    return _B64TOKEN.fullmatch(token) is not None
 
 
 def quote(value: str) -> str:

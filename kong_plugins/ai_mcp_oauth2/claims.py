@@ -33,10 +33,20 @@ def resolve(claims: Mapping[str, Any], path: Sequence[str]) -> Any:
 
 
 def number(value: Any) -> float | None:
-    """A JSON number as a float (RFC 7519 §2 NumericDate), or None for anything else (bools included)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """A JSON number as a finite float (RFC 7519 §2 NumericDate), or None for anything else.
+
+    Not numbers here: booleans, and integers no float can hold. JSON numbers have no size limit
+    (RFC 8259 §6), so a token or an authorization server's answer can carry a 400-digit ``exp``;
+    converting it raises ``OverflowError``, and no usable time or lifetime is that large. Every
+    time and lifetime the plugin reads from untrusted JSON goes through this function.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        result = float(value)
+    except OverflowError:
+        return None
+    return result if math.isfinite(result) else None
 
 
 def _scalar(value: Any) -> str | None:

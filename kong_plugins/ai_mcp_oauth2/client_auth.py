@@ -9,6 +9,11 @@
   ``jti`` and a short ``exp``; signed with ``client_secret`` (HS*) or the ``client_jwk``.
 - ``tls_client_auth`` and ``self_signed_tls_client_auth`` (RFC 8705 §2): the client certificate
   in the TLS handshake, ``client_id`` in the form, sent to ``mtls_introspection_endpoint`` when set.
+  The private key never lies on disk: ``requests`` takes the certificate and key as paths, so
+  they live in anonymous memory files (Linux ``memfd_create(2)``) named by ``/proc/self/fd/<n>``,
+  which ``ssl`` opens afresh (at offset 0) for each new TLS connection. They are closed by
+  :meth:`ClientAuth.close` (or when the instance is garbage-collected). Without ``memfd_create``
+  the configuration fails closed, naming ``tls_client_auth_key``.
 - ``none``: ``client_id`` in the form when configured.
 
 RFC 6749 §2.3: exactly one method per request.
@@ -19,8 +24,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-import tempfile
 import uuid
 import weakref
 from collections.abc import Callable
@@ -30,6 +33,7 @@ from urllib.parse import quote_plus
 import jwt
 
 from .config import Config, _private_jwk_alg
+from .errors import ConfigError
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 60
@@ -68,13 +72,15 @@ class ClientAuth:
         self.alg = config.client_alg or "HS256"
         self.jwk: dict[str, object] | None = None
         self.cert: tuple[str, str] | None = None
+        self.files: MemoryFiles | None = None
         self.mtls_url = config.mtls_introspection_endpoint
         self.mtls_verify: bool | None = config.tls_client_auth_ssl_verify
         if self.method == "private_key_jwt" and config.client_jwk:
             self.alg = _private_jwk_alg(config.client_jwk, config.client_alg)
             self.jwk = json.loads(config.client_jwk)
         if self.method in ("tls_client_auth", "self_signed_tls_client_auth"):
-            self.cert = _write_key_pair(self, config.tls_client_auth_cert or "", config.tls_client_auth_key or "")
+            self.files = MemoryFiles(config.tls_client_auth_cert or "", config.tls_client_auth_key or "")
+            self.cert = self.files.paths
 
     def prepare(self, url: str, mtls_alias: bool = True) -> ClientRequest:
         """Client authentication for a call to ``url`` (the mTLS alias replaces it if allowed)."""
@@ -108,7 +114,14 @@ class ClientAuth:
         auth.secret = exchange.client_secret or ""
         auth.clock = clock
         auth.alg, auth.jwk, auth.cert, auth.mtls_url, auth.mtls_verify = "HS256", None, None, None, None
+        auth.files = None
         return auth
+
+    def close(self) -> None:
+        """Close the memory files of the TLS client key; idempotent. Call it only when no request uses
+        this object any more: a later TLS connection could not load the key."""
+        if self.files is not None:
+            self.files.close()
 
     def _assertion(self, audience: str) -> str:
         now = int(self.clock())
@@ -123,16 +136,45 @@ class ClientAuth:
         return jwt.encode(claims, self.secret.encode(), algorithm=self.alg)
 
 
-def _write_key_pair(owner: object, cert: str, key: str) -> tuple[str, str]:
-    """``requests`` reads client certificates from files: private ones, removed with the instance."""
-    directory = tempfile.mkdtemp(prefix="ai-mcp-oauth2-")
-    os.chmod(directory, 0o700)
-    paths = []
-    for name, content in (("client.crt", cert), ("client.key", key)):
-        path = os.path.join(directory, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(content)
-        paths.append(path)
-    weakref.finalize(owner, shutil.rmtree, directory, True)
-    return paths[0], paths[1]
+class MemoryFiles:
+    """The TLS client certificate and private key in anonymous memory files, never on disk.
+
+    ``paths`` are ``/proc/self/fd/<n>`` of two ``memfd_create(2)`` files: opening such a path opens
+    the memory file anew at offset 0, which is what ``ssl``'s ``load_cert_chain`` does for each new
+    connection. Nothing is ever written to a file system, so no key survives the process (or a
+    SIGTERM, or a config change) and no other process can find it by name.
+    """
+
+    def __init__(self, cert: str, key: str) -> None:
+        create = getattr(os, "memfd_create", None)
+        if create is None:
+            raise ConfigError("tls_client_auth_key", "cannot be held in memory on this system (no memfd_create), "
+                              "and a private key is never written to disk")
+        fds: list[int] = []
+        try:
+            for name, content in (("ai-mcp-oauth2-client.crt", cert), ("ai-mcp-oauth2-client.key", key)):
+                fds.append(create(name, os.MFD_CLOEXEC))
+                data = memoryview(content.encode())
+                while data:
+                    data = data[os.write(fds[-1], data):]
+            paths = tuple(f"/proc/self/fd/{fd}" for fd in fds)
+            if not all(os.path.exists(path) for path in paths):
+                raise FileNotFoundError("/proc/self/fd")
+        except OSError as exc:
+            _close(tuple(fds))
+            raise ConfigError("tls_client_auth_key", f"cannot be held in memory on this system ({type(exc).__name__}), "
+                              "and a private key is never written to disk") from None
+        self.paths = (paths[0], paths[1])
+        self._finalizer = weakref.finalize(self, _close, tuple(fds))
+
+    def close(self) -> None:
+        """Close both memory files (their memory is freed); idempotent."""
+        self._finalizer()
+
+
+def _close(fds: tuple[int, ...]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

@@ -117,6 +117,14 @@ class Gateway:
         except ConfigError as exc:
             self.error = exc
 
+    def close(self) -> None:
+        """Release what the instance holds (the mTLS key's memory files, pooled connections) when
+        Kong closes it. Idempotent; call it only when no request is being handled by this instance."""
+        for service in (self.verifier, self.exchanger):
+            close = getattr(service, "close", None)
+            if callable(close):
+                close()
+
     def handle(self, request: RequestView) -> Decision:
         config = self.config
         if config is None or self.verifier is None:
@@ -144,13 +152,6 @@ class Gateway:
             return render(refusal, config, request)
         return upstream_changes(config, headers, token_claims, upstream_token, consumer)
 
-    def close(self) -> None:
-        """Release the instance's outbound connections (and anything else its services hold)."""
-        for service in (self.verifier, self.exchanger):
-            close = getattr(service, "close", None)
-            if close is not None:
-                close()
-
     def _metadata(self, request: RequestView, headers: Mapping[str, Sequence[str]]) -> Response:
         method = request.method()
         if method in ("GET", "HEAD"):
@@ -162,13 +163,22 @@ class Gateway:
 
 
 def actor_token(config: Config, headers: Mapping[str, Sequence[str]]) -> str | None:
-    """Behaviour §9: the actor token from its request header, or the static one from config."""
+    """Behaviour §9: the actor token from its request header, or the static one from config.
+
+    A header value that is not a well-formed token (RFC 6750 §2.1 ``b64token``, as for the bearer
+    token: no spaces, no bytes outside ASCII) is the client's malformed request, 400
+    ``invalid_request``; it is never sent to the token endpoint.
+    """
     exchange = config.token_exchange
     if exchange.actor_token_source == "config":
         return exchange.actor_token
     if exchange.actor_token_source == "header" and exchange.actor_token_header:
         values = headers.get(exchange.actor_token_header.lower()) or []
-        return values[0] if values and values[0] else None
+        if not values or not values[0]:
+            return None
+        if not bearer.well_formed(values[0]):
+            raise InvalidRequest("The actor token header is malformed")
+        return values[0]
     return None
 
 
@@ -216,22 +226,37 @@ def upstream_changes(
     replaces every value); when the claim is absent, the header is removed only if the client
     sent it, so an honest request costs no extra round trip. ``Authorization`` is removed unless
     ``passthrough_credentials``, or carries the exchanged token; the actor-token header is removed.
+
+    Underscore variants: with nginx's ``underscores_in_headers on``, a client's ``X_Email``
+    reaches the upstream, and CGI/WSGI-style servers read it as ``X-Email`` (both become
+    ``HTTP_X_EMAIL``). So every header the plugin controls also removes each client header whose
+    name is the same once ``_`` and ``-`` are one character (:func:`_wsgi_name`), by the name
+    the client sent: Kong's ``clear_header`` matches names case-insensitively but keeps ``_``
+    and ``-`` apart, as does ``set_headers``.
     """
+    sent = _client_names(headers)
     values: dict[str, str] = {}
     clear: list[str] = []
-    for mapping in config.claim_headers:
-        value = claims.header_value(claims.resolve(token_claims, mapping.path))
+
+    def control(name: str, value: str | None) -> None:
+        """Send ``name: value`` upstream (None: not at all), and no client copy of it in any spelling."""
         if value is not None:
-            values[mapping.header] = value
-        elif mapping.header.lower() in headers:
-            clear.append(mapping.header)
+            values[name] = value
+        for client_name in sent.get(_wsgi_name(name), ()):
+            if client_name != name.lower():
+                clear.append(client_name)  # another spelling: set_headers would not replace it
+            elif value is None:
+                clear.append(name)  # the same name: set_headers replaces it when there is a value
+
+    for mapping in config.claim_headers:
+        control(mapping.header, claims.header_value(claims.resolve(token_claims, mapping.path)))
     actor_header = config.token_exchange.actor_token_header
-    if actor_header and actor_header.lower() in headers:
-        clear.append(actor_header)
+    if actor_header:
+        control(actor_header, None)
     if upstream_token is not None:
         values["Authorization"] = f"Bearer {upstream_token}"
     elif not config.passthrough_credentials:
-        clear.append("Authorization")
+        clear.append("Authorization")  # the credential itself; a name without "-" has no underscore variant
     credential_value = claims.resolve(token_claims, config.credential_claim) if config.credential_claim else None
     credential = None
     if isinstance(credential_value, (str, int)) and not isinstance(credential_value, bool) and credential_value != "":
@@ -245,16 +270,28 @@ def upstream_changes(
         "X-Anonymous-Consumer": None,
         "X-Consumer-Groups": None,
     }
-    configured = {mapping.header.lower() for mapping in config.claim_headers}
+    configured = {_wsgi_name(mapping.header) for mapping in config.claim_headers}
     for name, value in identity.items():
-        if name.lower() in configured:
+        if _wsgi_name(name) in configured:
             continue  # the operator's own mapping of that header wins
-        text = claims.header_value(value) if isinstance(value, str) and value else None
-        if text is not None:
-            values[name] = text
-        elif name.lower() in headers:
-            clear.append(name)
-    return Proxy(set_headers=values, clear_headers=tuple(clear), consumer=consumer, credential=credential)
+        control(name, claims.header_value(value) if isinstance(value, str) and value else None)
+    return Proxy(set_headers=values, clear_headers=tuple(dict.fromkeys(clear)), consumer=consumer,
+                 credential=credential)
+
+
+def _wsgi_name(name: str) -> str:
+    """A header name as CGI/WSGI-style upstreams tell names apart: case-insensitive, ``_`` as ``-``."""
+    return name.lower().replace("_", "-")
+
+
+def _client_names(headers: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The header names the client sent, grouped by :func:`_wsgi_name` (names are ASCII, RFC 9110
+    §5.1; any other name could only match through Unicode case folding, which no server does)."""
+    names: dict[str, list[str]] = {}
+    for name in headers:
+        if name.isascii():
+            names.setdefault(_wsgi_name(name), []).append(name)
+    return names
 
 
 def check_body_size(headers: Mapping[str, Sequence[str]], limit: int) -> None:

@@ -4,7 +4,9 @@
   ``headers``, authenticated per ``client_auth`` (``client_auth.py``).
 - §2.2: ``active`` is REQUIRED; only ``"active": true`` is accepted. ``exp``, ``nbf``, ``iss`` and
   ``aud`` are checked as for JWTs when present; a missing ``aud`` is refused unless audience
-  validation is relaxed (MCP authorization: tokens must be issued for this resource).
+  validation is relaxed (MCP authorization: tokens must be issued for this resource). ``exp`` and
+  ``nbf`` are integer timestamps (§2.2): one that is present but is no usable number (a string,
+  a 400-digit integer) is the server's malformed answer, a 503 like any other.
 - §2.3: the server refusing the gateway's own credentials (401/403) is the gateway's problem,
   not the client's: 503, like any failure of the server (5xx, timeouts, non-JSON answers). A 400
   ``unsupported_token_type`` or ``invalid_token`` is about the token: 401.
@@ -39,6 +41,16 @@ def _error(response: HttpResponse) -> object:
     return answer.get("error") if isinstance(answer, dict) else None
 
 
+def _time(answer: dict[str, Any], name: str) -> float | None:
+    """§2.2 ``exp``/``nbf`` of an introspection answer: None when absent, Unavailable when unusable."""
+    if answer.get(name) is None:
+        return None
+    value = number(answer[name])
+    if value is None:
+        raise Unavailable(f"The introspection answer's {name} is not a number")
+    return value
+
+
 class Introspector:
     """Asks the authorization server about opaque (or any) tokens."""
 
@@ -48,6 +60,10 @@ class Introspector:
         self.clock = clock
         self.client = ClientAuth(config, clock)
         self.endpoint = config.introspection_endpoint or ""
+
+    def close(self) -> None:
+        """Release the client credentials' resources (the mTLS key's memory files); idempotent."""
+        self.client.close()
 
     def introspect(self, token: str) -> tuple[dict[str, Any] | None, float]:
         """``(claims, trusted_until)`` for an active token, ``(None, until)`` for an inactive one.
@@ -83,12 +99,10 @@ class Introspector:
 
     def _check(self, claims: dict[str, Any], now: float) -> float:
         leeway = self.config.jwt_claims_leeway
-        exp = number(claims.get("exp"))
-        if claims.get("exp") is not None and exp is None:
-            raise InvalidToken("The access token's exp claim is not a number")
+        exp = _time(claims, "exp")
         if exp is not None and now >= exp + leeway:
             raise InvalidToken("The access token has expired")
-        nbf = number(claims.get("nbf"))
+        nbf = _time(claims, "nbf")
         if nbf is not None and now + leeway < nbf:
             raise InvalidToken("The access token is not valid yet")
         issuer = claims.get("iss")

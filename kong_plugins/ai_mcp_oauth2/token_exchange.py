@@ -8,11 +8,27 @@
   whose config value is null are not sent.
 - Client authentication (RFC 6749 §2.3): ``client_secret_basic``, ``client_secret_post``,
   ``none``, or ``inherit`` (the top-level ``client_id``/``client_secret`` and ``client_auth``).
-- §2.2.1: the response must carry ``access_token``; it goes upstream as ``Authorization: Bearer``.
+- §2.2.1: the response must carry ``access_token``; it goes upstream as ``Authorization: Bearer``,
+  so the answer must also say that it is a token fit for that header:
+
+  - ``issued_token_type`` is REQUIRED and must be the requested type (``requested_token_type``;
+    the access-token type when that is unset, since the access token is what the gateway wants).
+    An endpoint that answers with a refresh token or an ID token instead never has it forwarded.
+  - ``token_type`` is REQUIRED. For an access token it is as in RFC 6749 §7.1, and it must be
+    ``Bearer`` (case-insensitive, RFC 6749 §5.1). The same holds when the requested type is
+    ``urn:ietf:params:oauth:token-type:jwt``: §3 lets a JWT be issued as an access token, and
+    only as one (``token_type`` ``Bearer``) does it belong in a Bearer header; a JWT that is not
+    an access token comes with ``token_type`` ``N_A`` (§2.2.1) and is refused. For any other
+    requested type the operator asked for that type on purpose, and ``token_type`` (``N_A``
+    for a token that is no access token) only has to be present.
+
+  An answer that breaks these rules is the exchange failing, not the client's token: 503.
 - Cache (``cache.enabled``): keyed by a hash of endpoint, client, subject token, actor token and
   request parameters; kept ``expires_in`` less a margin of 10 % (at most 10 s), or ``cache.ttl``
   when ``expires_in`` is absent. Concurrent identical exchanges are made once (behaviour §7), also
-  for a request that missed the cache just as the exchange it needed ended.
+  for a request that missed the cache just as the exchange it needed ended. An ``expires_in``
+  that is present but no usable number (RFC 6749 §5.1: seconds, a JSON number; not a string, not
+  a 400-digit integer) makes the answer malformed: 503, cached or not.
 - §2.2.2 errors: the endpoint refusing the subject or actor token (a 4xx such as ``invalid_grant``,
   ``invalid_request`` or ``invalid_target``) is a 401 ``invalid_token`` for the client; the endpoint
   refusing the gateway itself (``invalid_client``, ``unauthorized_client``,
@@ -23,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import threading
 from collections.abc import Callable
@@ -31,12 +46,16 @@ from typing import Any
 
 from cachetools import TLRUCache
 
+from .claims import number
 from .client_auth import ClientAuth
 from .config import Config
 from .errors import InvalidToken, Unavailable
 from .http import HttpClient, SingleFlight, Unreachable
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+_BEARER_TYPES = frozenset({ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE})  # requested types that must come as Bearer
 MAX_ENTRIES = 10_000
 _GATEWAY_REFUSED = frozenset({"invalid_client", "unauthorized_client", "unsupported_grant_type"})
 _HEADER_SAFE_TOKEN = re.compile(r"^[\x21-\x7e]{1,16384}$")
@@ -52,6 +71,7 @@ class TokenExchanger:
     def __init__(self, config: Config, http: HttpClient, clock: Callable[[], float]) -> None:
         self.exchange_config = config.token_exchange
         self.endpoint = config.token_exchange.token_endpoint or ""
+        self.requested_type = config.token_exchange.requested_token_type or ACCESS_TOKEN_TYPE
         self.http = http
         self.clock = clock
         self.client = ClientAuth.for_exchange(config, clock)
@@ -60,6 +80,12 @@ class TokenExchanger:
         )
         self.lock = threading.Lock()
         self.flight = SingleFlight()
+
+    def close(self) -> None:
+        """Release the exchanger's resources: the mTLS key's memory files (``inherit`` with a TLS
+        method) and pooled connections. Idempotent; call it only when no request uses it any more."""
+        self.client.close()
+        self.http.close()
 
     def form(self, subject_token: str, actor_token: str | None) -> list[tuple[str, str]]:
         request = self.exchange_config
@@ -116,14 +142,27 @@ class TokenExchanger:
         token = answer.get("access_token")
         if not isinstance(token, str) or not _HEADER_SAFE_TOKEN.match(token):
             raise Unavailable("The token exchange answer has no usable access_token")
-        if self.cache is not None:
-            ttl = self._ttl(answer.get("expires_in"))
-            if ttl > 0:
-                with self.lock:
-                    self.cache[key] = (token, self.clock() + ttl)
+        self._check_types(answer)
+        ttl = self._ttl(answer.get("expires_in"))
+        if self.cache is not None and ttl > 0:
+            with self.lock:
+                self.cache[key] = (token, self.clock() + ttl)
         return token
 
+    def _check_types(self, answer: dict[str, Any]) -> None:
+        """§2.2.1: the issued token is of the requested type, and a Bearer token if it is to be one."""
+        if answer.get("issued_token_type") != self.requested_type:
+            raise Unavailable("The token exchange answer's issued_token_type is not the requested type")
+        token_type = answer.get("token_type")
+        if not isinstance(token_type, str):
+            raise Unavailable("The token exchange answer has no token_type")
+        if self.requested_type in _BEARER_TYPES and token_type.lower() != "bearer":
+            raise Unavailable("The token exchange answer's token_type is not Bearer")
+
     def _ttl(self, expires_in: Any) -> float:
-        if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not math.isfinite(expires_in):
+        if expires_in is None:
             return float(self.exchange_config.cache_ttl)
-        return expires_in - min(10.0, expires_in * 0.1)
+        seconds = number(expires_in)
+        if seconds is None:
+            raise Unavailable("The token exchange answer's expires_in is not a number")
+        return seconds - min(10.0, seconds * 0.1)

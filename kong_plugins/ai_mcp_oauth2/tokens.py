@@ -52,6 +52,12 @@ class TokenValidator:
         self.cache_results = config.cache_introspection if self.introspector else True
 
     def close(self) -> None:
+        """Release the instance's resources: the mTLS key's memory files and pooled connections.
+
+        Idempotent; call it only when no request uses the validator any more.
+        """
+        if self.introspector is not None:
+            self.introspector.close()
         self.http.close()
 
     def verify(self, token: str) -> Mapping[str, Any]:

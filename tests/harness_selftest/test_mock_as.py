@@ -397,6 +397,19 @@ def test_exchange_resource_and_expiry(mock, http):
     assert d["expires_in"] == 60 and c["exp"] - c["iat"] in (59, 60, 61) and c["scope"] == "mcp:tools"
 
 
+def test_exchange_answer_names_the_requested_type_and_can_be_changed(mock, http):
+    mock.client_checks_enabled = False
+    jwt_type = "urn:ietf:params:oauth:token-type:jwt"
+    d = _exchange(http, mock, {"subject_token": mock.mint(), "requested_token_type": jwt_type}).json()
+    assert d["issued_token_type"] == jwt_type and d["token_type"] == "Bearer"
+    assert _exchange(http, mock, {"subject_token": mock.mint()}).json()["issued_token_type"] == AT
+    mock.exchange_answer_extra = {"issued_token_type": "urn:ietf:params:oauth:token-type:refresh_token",
+                                  "token_type": None}
+    d = _exchange(http, mock, {"subject_token": mock.mint()}).json()
+    assert d["issued_token_type"] == "urn:ietf:params:oauth:token-type:refresh_token" and "token_type" not in d
+    assert "access_token" in d
+
+
 def test_exchange_refusals(mock, http):
     mock.add_client("gw", "client_secret_post", secret="pw")
     auth = {"client_id": "gw", "client_secret": "pw"}

@@ -33,6 +33,8 @@ ROUTES = [
                               ("kong.response.exit", 401, {"error": "invalid_token"},
                                {"WWW-Authenticate": 'Bearer realm="mcp"'})]),
     route("error", ["/error"], [("kong.response.error", 403)]),
+    route("clear", ["/clear"], [("kong.service.request.clear_header", "X-Email"),
+                                ("kong.service.request.set_header", "X-User", "set")]),
     route("plain", ["/plain"]),
     route("nostrip", ["/nostrip"], strip_path=False),
     route("preserve", ["/preserve"], preserve_host=True),
@@ -342,3 +344,13 @@ def test_header_bytes_that_are_not_utf8_kill_a_stock_kong_pdk_connection_and_kon
     r = get(kong, "/wire/x", headers={"X-Token": "\xff\xfe"})  # raw bytes 0xFF 0xFE on the wire
     assert r.status_code == 200 and kong.last.proxied and len(up.requests) == before + 1
     assert any("no data" in failure for failure in kong.last.failures)
+
+
+def test_service_request_headers_are_cleared_and_set_by_name_case_insensitively_with_underscores_distinct(env_kong):
+    """As lua-nginx-module does (nginx with underscores_in_headers on, so X_Email reaches the upstream)."""
+    kong, up = env_kong
+    r = get(kong, "/clear", headers={"X_Email": "a", "x-EMAIL": "b", "X_User": "c", "X-User": "d"})
+    assert r.status_code == 200
+    received = up.last["headers"]
+    assert received["x_email"] == ["a"] and "x-email" not in received
+    assert received["x_user"] == ["c"] and received["x-user"] == ["set"]

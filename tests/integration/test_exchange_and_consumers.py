@@ -74,6 +74,20 @@ def test_exchange_sends_exactly_the_rfc_8693_fields_and_forwards_the_exchanged_t
     assert "x-actor-token" not in forwarded
 
 
+def test_a_non_utf8_byte_in_the_actor_token_header_is_400_never_exchanged_or_proxied(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    """The byte reached requests as a lone surrogate and raised UnicodeEncodeError (500, an ERROR line)."""
+    kong = start_kong(declarative(exchange_config(authz)))
+    before = len(upstream.requests)
+    response = call(kong, http, authz.issue_opaque(), X_Actor_Token="actor\xfftoken")  # raw byte 0xFF on the wire
+    assert response.status_code == 400 and kong.last.proxied is False and len(upstream.requests) == before
+    assert response.json() == {"error": "invalid_request", "error_description": "The actor token header is malformed"}
+    assert response.headers["WWW-Authenticate"].startswith('Bearer error="invalid_request"')
+    assert authz.count("token") == 0
+    assert not [line for line in kong.server_output if "unexpected" in line or "Error" in line], kong.server_output
+
+
 def test_a_cached_exchange_costs_at_most_five_round_trips(
     start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session
 ) -> None:
@@ -121,6 +135,55 @@ def test_exchange_endpoint_failures_are_503(
     response = call(kong, http, authz.issue_opaque())
     assert response.status_code == 503 and len(upstream.requests) == before
     assert response.headers["Retry-After"].isdigit()
+
+
+@pytest.mark.parametrize("answer,description", [
+    ({"issued_token_type": "urn:ietf:params:oauth:token-type:refresh_token"},
+     "The token exchange answer's issued_token_type is not the requested type"),
+    ({"issued_token_type": "urn:ietf:params:oauth:token-type:id_token", "token_type": "N_A"},
+     "The token exchange answer's issued_token_type is not the requested type"),
+    ({"issued_token_type": None}, "The token exchange answer's issued_token_type is not the requested type"),
+    ({"token_type": "N_A"}, "The token exchange answer's token_type is not Bearer"),
+    ({"token_type": None}, "The token exchange answer has no token_type"),
+])  # fmt: skip
+def test_an_exchanged_token_of_another_type_is_503_and_never_proxied(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream,
+    answer: dict[str, Any], description: str
+) -> None:
+    """RFC 8693 §2.2.1: a refresh or ID token from the exchange endpoint must never go upstream as Bearer."""
+    kong = start_kong(declarative(exchange_config(authz)))
+    authz.exchange_answer_extra = answer
+    before = len(upstream.requests)
+    response = call(kong, http, authz.issue_opaque())
+    assert response.status_code == 503 and len(upstream.requests) == before and kong.last.proxied is False
+    assert response.json() == {"error": "temporarily_unavailable", "error_description": description}
+    assert authz.count("token") == 1
+
+
+def test_a_requested_jwt_issued_as_a_bearer_jwt_is_forwarded(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    kong = start_kong(declarative(exchange_config(authz, requested_token_type="urn:ietf:params:oauth:token-type:jwt")))
+    assert call(kong, http, authz.issue_opaque()).status_code == 200
+    upstream_token = upstream.last["headers"]["authorization"][0].removeprefix("Bearer ")
+    assert authz.validate_token(upstream_token) is not None
+    exchange = [r for r in authz.requests if r.endpoint == "token"][-1]
+    assert exchange.form["requested_token_type"] == ["urn:ietf:params:oauth:token-type:jwt"]
+
+
+def test_a_400_digit_expires_in_is_503_not_an_internal_error(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    """Valid JSON, no float can hold it: the cache's lifetime arithmetic raised OverflowError (500, ERROR line)."""
+    kong = start_kong(declarative(exchange_config(authz)))
+    authz.exchange_expires_in = 10**400
+    before = len(upstream.requests)
+    response = call(kong, http, authz.issue_opaque())
+    assert response.status_code == 503 and len(upstream.requests) == before
+    assert response.json() == {"error": "temporarily_unavailable",
+                               "error_description": "The token exchange answer's expires_in is not a number"}
+    assert authz.count("token") == 1
+    assert not [line for line in kong.server_output if "unexpected" in line or "Error" in line], kong.server_output
 
 
 def test_a_consumer_named_in_a_claim_is_authenticated_in_kong(

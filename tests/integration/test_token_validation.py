@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 
+from tests.harness.disk import files_containing
 from tests.harness.kong_standin import KongStandIn
 from tests.harness.mock_as import MockAuthorizationServer
 from tests.harness.upstream import EchoUpstream
@@ -172,6 +174,36 @@ def test_attacks_are_refused_with_401_and_never_proxied(
     assert authz.errors == []
 
 
+def assert_no_plugin_errors(kong: KongStandIn) -> None:
+    """No exception escaped into the plugin's catch-all (it logs "unexpected <type> at ...")."""
+    assert not [line for line in kong.server_output if "unexpected" in line or "Error" in line], kong.server_output
+
+
+def test_a_400_digit_time_claim_is_401_not_an_internal_error(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    """Valid JSON, no float can hold it: the comparison with the clock raised OverflowError (500, ERROR line)."""
+    kong = jwt_kong(start_kong, authz)
+    before = len(upstream.requests)
+    for name in ("exp", "nbf", "iat"):
+        response = call(kong, http, authz.mint({name: 10**400}))
+        assert_refused(kong, response, upstream, before)
+        assert response.json()["error_description"] == f"The access token's {name} claim is not a number", name
+    assert_no_plugin_errors(kong)
+
+
+def test_a_400_digit_exp_in_an_introspection_answer_is_503_not_an_internal_error(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    kong = introspection_kong(start_kong, authz)
+    before = len(upstream.requests)
+    response = call(kong, http, authz.issue_opaque({"exp": 10**400}))
+    assert_refused(kong, response, upstream, before, status=503)
+    assert response.json()["error_description"] == (
+        "The introspection answer's exp is not a number")
+    assert_no_plugin_errors(kong)
+
+
 def test_spoofed_identity_headers_never_reach_the_upstream(
     start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
 ) -> None:
@@ -181,6 +213,27 @@ def test_spoofed_identity_headers_never_reach_the_upstream(
     assert response.status_code == 200
     assert upstream.last["headers"]["x-user"] == ["user-1"]
     assert "x-email" not in upstream.last["headers"]
+
+
+def test_underscore_variants_of_controlled_headers_never_reach_the_upstream(
+    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
+) -> None:
+    """nginx with underscores_in_headers on (the stand-in's proxy too) passes X_Email on, and WSGI-style
+    upstreams read it as X-Email; Kong's clear_header and set_headers keep "_" and "-" apart."""
+    kong = jwt_kong(start_kong, authz, claim_to_header=[{"claim": "sub", "header": "X-User"},
+                                                        {"claim": "email", "header": "X-Email"}])
+    spoofs = {"X_Email": "admin@example.com", "X_User": "root", "X_Credential_Identifier": "admin",
+              "X_Consumer_ID": "forged", "X_Consumer_Username": "admin"}
+    response = call(kong, http, authz.mint(), {**spoofs, "X_Request_Id": "kept"})
+    assert response.status_code == 200, response.text
+    received = upstream.last["headers"]
+    assert received["x-user"] == ["user-1"] and received["x-credential-identifier"] == ["user-1"]
+    assert not set(received) & {name.lower() for name in spoofs}, received
+    assert received["x_request_id"] == ["kept"]  # the stand-in does pass underscore names through
+    cleared = [c.args[0] for c in kong.last.pdk_calls if c.method == "kong.service.request.clear_header"]
+    assert sorted(cleared) == ["Authorization", "x_consumer_id", "x_consumer_username", "x_credential_identifier",
+                               "x_email", "x_user"]
+    assert_no_plugin_errors(kong)
 
 
 def test_passthrough_credentials_keeps_the_token(
@@ -302,15 +355,19 @@ def client_auth_configs(authz: MockAuthorizationServer) -> dict[str, dict[str, A
 def test_every_client_auth_method_authenticates_the_gateway_for_introspection(
     start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session
 ) -> None:
-    for method, config in client_auth_configs(authz).items():
+    configs = client_auth_configs(authz)
+    for method, config in configs.items():
         options = {"introspection_endpoint": authz.introspection_endpoint, "client_secret": None, **config}
         kong = start_kong(declarative(plugin_config(authorization_servers=[authz.issuer], **options)))
         response = call(kong, http, authz.issue_opaque())
         assert response.status_code == 200, (method, response.text)
         recorded = [r for r in authz.requests if r.endpoint == "introspection"][-1]
         assert recorded.auth_method_used == method and recorded.client_id_authenticated == config["client_id"]
-        kong.stop()
+        kong.stop()  # SIGTERM to the plugin server
     assert authz.errors == []
+    for method in ("tls_client_auth", "self_signed_tls_client_auth"):  # the key was never on disk, so none is left
+        key_body = configs[method]["tls_client_auth_key"].splitlines()[1].encode()
+        assert files_containing(key_body, tempfile.gettempdir()) == [], method
 
 
 def test_wrong_gateway_credentials_are_503_not_401(

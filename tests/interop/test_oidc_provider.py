@@ -145,7 +145,10 @@ def test_tokens_are_exchanged_at_the_provider_and_the_upstream_gets_the_exchange
     subject_client = "mcp-client" if validation == "jwt" else "opaque-client"
     subject = oidc.access_token(subject_client)
     actor = oidc.access_token("mcp-client-es")
-    direct = oidc.exchange("exchanger", subject, actor)["access_token"]
+    answer = oidc.exchange("exchanger", subject, actor)
+    assert answer["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token", f"provider: {answer}"
+    assert answer["token_type"] == "Bearer", f"provider: {answer}"
+    direct = answer["access_token"]
     claims = oidc.verify(direct, UPSTREAM_AUDIENCE)
     assert claims["act"] == {"sub": "mcp-client-es"} and claims["sub"] == subject_client, f"provider: {claims}"
 
@@ -201,6 +204,9 @@ def test_the_providers_token_exchange_grant_refuses_per_rfc_8693(oidc: OidcProvi
     status, answer = oidc.post_token("exchanger", base | {"resource": RESOURCE, "audience": None})
     assert status == 200 and oidc.verify(answer["access_token"], RESOURCE)["sub"] == "mcp-client", answer
     assert "act" not in unverified(answer["access_token"]), "provider: act without an actor token"
+    jwt_type = "urn:ietf:params:oauth:token-type:jwt"
+    status, answer = oidc.post_token("exchanger", base | {"requested_token_type": jwt_type})
+    assert status == 200 and (answer["issued_token_type"], answer["token_type"]) == (jwt_type, "Bearer"), answer
 
 
 def test_an_actor_token_the_provider_refuses_is_401_and_wrong_exchanger_credentials_are_503(

@@ -203,6 +203,25 @@ class Key:
         return jwt.api_jws.PyJWS().encode(json.dumps(body).encode(), self.private, algorithm=self.alg, headers=header)
 
 
+def make_client_cert(common_name: str = "gw") -> tuple[str, str]:
+    """A self-signed TLS client certificate and its private key, both PEM (for the TLS client-auth methods)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
 def make_key(alg: str = "RS256", kid: str | None = None) -> Key:
     if alg.startswith(("RS", "PS")):
         private: Any = rsa.generate_private_key(public_exponent=65537, key_size=2048)

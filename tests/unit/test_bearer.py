@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kong_plugins.ai_mcp_oauth2.bearer import MAX_TOKEN_BYTES, challenge, extract_token
+from kong_plugins.ai_mcp_oauth2.bearer import MAX_TOKEN_BYTES, challenge, extract_token, well_formed
 from kong_plugins.ai_mcp_oauth2.errors import InvalidRequest, InvalidToken, MissingToken
 
 
@@ -26,6 +26,16 @@ def test_ill_formed_bearer_tokens_are_invalid_requests(value: str) -> None:
     with pytest.raises(InvalidRequest) as info:
         extract_token({"authorization": [value]})
     assert info.value.status == 400
+
+
+@pytest.mark.parametrize("token,expected", [
+    ("abc", True), ("eyJ.a-b_c~d+e/f.g==", True), ("a=", True),
+    ("", False), ("=", False), ("a=b", False), ("a b", False), ("a\tb", False), ("abc\n", False),
+    ("ab\udcffcd", False),  # a non-UTF-8 header byte, as the plugin server carries it (surrogateescape)
+    ("tök", False), ("a\x00", False),
+])  # fmt: skip
+def test_well_formed_is_rfc_6750_b64token_and_ascii_only(token: str, expected: bool) -> None:
+    assert well_formed(token) is expected
 
 
 def test_several_authorization_headers_are_an_invalid_request() -> None:

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from kong_plugins.ai_mcp_oauth2.claims import header_value, resolve
+from kong_plugins.ai_mcp_oauth2.claims import header_value, number, resolve
+
+HUGE = 10**400  # valid JSON; no float can hold it
 
 CLAIMS = {"sub": "alice", "realm_access": {"roles": ["admin", "user"], "id": 7}, "n": None, "list": "x"}
 
@@ -30,3 +32,13 @@ def test_resolve_walks_nested_objects_only(path: tuple[str, ...], expected: Any)
 ])  # fmt: skip
 def test_header_values_are_encoded_and_never_carry_line_breaks(value: Any, expected: str | None) -> None:
     assert header_value(value) == expected
+
+
+@pytest.mark.parametrize("value,expected", [
+    (1_800_000_000, 1_800_000_000.0), (1.5, 1.5), (-3, -3.0), pytest.param(10**308, 1e308, id="10**308"), (1e308, 1e308),
+    pytest.param(HUGE, None, id="huge"), pytest.param(-HUGE, None, id="-huge"), (float("inf"), None), (float("-inf"), None), (float("nan"), None),
+    (True, None), (False, None), ("1800000000", None), (None, None), ([1], None),
+])  # fmt: skip
+def test_number_is_a_finite_float_or_none_and_never_raises(value: Any, expected: float | None) -> None:
+    """RFC 7519 §2 NumericDate: a 400-digit integer is valid JSON, and float() of it raised OverflowError."""
+    assert number(value) == expected

@@ -266,6 +266,21 @@ def test_exchange_puts_the_exchanged_token_upstream_and_removes_the_actor_header
     assert decision.clear_headers == ("X-Actor-Token",)
 
 
+@pytest.mark.parametrize("value", ["ab\udcffcd", "two words", "a\tb", "tök", "a,b"])
+def test_a_malformed_actor_token_header_is_400_and_never_exchanged(value: str) -> None:
+    """A non-UTF-8 byte (a lone surrogate here) raised UnicodeEncodeError in requests' form encoding: 500."""
+    exchange = Exchange()
+    request = FakeRequest({"authorization": ["Bearer abc"], "x-actor-token": [value]})
+    te = {"enabled": True, "token_endpoint": "https://as.example.com/token", "client_auth": "none",
+          "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token"}}
+    response = decide_with(request, {"sub": "alice"}, exchange, token_exchange=te, passthrough_credentials=True)
+    assert isinstance(response, Response) and response.status == 400
+    assert body(response) == {"error": "invalid_request", "error_description": "The actor token header is malformed"}
+    assert response.headers["WWW-Authenticate"].startswith(
+        'Bearer error="invalid_request", error_description="The actor token header is malformed"')
+    assert exchange.calls == []
+
+
 def test_static_actor_token_comes_from_config() -> None:
     exchange = Exchange()
     te = {"enabled": True, "token_endpoint": "https://as.example.com/token", "client_auth": "none",
@@ -367,3 +382,45 @@ def test_a_new_instance_for_the_same_config_shares_no_fetch_or_cache_with_the_on
     assert all(isinstance(r, Proxy) for r in results), results
     assert isinstance(request(old, "old-later"), Proxy) and isinstance(request(new, "new-later"), Proxy)
     assert [c.count(JWKS) for c in clients] == [1, 1]
+
+
+def test_underscore_variants_of_every_controlled_header_are_removed_by_the_name_the_client_sent() -> None:
+    """With nginx's underscores_in_headers on, X_Email reaches the upstream, and WSGI reads it as X-Email."""
+    te = {"enabled": True, "token_endpoint": "https://as.example.com/token", "client_auth": "none",
+          "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token"}}
+    spoofs = {"x_email": ["admin@example.com"], "x_user": ["root"], "x_credential_identifier": ["admin"],
+              "x_consumer_id": ["forged"], "x_consumer_username": ["admin"], "x_anonymous_consumer": ["true"],
+              "x_consumer_groups": ["admins"], "x_actor_token": ["other-actor"], "x-user": ["root"],
+              "x_consumer-custom_id": ["c-9"]}
+    request = ConsumerRequest([ALICE], headers={"authorization": ["Bearer abc"], "x-actor-token": ["actor"], **spoofs})
+    exchange = Exchange()
+    decision = decide_with(request, {"sub": "alice"}, exchange, consumer_claim=["sub"], token_exchange=te,
+                           passthrough_credentials=True, claim_to_header=[{"claim": "sub", "header": "X-User"},
+                                                                          {"claim": "email", "header": "X-Email"}])
+    assert decision.set_headers == {"X-User": "alice", "Authorization": "Bearer upstream-token",
+                                    "X-Consumer-ID": ALICE["id"], "X-Consumer-Custom-ID": "c-1",
+                                    "X-Consumer-Username": "alice", "X-Credential-Identifier": "alice"}
+    assert decision.clear_headers == (
+        "x_user", "x_email", "X-Actor-Token", "x_actor_token", "x_consumer_id", "x_consumer-custom_id",
+        "x_consumer_username", "x_credential_identifier", "x_anonymous_consumer", "x_consumer_groups")
+    assert exchange.calls == [("abc", "actor")]  # the variant is removed, never read as the actor token
+
+
+def test_a_configured_header_spelled_with_underscores_removes_the_dashed_client_copy() -> None:
+    decision = proxy_for({"sub": "alice"}, {"x-user": ["root"], "x-user-id": ["root"], "x_user": ["root"]},
+                         claim_to_header=[{"claim": "sub", "header": "X_User"}], passthrough_credentials=True)
+    assert decision.set_headers == {"X_User": "alice", "X-Credential-Identifier": "alice"}
+    assert decision.clear_headers == ("x-user",)  # x_user is replaced by set_headers; x-user-id is another header
+
+
+def test_honest_requests_cost_no_clear_header_for_variants() -> None:
+    decision = proxy_for({"sub": "alice"}, {"x-request-id": ["1"], "x_trace": ["2"], "user-agent": ["mcp"]},
+                         claim_to_header=[{"claim": "email", "header": "X-Email"}], passthrough_credentials=True)
+    assert decision == Proxy(set_headers={"X-Credential-Identifier": "alice"}, credential={"id": "alice"})
+
+
+def test_a_header_name_outside_ascii_never_matches_a_controlled_one() -> None:
+    """The Kelvin sign lowercases to "k": Unicode case folding would let a non-ASCII name match X-Key."""
+    decision = proxy_for({"sub": "alice"}, {"x-\u212aey": ["v"]}, claim_to_header=[{"claim": "k", "header": "X-Key"}],
+                         passthrough_credentials=True)
+    assert decision.clear_headers == ()

@@ -18,6 +18,8 @@ from kong_plugins.ai_mcp_oauth2.jwt_validator import JwtValidator
 from .conftest import kong_config
 from .fakes import DOWN, ISSUER, RESOURCE, Clock, FakeHttp, Key, make_key, ok
 
+HUGE = 10**400  # valid JSON; no float can hold it
+
 JWKS = "https://as.example.com/jwks"
 KEYS = {alg: make_key(alg) for alg in ("RS256", "PS256", "ES256", "EdDSA")}
 ATTACKER = make_key("RS256", kid=KEYS["RS256"].kid)
@@ -133,6 +135,16 @@ def test_time_claims(claims: dict[str, Any], omit: tuple[str, ...], leeway: int,
     relative = {k: (int(clock.now) + v if isinstance(v, int) and not isinstance(v, bool) else v)
                 for k, v in claims.items()}
     assert refused(validator, KEYS["RS256"].mint(relative, now=clock.now, omit=omit)) == expected
+
+
+@pytest.mark.parametrize("name", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", [pytest.param(HUGE, id="huge"), pytest.param(-HUGE, id="-huge")])
+def test_a_time_claim_no_float_can_hold_is_refused_before_any_key_is_fetched(name: str, value: int) -> None:
+    """A 400-digit integer is valid JSON; comparing it with the clock raised OverflowError (a 500).
+    Times are checked before the signature, so the token need not be signed by a known key."""
+    validator, http, clock = setup()
+    assert refused(validator, ATTACKER.mint({name: value}, now=clock.now)) == f"The access token's {name} claim is not a number"
+    assert http.calls == []
 
 
 def test_leeway_accepts_slightly_expired_and_early_tokens() -> None:

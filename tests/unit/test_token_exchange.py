@@ -17,6 +17,8 @@ from kong_plugins.ai_mcp_oauth2.token_exchange import GRANT_TYPE, TokenExchanger
 from .conftest import kong_config
 from .fakes import DOWN, Clock, FakeHttp, Gate, PausingLock, in_threads, join, ok, settle
 
+HUGE = 10**400  # valid JSON; no float can hold it
+
 ENDPOINT = "https://as.example.com/token"
 ISSUED = {"access_token": "exchanged-token", "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
           "token_type": "Bearer", "expires_in": 300}
@@ -106,7 +108,8 @@ def test_results_are_cached_for_expires_in_less_a_margin() -> None:
 
 
 def test_cache_ttl_applies_without_expires_in() -> None:
-    te, http, clock = exchanger(ok({"access_token": "x"}), cache={"enabled": True, "ttl": 60})
+    without = {k: v for k, v in ISSUED.items() if k != "expires_in"}
+    te, http, clock = exchanger(ok(without), cache={"enabled": True, "ttl": 60})
     te.exchange("s", None)
     clock.now += 59
     te.exchange("s", None)
@@ -114,6 +117,18 @@ def test_cache_ttl_applies_without_expires_in() -> None:
     clock.now += 2
     te.exchange("s", None)
     assert len(http.calls) == 2
+
+
+@pytest.mark.parametrize("cache", [{"enabled": True}, {"enabled": False}])
+@pytest.mark.parametrize("expires_in", [pytest.param(HUGE, id="huge"), pytest.param(-HUGE, id="-huge"), "300", True, [300]])
+def test_an_expires_in_that_is_no_usable_number_is_a_malformed_answer_503(
+    expires_in: Any, cache: dict[str, Any]
+) -> None:
+    """RFC 6749 §5.1: seconds, a JSON number. A 400-digit one raised OverflowError (a 500)."""
+    te, http, _ = exchanger(ok({**ISSUED, "expires_in": expires_in}), cache=cache)
+    with pytest.raises(Unavailable) as info:
+        te.exchange("s", None)
+    assert info.value.description == "The token exchange answer's expires_in is not a number"
 
 
 def test_cache_disabled_really_disables_it() -> None:
@@ -161,6 +176,61 @@ def test_failures_and_refusals_of_the_gateway_are_503(answer: Any) -> None:
     te, _, _ = exchanger(answer)
     with pytest.raises(Unavailable):
         te.exchange("s", None)
+
+
+ACCESS = "urn:ietf:params:oauth:token-type:access_token"
+JWT = "urn:ietf:params:oauth:token-type:jwt"
+REFRESH = "urn:ietf:params:oauth:token-type:refresh_token"
+ID_TOKEN = "urn:ietf:params:oauth:token-type:id_token"
+NOT_REQUESTED = "The token exchange answer's issued_token_type is not the requested type"
+NOT_BEARER = "The token exchange answer's token_type is not Bearer"
+NO_TOKEN_TYPE = "The token exchange answer has no token_type"
+
+
+@pytest.mark.parametrize("requested,change,description", [
+    (ACCESS, {"issued_token_type": None}, NOT_REQUESTED),
+    (ACCESS, {"issued_token_type": REFRESH}, NOT_REQUESTED),
+    (ACCESS, {"issued_token_type": ID_TOKEN, "token_type": "N_A"}, NOT_REQUESTED),
+    (ACCESS, {"issued_token_type": JWT}, NOT_REQUESTED),
+    (ACCESS, {"issued_token_type": ACCESS.upper()}, NOT_REQUESTED),
+    (ACCESS, {"issued_token_type": [ACCESS]}, NOT_REQUESTED),
+    (ACCESS, {"token_type": None}, NO_TOKEN_TYPE),
+    (ACCESS, {"token_type": 1}, NO_TOKEN_TYPE),
+    (ACCESS, {"token_type": "N_A"}, NOT_BEARER),
+    (ACCESS, {"token_type": "DPoP"}, NOT_BEARER),
+    (ACCESS, {"token_type": "Bearer "}, NOT_BEARER),
+    ("", {"issued_token_type": REFRESH}, NOT_REQUESTED),  # nothing requested: an access token is wanted
+    (JWT, {}, NOT_REQUESTED),  # an access_token-typed answer to a JWT request
+    (JWT, {"issued_token_type": JWT, "token_type": "N_A"}, NOT_BEARER),  # a JWT that is no access token
+    (ID_TOKEN, {"issued_token_type": ID_TOKEN, "token_type": None}, NO_TOKEN_TYPE),
+    (ID_TOKEN, {"issued_token_type": ACCESS}, NOT_REQUESTED),
+])  # fmt: skip
+def test_an_answer_of_another_token_type_is_503_and_never_forwarded(
+    requested: str, change: dict[str, Any], description: str
+) -> None:
+    """RFC 8693 §2.2.1: issued_token_type and token_type are REQUIRED; the token goes upstream as Bearer."""
+    answer = {k: v for k, v in {**ISSUED, **change}.items() if v is not None}
+    good = {**ISSUED, "issued_token_type": requested or ACCESS}
+    te, http, _ = exchanger(ok(answer), ok(good), request={"requested_token_type": requested})
+    with pytest.raises(Unavailable) as info:
+        te.exchange("s", None)
+    assert info.value.description == description
+    te.exchange("s", None)
+    assert len(http.calls) == 2  # the refused answer was not cached
+
+
+@pytest.mark.parametrize("requested,answer", [
+    (ACCESS, {"token_type": "bearer"}),
+    (ACCESS, {"token_type": "BEARER"}),
+    (None, {}),  # Kong's default requested type is the access token's
+    ("", {}),  # requested_token_type not sent: the access token is what the gateway wants
+    (JWT, {"issued_token_type": JWT}),
+    (ID_TOKEN, {"issued_token_type": ID_TOKEN, "token_type": "N_A"}),  # asked for on purpose
+])  # fmt: skip
+def test_an_answer_of_the_requested_type_is_forwarded(requested: str | None, answer: dict[str, Any]) -> None:
+    te, http, _ = exchanger(ok({**ISSUED, **answer}), request={"requested_token_type": requested})
+    assert te.exchange("s", None) == "exchanged-token"
+    assert form_of(http).get("requested_token_type") == ([requested or ACCESS] if requested != "" else None)
 
 
 def test_failures_are_never_cached() -> None:

@@ -712,8 +712,11 @@ class Pdk:
             self.m_kong_service_request_set_header(k, v)
 
     def _req_clear(self, name):
-        n = _norm_name(name)
-        self.s.headers[:] = [h for h in self.s.headers if _norm_name(h[0]) != n]
+        # lua-nginx-module's ngx.req.set_header/clear_header match names case-insensitively and keep "_"
+        # and "-" apart (its underscore replacement is compiled out with "#if 0"), unlike get_header,
+        # which reads $http_<name>, where nginx treats the two alike.
+        n = name.lower()
+        self.s.headers[:] = [h for h in self.s.headers if h[0].lower() != n]
 
     def m_kong_service_request_set_path(self, path, *_):
         self._svc_phase()

@@ -63,9 +63,13 @@ Introspection (RFC 7662): POST form, token required (once), token_type_hint opti
     wrong content-type / missing token -> 400 invalid_request; other methods -> 405.
 Token exchange (RFC 8693) at token_endpoint: see MockAuthorizationServer._token. Knobs:
     exchange_expires_in = 300 (None -> no expires_in), exchange_invalid_error = "invalid_grant" (error for an
-    invalid subject/actor token; RFC 8693 §2.2.2 says "invalid_request"), exchange_refuse: str | None.
+    invalid subject/actor token; RFC 8693 §2.2.2 says "invalid_request"), exchange_refuse: str | None,
+    exchange_answer_extra: dict = {} (merged over the answer; a None value removes the member, e.g.
+    {"issued_token_type": "urn:ietf:params:oauth:token-type:refresh_token"} or {"token_type": None}).
     The issued token: RS256, sub of the subject, aud = first audience, else first resource, else `resource`,
     scope = requested scope or the subject's, "act": {"sub": actor's sub} (nesting the subject's act).
+    The answer: access_token, issued_token_type = the requested type (access token when none was requested),
+    token_type "Bearer", expires_in, scope.
 
 Faults (endpoint in "metadata", "jwks", "introspection", "token")
     fault(endpoint, mode, count=None)   modes None | "500" | "503" | "404" | "401" | "hang" | "drop" |

@@ -73,6 +73,7 @@ class MockAuthorizationServer:
         self.exchange_expires_in: int | None = 300
         self.exchange_invalid_error = "invalid_grant"
         self.exchange_refuse: str | None = None
+        self.exchange_answer_extra: dict = {}
         self.slow_seconds = 2.0
         for alg in K.DEFAULT_ALGS:
             self.add_key(alg)
@@ -530,11 +531,13 @@ class MockAuthorizationServer:
         if self.exchange_expires_in is not None:
             claims["exp"] = int(time.time()) + int(self.exchange_expires_in)
         token = self.mint(claims, alg="RS256")
-        out = {"access_token": token, "issued_token_type": TT_ACCESS, "token_type": "Bearer"}
+        out = {"access_token": token, "issued_token_type": rtype or TT_ACCESS, "token_type": "Bearer"}
         if self.exchange_expires_in is not None:
             out["expires_in"] = self.exchange_expires_in
         if claims["scope"] is not None:
             out["scope"] = claims["scope"]
+        out.update(self.exchange_answer_extra)
+        out = {k: v for k, v in out.items() if v is not None}
         return Response.json(out, headers={"Pragma": "no-cache"})
 
     def _dev(self, sub: str, req: Request) -> Response:

@@ -201,7 +201,8 @@ async function tokenExchange(ctx) {
   const value = await token.save();
   ctx.body = {
     access_token: value,
-    issued_token_type: ACCESS_TOKEN_TYPE,
+    // RFC 8693 §2.2.1 and §3: what was requested (a JWT access token is a JWT), issued as an access token
+    issued_token_type: params.requested_token_type ?? ACCESS_TOKEN_TYPE,
     token_type: 'Bearer',
     expires_in: token.expiration,
     ...(token.scope ? { scope: token.scope } : {}),
