@@ -93,11 +93,12 @@ def authz() -> Any:
     server.stop()
 
 
+@pytest.mark.parametrize("threads", [False, True], ids=["default-gevent", "threads"])
 def test_memory_handlers_and_connections_stay_flat_over_20000_requests_and_30_config_changes(
-    tmp_path: Path, authz: MockAuthorizationServer, upstream: EchoUpstream
+    tmp_path: Path, authz: MockAuthorizationServer, upstream: EchoUpstream, threads: bool
 ) -> None:
     config = jwt_config(authz)
-    kong = C.start(tmp_path / "kong", C.PLUGIN, config, upstream_port=upstream.port)  # the default mode
+    kong = C.start(tmp_path / "kong", C.PLUGIN, config, upstream_port=upstream.port, threads=threads)
     try:
         pid = C.server_pid(kong)
         assert run(kong, mixed_requests(authz, 2_000)) == []  # warm-up: caches, pools, allocator
