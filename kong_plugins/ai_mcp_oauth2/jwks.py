@@ -7,6 +7,12 @@
   and PS*; EC P-256/384/521: ES256/384/512; OKP Ed25519/Ed448: EdDSA). Symmetric (``oct``)
   keys and ``none`` are never used; RSA keys shorter than 2048 bits are refused (RFC 7518 §3.3).
   A key that cannot be used is skipped; the rest of the set still counts.
+- A JWK with private members (RFC 7518 §6.2.2/§6.3.2, RFC 8037 §2: ``d``, ``p``, ``q``, ``dp``,
+  ``dq``, ``qi``, ``oth``, ``k``) is skipped *before* it is parsed, and an RSA modulus above
+  :data:`MAX_RSA_BITS` or an exponent above 32 bits is too: parsing an RSA private key without its
+  primes makes cryptography factor the modulus from ``d``, one call that never yields (seconds to
+  minutes of CPU for a 16 KB JWK), which would stall every request of the plugin server until
+  Kong gives up and proxies them.
 - Behaviour §5: the set is cached ``jwks_cache_ttl`` seconds; a failed fetch keeps the keys
   already held and is not retried for :data:`FAILURE_BACKOFF` seconds. An unknown ``kid`` (a key
   rotated in) refetches the set at most once per :data:`REFRESH_COOLDOWN` seconds, so tokens with
@@ -29,6 +35,8 @@ from jwt.algorithms import Algorithm, get_default_algorithms
 from .http import HttpClient, SingleFlight, Unreachable
 
 REFRESH_COOLDOWN = 10.0
+MAX_RSA_BITS = 8192
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 FAILURE_BACKOFF = 5.0
 MAX_KEYS = 100
 ALGORITHMS: dict[str, Algorithm] = {
@@ -77,6 +85,10 @@ def bind_key(jwk: Any) -> BoundKey | None:
     kid = jwk.get("kid")
     if kid is not None and not isinstance(kid, str):
         return None
+    if any(member in jwk for member in _PRIVATE_MEMBERS):
+        return None  # a published private key: never parsed, never used
+    if (kty == "RSA" and not _small_enough(jwk.get("n"), MAX_RSA_BITS)) or not _small_enough(jwk.get("e"), 32):
+        return None
     try:
         key = ALGORITHMS[allowed[0]].from_jwk(jwk)
     except Exception:  # noqa: BLE001 - any malformed key is skipped, never fatal
@@ -86,6 +98,11 @@ def bind_key(jwk: Any) -> BoundKey | None:
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
         return None
     return BoundKey(kid, frozenset(allowed), key)
+
+
+def _small_enough(value: Any, bits: int) -> bool:
+    """Whether an absent or base64url-encoded integer member is at most ``bits`` long."""
+    return value is None or isinstance(value, str) and len(value) <= -(-bits // 6)
 
 
 def parse_jwks(document: Any) -> list[BoundKey]:

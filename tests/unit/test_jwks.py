@@ -267,3 +267,29 @@ def test_a_key_set_without_any_keys_is_503() -> None:
     http.on(JWKS, ok({"not": "a jwks"}))
     with pytest.raises(Unreachable):
         ks.candidates(OLD.kid, "RS256")
+
+
+@pytest.mark.parametrize("member", ["d", "p", "q", "dp", "dq", "qi", "oth", "k"])
+def test_a_jwk_with_private_members_is_skipped_without_being_parsed(member: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An RSA "private key" with a huge d and no primes makes cryptography factor the modulus: one
+    call that never yields, stalling every request of the server (Kong then proxies them)."""
+    from kong_plugins.ai_mcp_oauth2 import jwks
+
+    parsed: list[dict[str, Any]] = []
+    for name, algorithm in jwks.ALGORITHMS.items():
+        monkeypatch.setitem(jwks.ALGORITHMS, name, type("Recording", (), {
+            "from_jwk": staticmethod(lambda jwk, a=algorithm: parsed.append(jwk) or a.from_jwk(jwk))}))
+    public = make_key("RS256").public_jwk()
+    assert jwks.bind_key(public) is not None and len(parsed) == 1
+    assert jwks.bind_key({**public, member: "A" * 6700}) is None  # a 40 000-bit d
+    assert len(parsed) == 1
+
+
+def test_oversized_rsa_members_are_skipped_without_being_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kong_plugins.ai_mcp_oauth2 import jwks
+
+    monkeypatch.setitem(jwks.ALGORITHMS, "RS256", None)  # any parse would raise: skipped or crashed
+    public = make_key("RS256").public_jwk()
+    assert jwks.bind_key({**public, "n": "A" * 2800}) is None  # a 16 384-bit modulus
+    assert jwks.bind_key({**public, "e": "A" * 500}) is None  # a 3000-bit exponent: 6 ms a verify
+    assert jwks.bind_key({**public, "n": 12345}) is None
