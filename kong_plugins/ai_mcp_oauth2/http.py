@@ -35,14 +35,16 @@ so an answer sent a byte at a time never times out):
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
 import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,7 +148,7 @@ class _Adapter(HTTPAdapter):
     value sent to the proxy it belongs to."""
 
     def __init__(self, proxy_auth: Mapping[str, str]) -> None:
-        super().__init__()
+        super().__init__(pool_maxsize=POOL_SIZE)
         self.proxy_auth = dict(proxy_auth)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -167,7 +169,9 @@ class _Adapter(HTTPAdapter):
 
 
 RESOLVER_THREADS = 8
+POOL_SIZE = 64  # idle connections kept per host and instance (urllib3's 10 is few for gevent's concurrency)
 _resolver: ThreadPoolExecutor | None = None
+_lookups: dict[tuple[str, int], Future[list[tuple[Any, ...]]]] = {}
 _resolver_lock = threading.Lock()
 
 
@@ -176,7 +180,9 @@ def resolve(host: str, port: int, seconds: float) -> list[tuple[Any, ...]]:
 
     The lookup runs in a small pool of its own (greenlets in gevent mode, whose resolver does not
     block the others), so a resolver that does not answer costs the request its budget and no more;
-    the abandoned lookup ends by the system resolver's own timeout. An IP literal is not looked up.
+    the abandoned lookup ends by the system resolver's own timeout. Concurrent lookups of one name
+    share one, so a name whose resolver stalls holds one worker, not the pool (other names, other
+    authorization servers, keep resolving). An IP literal is not looked up.
     """
     global _resolver
     try:
@@ -185,31 +191,43 @@ def resolve(host: str, port: int, seconds: float) -> list[tuple[Any, ...]]:
         pass
     else:
         return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    key = (host, port)
     with _resolver_lock:
-        if _resolver is None:
-            _resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="ai-mcp-oauth2-resolver")
-    lookup = _resolver.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+        lookup = _lookups.get(key)
+        if lookup is None:
+            if _resolver is None:
+                _resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="ai-mcp-oauth2-resolver")
+            lookup = _lookups[key] = _resolver.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+            lookup.add_done_callback(lambda done: _forget(key, done))
     try:
         return lookup.result(timeout=max(seconds, 0.0))
     except FutureTimeout:
-        lookup.cancel()
         raise TimeoutError(f"resolving {host} took longer than the request's budget") from None
 
 
+def _forget(key: tuple[str, int], lookup: Future[list[tuple[Any, ...]]]) -> None:
+    with _resolver_lock:
+        if _lookups.get(key) is lookup:
+            del _lookups[key]
+
+
 class _Outbound:
-    """One outbound call under a deadline: the sockets it uses, shut down when the deadline passes.
+    """One outbound call under a deadline: the sockets it uses, shut down when the deadline passes
+    (by :data:`_watchdog`) unless the call has finished.
 
     Shutting a socket down (not closing it) wakes whoever is blocked on it, thread or greenlet,
-    and leaves closing to its owner.
+    and leaves closing to its owner. :meth:`finish` comes before the connection goes back to the
+    pool, so a late deadline never cuts a connection another request has taken since.
     """
 
-    __slots__ = ("deadline", "sockets", "lock", "expired")
+    __slots__ = ("deadline", "sockets", "lock", "expired", "done")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.sockets: list[Any] = []
         self.lock = threading.Lock()
         self.expired = False
+        self.done = False
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -217,16 +235,21 @@ class _Outbound:
     def watch(self, sock: Any) -> None:
         with self.lock:
             self.sockets.append(sock)
-            expired = self.expired
-        if expired:
-            _shut(sock)
+            if self.expired:
+                _shut(sock)
 
     def expire(self) -> None:
         with self.lock:
+            if self.done:
+                return
             self.expired = True
-            sockets = list(self.sockets)
-        for sock in sockets:
-            _shut(sock)
+            for sock in self.sockets:
+                _shut(sock)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.done = True
+            self.sockets.clear()
 
 
 def _shut(sock: Any) -> None:
@@ -236,6 +259,41 @@ def _shut(sock: Any) -> None:
         pass  # already closed, or detached by the TLS wrapper (its guard covers it)
 
 
+class _Watchdog:
+    """One thread (a greenlet in gevent mode) that expires outbound calls at their deadlines: no
+    thread per call, which a process limit could refuse."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.heap: list[tuple[float, int, _Outbound]] = []
+        self.seq = itertools.count()
+        self.thread: threading.Thread | None = None
+
+    def watch(self, call: _Outbound) -> None:
+        with self.cond:
+            heapq.heappush(self.heap, (call.deadline, next(self.seq), call))
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="ai-mcp-oauth2-deadlines", daemon=True)
+                self.thread.start()
+            self.cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            due: list[_Outbound] = []
+            with self.cond:
+                while not due:
+                    now = time.monotonic()
+                    while self.heap and (self.heap[0][2].done or self.heap[0][0] <= now):
+                        call = heapq.heappop(self.heap)[2]
+                        if not call.done:
+                            due.append(call)
+                    if not due:
+                        self.cond.wait(self.heap[0][0] - now if self.heap else None)
+            for call in due:
+                call.expire()
+
+
+_watchdog = _Watchdog()
 _calls = threading.local()
 
 
@@ -369,19 +427,17 @@ class HttpClient:
         """Send a request; ``verify`` overrides ``ssl_verify`` (the mTLS endpoint has its own)."""
         left = remaining()
         if left is None:
-            return self._send(method, url, data, headers, cert, verify, self.timeout)
+            return self._send(method, url, data, headers, cert, verify, self.timeout, None)
         if left <= 0.01:
             raise Unreachable("the request's time budget is spent")
         call = _Outbound(time.monotonic() + left)
-        watchdog = threading.Timer(left, call.expire)
-        watchdog.daemon = True
-        watchdog.start()
+        _watchdog.watch(call)
         _calls.call = call
         try:
-            answer = self._send(method, url, data, headers, cert, verify, min(self.timeout, left))
+            answer = self._send(method, url, data, headers, cert, verify, min(self.timeout, left), call)
         finally:
             _calls.call = None
-            watchdog.cancel()
+            call.finish()
         if call.expired or call.left() <= 0:
             raise Unreachable("the request's time budget was spent on the call")
         return answer
@@ -395,6 +451,7 @@ class HttpClient:
         cert: tuple[str, str] | None,
         verify: bool | None,
         timeout: float,
+        call: _Outbound | None,
     ) -> HttpResponse:
         try:
             response = self.session.request(
@@ -422,6 +479,8 @@ class HttpClient:
         except (requests.RequestException, OSError, ValueError, AttributeError) as exc:
             raise Unreachable(type(exc).__name__) from None
         finally:
+            if call is not None:
+                call.finish()  # before the connection goes back to the pool
             response.close()
         return HttpResponse(response.status_code, b"".join(chunks), response.headers.get("Content-Type", ""))
 

@@ -117,9 +117,9 @@ class Event:
     instance: Any  # kong-pdk's Instance
 
 
-def _guard_exit() -> dict[str, Any]:
-    """What the server answers Kong for a handler that is silent past the budget: a 503."""
-    response = render(Unavailable("The gateway could not decide in time"), None, None)
+def _guard_exit(description: str) -> dict[str, Any]:
+    """What the server answers Kong for a request no handler can answer in time: a 503."""
+    response = render(Unavailable(description), None, None)
     return {"Method": "kong.response.exit", "Args": exit_args(response)}
 
 
@@ -142,18 +142,24 @@ class EventServer(PluginServer):  # type: ignore[misc]
     # --------------------------------------------------------------------- events
     def handle_event(self, event: dict[str, Any]) -> dict[str, Any]:
         iid = event["InstanceId"]
-        instance = self.instances.get(iid)
-        if instance is None:
-            # Kong matches this text, resets its instances and retries
-            raise PluginServerException(f"no plugin instance #{iid}")
-        handler = getattr(instance.cls, event["EventName"])
-        eid = next(self.ids)
-        record = Event(Channel(), instance)
-        with self.lock:
+        with self.lock:  # counted in flight before a CloseInstance can see it idle
+            instance = self.instances.get(iid)
+            if instance is None:
+                # Kong matches this text, resets its instances and retries
+                raise PluginServerException(f"no plugin instance #{iid}")
+            handler = getattr(instance.cls, event["EventName"])
+            eid = next(self.ids)
+            record = Event(Channel(), instance)
             self.events[eid] = record
             self.inflight[id(instance)] = self.inflight.get(id(instance), 0) + 1
             self.handlers += 1
-        threading.Thread(target=self._run, args=(eid, record, handler), daemon=True).start()
+        try:
+            threading.Thread(target=self._run, args=(eid, record, handler), daemon=True).start()
+        except RuntimeError:  # no thread to be had (a process limit): an RPC error would make Kong proxy
+            log.error("could not start a request handler; answered 503")
+            self.events.pop(eid, None)
+            self._done(instance)
+            return {"Data": _guard_exit("The gateway is overloaded"), "EventId": eid}
         return self._reply(eid, record)
 
     def _step(self, data: dict[str, Any], is_error: bool) -> dict[str, Any]:
@@ -170,7 +176,7 @@ class EventServer(PluginServer):  # type: ignore[misc]
         if message is None:
             log.error("a request handler did not answer within %.0f s; answered 503 for it", self.reply_timeout)
             record.channel.abandon()
-            message = _guard_exit()
+            message = _guard_exit("The gateway could not decide in time")
         if message == RET or (isinstance(message, dict) and message.get("Method") in TERMINAL_METHODS):
             self.events.pop(eid, None)  # Kong never steps it again
         return {"Data": message, "EventId": eid}
@@ -189,9 +195,9 @@ class EventServer(PluginServer):  # type: ignore[misc]
 
     # --------------------------------------------------------------------- instances
     def close_instance(self, iid: int) -> dict[str, Any]:
-        instance = self.instances.get(iid)
-        result: dict[str, Any] = super().close_instance(iid)  # raises "no plugin instance" if unknown
-        with self.lock:
+        with self.lock:  # no event can start on it between the check and the removal
+            instance = self.instances.get(iid)
+            result: dict[str, Any] = super().close_instance(iid)  # raises "no plugin instance" if unknown
             busy = self.inflight.get(id(instance), 0) > 0
             if busy:
                 self.closing[id(instance)] = instance

@@ -208,3 +208,92 @@ def test_an_ip_literal_is_not_looked_up(server: str, monkeypatch: pytest.MonkeyP
         assert http.get(server.replace("127.0.0.1", "localhost") + "/").status == 200
     assert looked_up == ["localhost"]
     http.close()
+
+
+def test_a_stalled_name_holds_one_resolver_worker_and_other_names_still_resolve(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent lookups of one name share one: a flood of requests for a server whose DNS stalls
+    must not take every resolver worker from the other authorization servers."""
+    import socket
+
+    from kong_plugins.ai_mcp_oauth2.http import RESOLVER_THREADS, request_budget
+
+    real = socket.getaddrinfo
+    release = threading.Event()
+    stalled: list[str] = []
+
+    def resolver(host: str, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "stalls.example":
+            stalled.append(host)
+            release.wait(30)
+        if host == "fine.example":
+            host = "127.0.0.1"
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    http = client(timeout=60000)
+    failures: list[str] = []
+
+    def stalls() -> None:
+        with request_budget(1.0):
+            try:
+                http.get("http://stalls.example/jwks")
+            except Unreachable:
+                failures.append("unreachable")
+
+    threads = [threading.Thread(target=stalls) for _ in range(RESOLVER_THREADS * 3)]
+    for thread in threads:
+        thread.start()
+    with request_budget(5.0):
+        assert http.get(server.replace("127.0.0.1", "fine.example") + "/").status == 200
+    for thread in threads:
+        thread.join(10)
+    assert failures == ["unreachable"] * len(threads) and stalled == ["stalls.example"]
+    release.set()
+    http.close()
+
+
+def test_concurrent_calls_keep_their_connections_for_the_next_ones() -> None:
+    """urllib3 keeps 10 idle connections a host by default: with more concurrent calls (gevent mode
+    has no limit) the rest were closed and reopened, a TLS handshake each."""
+    import socketserver
+
+    barrier = threading.Barrier(20, timeout=10)
+    connections: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            connections.append(1)
+
+        def do_GET(self) -> None:  # noqa: N802
+            barrier.wait()
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    srv = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    http = client()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/"
+    for _ in range(3):
+        threads = [threading.Thread(target=http.get, args=(url,)) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert len(connections) == 20  # the first round's connections served the next two rounds
+    http.close()
+    srv.shutdown()
+    srv.server_close()

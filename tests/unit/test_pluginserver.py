@@ -154,3 +154,22 @@ def test_many_concurrent_events_each_get_their_own_answers(server: EventServer) 
     for thread in threads:
         thread.join(10)
     assert wrong == [] and settle(server)
+
+
+def test_a_handler_that_cannot_start_is_a_503_never_an_rpc_error(server: EventServer,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a process limit a thread may not start; an RPC error would make Kong proxy the request."""
+    iid = start(server)
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    answer = server.handle_event({"InstanceId": iid, "EventName": "access"})
+    monkeypatch.undo()
+    status, body, headers = answer["Data"]["Args"]
+    assert answer["Data"]["Method"] == "kong.response.exit" and status == 503
+    assert json.loads(body)["error_description"] == "The gateway is overloaded" and "Retry-After" in headers
+    assert held(server) == (0, 0, 0)
+    server.close_instance(iid)
+    assert len(Scripted.closed) == 1  # the failed event did not keep the instance busy
