@@ -31,6 +31,8 @@ a handler waiting for a step that never comes (Kong abandons an event after a Lu
 call) gives up after :data:`ABANDON_AFTER` seconds; and a handler that has not answered Kong
 within the request budget plus :data:`REPLY_MARGIN` is answered for: the server sends Kong a 503
 exit itself, so Kong's own timeout (60 s, after which it *proxies* the request) is never reached.
+Both limits are kept by one reaper that looks every :data:`REAP_EVERY` seconds (a timer per message
+would cost more than the message). A handler that cannot be started is a 503 as well.
 
 **Instances.** Kong starts a new instance on every config change and closes the old one with
 ``plugin.CloseInstance``. The old instance's outbound connections and other resources are
@@ -47,6 +49,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,7 +70,9 @@ RET = "ret"
 TERMINAL_METHODS = frozenset({"kong.response.exit", "kong.response.error"})
 ABANDON_AFTER = 90.0  # seconds a handler waits for Kong's next step (Kong's own RPC timeout: 60 s)
 REPLY_MARGIN = 5.0  # seconds past the request budget before the server answers for a silent handler
-_ABANDONED = object()
+REAP_EVERY = 1.0  # seconds between two looks for events waiting too long
+_WAKE = object()  # ends a handler's wait on an abandoned event
+_SILENT = object()  # ends the server's wait on a silent handler
 
 
 class EventAbandoned(BaseException):
@@ -77,38 +82,58 @@ class EventAbandoned(BaseException):
 
 class Channel:
     """The two directions of one event. The handler's side is ``put``/``get`` (what kong-pdk's
-    ``Kong`` object calls); the server's side is :meth:`next_message`/:meth:`answer`."""
+    ``Kong`` object calls); the server's side is :meth:`next_message`/:meth:`answer`.
 
-    __slots__ = ("to_kong", "to_handler")
+    No wait has a timer of its own (a timer per message costs more than the message): each side
+    notes when it started waiting, and :meth:`EventServer.reap` ends waits that last too long.
+    """
+
+    __slots__ = ("to_kong", "to_handler", "kong_since", "handler_since", "closed")
 
     def __init__(self) -> None:
-        self.to_kong: queue.Queue[Any] = queue.Queue()
-        self.to_handler: queue.Queue[Any] = queue.Queue()
+        self.to_kong: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.to_handler: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.kong_since: float | None = None  # the server waits for the handler since
+        self.handler_since: float | None = None  # the handler waits for Kong since
+        self.closed = False
 
     def put(self, message: Any) -> None:
         self.to_kong.put(message)
 
     def get(self) -> Any:
-        try:
-            answer = self.to_handler.get(timeout=ABANDON_AFTER)
-        except queue.Empty:
-            raise EventAbandoned() from None
-        if answer is _ABANDONED:
+        if self.closed:
+            raise EventAbandoned()
+        self.handler_since = time.monotonic()
+        answer = self.to_handler.get()
+        self.handler_since = None
+        if answer is _WAKE:
             raise EventAbandoned()
         return answer
 
     def answer(self, value: Any) -> None:
         self.to_handler.put(value)
 
-    def abandon(self) -> None:
-        self.to_handler.put(_ABANDONED)
+    def close(self) -> None:
+        """No answer will come: the handler's current or next wait ends in :class:`EventAbandoned`."""
+        self.closed = True
+        self.to_handler.put(_WAKE)
 
-    def next_message(self, timeout: float) -> Any:
-        """The handler's next PDK call or ``"ret"``; None if it sent nothing within ``timeout``."""
-        try:
-            return self.to_kong.get(timeout=timeout)
-        except queue.Empty:
-            return None
+    def next_message(self) -> Any:
+        """The handler's next PDK call or ``"ret"``; None once the handler was found silent."""
+        self.kong_since = time.monotonic()
+        message = self.to_kong.get()
+        self.kong_since = None
+        return None if message is _SILENT else message
+
+    def reap(self, now: float, reply_timeout: float) -> None:
+        """End a wait that has lasted too long (see the module docstring)."""
+        since = self.kong_since
+        if since is not None and now - since > reply_timeout:
+            self.to_kong.put(_SILENT)
+            self.close()
+        since = self.handler_since
+        if since is not None and now - since > ABANDON_AFTER and not self.closed:
+            self.close()
 
 
 @dataclass(eq=False, slots=True)
@@ -138,6 +163,13 @@ class EventServer(PluginServer):  # type: ignore[misc]
         self.handlers = 0
         self.inflight: dict[int, int] = {}  # id(instance) -> events running on it
         self.closing: dict[int, Any] = {}  # id(instance) -> closed by Kong, events still running
+        if self.use_gevent:
+            import gevent
+
+            self.spawn: Callable[..., Any] = gevent.spawn
+        else:
+            self.spawn = _start_thread
+        threading.Thread(target=_reap, args=(weakref.ref(self),), name="event-reaper", daemon=True).start()
 
     # --------------------------------------------------------------------- events
     def handle_event(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -154,7 +186,7 @@ class EventServer(PluginServer):  # type: ignore[misc]
             self.inflight[id(instance)] = self.inflight.get(id(instance), 0) + 1
             self.handlers += 1
         try:
-            threading.Thread(target=self._run, args=(eid, record, handler), daemon=True).start()
+            self.spawn(self._run, eid, record, handler)
         except RuntimeError:  # no thread to be had (a process limit): an RPC error would make Kong proxy
             log.error("could not start a request handler; answered 503")
             self.events.pop(eid, None)
@@ -172,10 +204,9 @@ class EventServer(PluginServer):  # type: ignore[misc]
         return self._reply(eid, record)
 
     def _reply(self, eid: int, record: Event) -> dict[str, Any]:
-        message = record.channel.next_message(self.reply_timeout)
+        message = record.channel.next_message()
         if message is None:
             log.error("a request handler did not answer within %.0f s; answered 503 for it", self.reply_timeout)
-            record.channel.abandon()
             message = _guard_exit("The gateway could not decide in time")
         if message == RET or (isinstance(message, dict) and message.get("Method") in TERMINAL_METHODS):
             self.events.pop(eid, None)  # Kong never steps it again
@@ -224,6 +255,20 @@ class EventServer(PluginServer):  # type: ignore[misc]
         with self.lock:
             status.update(Events=len(self.events), Handlers=self.handlers, ClosingInstances=len(self.closing))
         return status
+
+
+def _start_thread(target: Callable[..., None], *args: Any) -> None:
+    threading.Thread(target=target, args=args, daemon=True).start()
+
+
+def _reap(server: weakref.ref[EventServer]) -> None:
+    """Every :data:`REAP_EVERY` seconds, end the waits that have lasted too long, while the server lives."""
+    while (alive := server()) is not None:
+        now = time.monotonic()
+        for record in list(alive.events.values()):
+            record.channel.reap(now, alive.reply_timeout)
+        del alive
+        time.sleep(REAP_EVERY)
 
 
 def _close(instance: Any) -> None:

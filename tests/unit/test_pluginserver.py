@@ -31,8 +31,10 @@ class Scripted:
 
 
 @pytest.fixture
-def server() -> Iterator[EventServer]:
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[EventServer]:
     from kong_pdk.module import Module
+
+    monkeypatch.setattr(pluginserver, "REAP_EVERY", 0.05)
 
     class module:
         Plugin = Scripted
