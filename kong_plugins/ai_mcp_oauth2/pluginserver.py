@@ -265,8 +265,11 @@ def _reap(server: weakref.ref[EventServer]) -> None:
     """Every :data:`REAP_EVERY` seconds, end the waits that have lasted too long, while the server lives."""
     while (alive := server()) is not None:
         now = time.monotonic()
-        for record in list(alive.events.values()):
-            record.channel.reap(now, alive.reply_timeout)
+        try:
+            for record in list(alive.events.values()):
+                record.channel.reap(now, alive.reply_timeout)
+        except Exception as exc:  # noqa: BLE001 - the reaper must outlive anything; it guards every request
+            log.error("the event reaper failed once: %s", type(exc).__name__)
         del alive
         time.sleep(REAP_EVERY)
 
