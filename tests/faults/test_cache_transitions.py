@@ -8,36 +8,16 @@ with the fetch held in flight; these prove the same through the real server.)"""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from kong_plugins.ai_mcp_oauth2.jwks import REFRESH_COOLDOWN
-from tests.bench import common as C
-from tests.harness.kong_standin import KongStandIn
 from tests.harness.mock_as import MockAuthorizationServer
 from tests.harness.upstream import EchoUpstream
 
 from .conftest import StartKong, burst, call, exchange_config, introspection_config, jwt_config
 
 WIDTH = 24  # concurrent requests
-
-
-@pytest.fixture
-def start_kong(tmp_path: Path, upstream: EchoUpstream) -> Iterator[StartKong]:
-    """The stand-in with the plugin server started as the README says, without ``--threads``."""
-    started: list[KongStandIn] = []
-
-    def start(config: dict[str, Any]) -> KongStandIn:
-        kong = C.start(tmp_path / f"kong{len(started)}", C.PLUGIN, config, upstream_port=upstream.port)
-        started.append(kong)
-        return kong
-
-    yield start
-    for kong in started:
-        kong.stop()
 
 
 @pytest.mark.parametrize("old_key", ["kept", "removed"])
