@@ -77,3 +77,34 @@ def test_a_burst_with_one_new_token_is_exchanged_once(start_kong: StartKong, aut
     responses = burst(kong, [authz.mint()] * WIDTH)
     assert [r.status_code for r in responses] == [200] * WIDTH
     assert authz.count("token") == 1 and authz.count("jwks") == 1
+
+
+def test_a_config_change_with_requests_in_flight_answers_them_all_and_releases_the_old_instance(
+    start_kong: StartKong, authz: MockAuthorizationServer, upstream: EchoUpstream
+) -> None:
+    """Kong starts a new instance and closes the old one while its requests still wait on the
+    authorization server: they finish on the old instance, the new one serves at once, and no
+    event, handler or closing instance is left behind. (That the old instance is released only
+    after its last request is shown in tests/unit/test_pluginserver.py.)"""
+    import concurrent.futures
+
+    from tests.bench import common as C
+
+    config = introspection_config(authz)
+    kong = start_kong(config)
+    authz.slow_seconds = 0.6  # within the config's 1 s timeout
+    authz.fault("introspection", "slow")
+    tokens = [authz.issue_opaque({"sub": f"in-flight-{i}"}) for i in range(WIDTH)]
+    with concurrent.futures.ThreadPoolExecutor(WIDTH) as pool:
+        waiting = [pool.submit(call, kong, token) for token in tokens]
+        assert C.wait_until(lambda: authz.count("introspection") >= WIDTH // 2, 10)
+        kong.reload(C.declarative(C.PLUGIN, {**config, "jwt_claims_leeway": 1}))  # a config change
+        authz.fault("introspection", None)
+        fresh = call(kong, authz.issue_opaque({"sub": "after"}))  # the new instance
+        statuses = [future.result(timeout=30).status_code for future in waiting]
+    assert statuses == [200] * WIDTH and fresh.status_code == 200
+    status = kong.plugin_status(C.PLUGIN)
+    assert C.wait_until(lambda: kong.plugin_status(C.PLUGIN)["ClosingInstances"] == 0, 10), status
+    status = kong.plugin_status(C.PLUGIN)
+    assert (status["Events"], status["Handlers"], len(status["Plugins"][C.PLUGIN]["Instances"])) == (0, 0, 1)
+    assert authz.errors == []
