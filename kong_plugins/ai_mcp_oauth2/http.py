@@ -39,6 +39,7 @@ import heapq
 import ipaddress
 import itertools
 import json
+import logging
 import os
 import socket
 import threading
@@ -61,6 +62,7 @@ from .config import Config
 from .errors import Unavailable
 
 MAX_BODY = 1024 * 1024
+log = logging.getLogger("ai_mcp_oauth2")
 REQUEST_BUDGET = 45.0  # seconds; below Kong's default 60 s plugin-server read timeout
 _budget = threading.local()
 
@@ -194,11 +196,13 @@ def resolve(host: str, port: int, seconds: float) -> list[tuple[Any, ...]]:
     key = (host, port)
     with _resolver_lock:
         lookup = _lookups.get(key)
+        started = lookup is None
         if lookup is None:
             if _resolver is None:
                 _resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="ai-mcp-oauth2-resolver")
             lookup = _lookups[key] = _resolver.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
-            lookup.add_done_callback(lambda done: _forget(key, done))
+    if started:  # outside the lock: a lookup already done runs the callback here, at once
+        lookup.add_done_callback(lambda done: _forget(key, done))
     try:
         return lookup.result(timeout=max(seconds, 0.0))
     except FutureTimeout:
@@ -255,8 +259,8 @@ class _Outbound:
 def _shut(sock: Any) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
-    except (OSError, ValueError):
-        pass  # already closed, or detached by the TLS wrapper (its guard covers it)
+    except Exception:  # noqa: BLE001 - closed, detached by the TLS wrapper (its guard covers it), or odd
+        pass
 
 
 class _Watchdog:
@@ -270,11 +274,16 @@ class _Watchdog:
         self.thread: threading.Thread | None = None
 
     def watch(self, call: _Outbound) -> None:
+        """Raises Unreachable when the watchdog cannot run: a call that cannot be bounded is not made."""
         with self.cond:
-            heapq.heappush(self.heap, (call.deadline, next(self.seq), call))
             if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="ai-mcp-oauth2-deadlines", daemon=True)
-                self.thread.start()
+                thread = threading.Thread(target=self._run, name="ai-mcp-oauth2-deadlines", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread to be had (a process limit): try again next call
+                    raise Unreachable("the outbound call's deadline cannot be kept") from None
+                self.thread = thread
+            heapq.heappush(self.heap, (call.deadline, next(self.seq), call))
             self.cond.notify()
 
     def _run(self) -> None:
@@ -290,7 +299,10 @@ class _Watchdog:
                     if not due:
                         self.cond.wait(self.heap[0][0] - now if self.heap else None)
             for call in due:
-                call.expire()
+                try:
+                    call.expire()
+                except Exception as exc:  # noqa: BLE001 - the watchdog must outlive anything
+                    log.error("expiring an outbound call failed: %s", type(exc).__name__)
 
 
 _watchdog = _Watchdog()
@@ -362,9 +374,13 @@ class _BoundedConnectionMixin:
         super().request(*args, **kwargs)  # type: ignore[misc]
 
     def shutdown(self, how: int) -> None:
-        """What the watchdog calls on a watched connection: shut its current socket down."""
-        if self.sock is not None:
-            self.sock.shutdown(how)
+        """What the watchdog calls on a watched connection: shut its current socket down (under
+        urllib3's TLS-in-TLS transport, used through an ``https://`` proxy, the socket it wraps)."""
+        sock = self.sock
+        while sock is not None and not hasattr(sock, "shutdown"):
+            sock = getattr(sock, "socket", None)
+        if sock is not None:
+            sock.shutdown(how)
 
 
 class _BoundedHTTPConnection(_BoundedConnectionMixin, HTTPConnection):

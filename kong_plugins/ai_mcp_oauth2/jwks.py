@@ -24,6 +24,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,8 +103,17 @@ def bind_key(jwk: Any) -> BoundKey | None:
 
 
 def _small_enough(value: Any, bits: int) -> bool:
-    """Whether an absent or base64url-encoded integer member is at most ``bits`` long."""
-    return value is None or isinstance(value, str) and len(value) <= -(-bits // 6)
+    """Whether an absent or base64url-encoded integer member is at most ``bits`` long (its length
+    is checked before anything is decoded)."""
+    if value is None:
+        return True
+    if not isinstance(value, str) or len(value) > -(-bits // 6):
+        return False
+    try:
+        number = int.from_bytes(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)), "big")
+    except (binascii.Error, ValueError):
+        return False
+    return number.bit_length() <= bits
 
 
 def parse_jwks(document: Any) -> list[BoundKey]:

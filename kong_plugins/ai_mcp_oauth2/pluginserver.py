@@ -198,7 +198,10 @@ class EventServer(PluginServer):  # type: ignore[misc]
         eid = data["EventId"]
         record = self.events.get(eid)
         if record is None:
-            raise PluginServerException(f"event id {eid} not found")
+            # An event this server no longer has (ended after ABANDON_AFTER, or a server restarted
+            # under Kong): an RPC error would make Kong proxy the request, so answer it a 503.
+            log.warning("Kong continued an event this server no longer has; answered 503")
+            return {"Data": _guard_exit("The gateway lost track of the request"), "EventId": eid}
         value = data.get("Data")
         record.channel.answer((None, value) if is_error else (value, None))
         return self._reply(eid, record)

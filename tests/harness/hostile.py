@@ -6,6 +6,8 @@
   work ended rather than lingering.
 - :class:`BlackHole`: addresses where a TCP connect never completes (the listen queue is full and
   further SYNs are dropped, as by a firewall that drops packets).
+- :class:`SilentHttps` and :class:`TlsProxy`: a TLS server that never answers, and an ``https://``
+  forward proxy in front of it.
 - :func:`hosts_launcher`: a start-command prefix that runs the plugin server with its own
   ``/etc/hosts`` (a private mount namespace), so one host name can have several addresses.
 
@@ -14,8 +16,11 @@ All on loopback; every loop is bounded and ends at :meth:`stop`.
 
 from __future__ import annotations
 
+import select
 import shlex
 import socket
+import ssl
+import tempfile
 import threading
 from pathlib import Path
 
@@ -153,3 +158,101 @@ def hosts_launcher(tmp: Path, names: dict[str, list[str]]) -> str:
     hosts.write_text("127.0.0.1 localhost\n" + "".join(f"{a} {n}\n" for n, addrs in names.items() for a in addrs))
     return f"unshare -m sh -c 'mount --bind {shlex.quote(str(hosts))} /etc/hosts && exec \"$0\" \"$@\"'"
 
+
+
+def _tls_server_context() -> ssl.SSLContext:
+    """A loopback TLS server context (a test CA's certificate; the key file is gone once loaded)."""
+    from tests.harness.mock_as.tls import Pki
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return Pki().server_context(tmp, request_client_cert=False)
+
+
+class _TlsServer:
+    def __init__(self) -> None:
+        self.ctx = _tls_server_context()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.stopped = threading.Event()
+        self.threads: list[threading.Thread] = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            thread = threading.Thread(target=self._guarded, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _guarded(self, conn: socket.socket) -> None:
+        tls: ssl.SSLSocket | None = None
+        try:
+            conn.settimeout(5)
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+            self.serve(tls)
+        except Exception:  # noqa: BLE001 - a test server's connection ends, whatever happened on it
+            pass
+        finally:
+            (tls or conn).close()
+
+    def serve(self, tls: ssl.SSLSocket) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.stopped.set()
+        for thread in self.threads:
+            thread.join(3)
+        self.listener.close()
+
+
+class SilentHttps(_TlsServer):
+    """Completes the TLS handshake, then never answers (until stop, or the client hangs up)."""
+
+    def serve(self, tls: ssl.SSLSocket) -> None:
+        tls.settimeout(0.2)
+        while not self.stopped.is_set():
+            try:
+                if tls.recv(65536) == b"":
+                    return
+            except TimeoutError:
+                continue
+
+
+class TlsProxy(_TlsServer):
+    """An ``https://`` forward proxy: TLS from the client, ``CONNECT host:port``, then a raw tunnel
+    (so a TLS server behind it is TLS inside TLS, urllib3's SSLTransport)."""
+
+    def serve(self, tls: ssl.SSLSocket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = tls.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        host, port = head.split(b" ")[1].decode().rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)), timeout=5)
+        tls.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        tls.setblocking(False)
+        upstream.setblocking(False)
+        try:
+            while not self.stopped.is_set():
+                ready, _, _ = select.select([tls, upstream], [], [], 0.2)
+                for side in ready:
+                    try:
+                        data = side.recv(65536)
+                    except (ssl.SSLWantReadError, BlockingIOError):
+                        continue
+                    if not data:
+                        return
+                    other = upstream if side is tls else tls
+                    other.setblocking(True)
+                    other.sendall(data)
+                    other.setblocking(False)
+                if tls.pending():
+                    upstream.sendall(tls.recv(65536))
+        finally:
+            upstream.close()

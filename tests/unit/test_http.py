@@ -297,3 +297,91 @@ def test_concurrent_calls_keep_their_connections_for_the_next_ones() -> None:
     http.close()
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_the_deadline_watchdog_survives_a_call_through_an_https_proxy_and_keeps_bounding_calls() -> None:
+    """Through an https:// proxy, urllib3 wraps the server's TLS in an SSLTransport, which has no
+    shutdown(): cutting such a call at its deadline killed the watchdog, and every later call of the
+    process lost its deadline (a dripping server then held its request as long as it dripped)."""
+    from kong_plugins.ai_mcp_oauth2.http import request_budget
+    from tests.harness.hostile import DripServer, SilentHttps, TlsProxy
+
+    errors: list[str] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_type.__name__)
+    silent, proxy, drip = SilentHttps(), TlsProxy(), DripServer("headers").start()
+    try:
+        proxied = client(https_proxy=f"https://127.0.0.1:{proxy.port}", ssl_verify=False, timeout=60000)
+        with request_budget(1.0), pytest.raises(Unreachable):
+            proxied.get(f"https://127.0.0.1:{silent.port}/jwks")
+        direct = client(timeout=60000)
+        outcome: list[str] = []
+
+        def dripped() -> None:
+            with request_budget(1.0):
+                try:
+                    direct.get(drip.url())
+                except Unreachable:
+                    outcome.append("unreachable")
+
+        thread = threading.Thread(target=dripped)
+        thread.start()
+        thread.join(10)  # the drip would go on for hours
+        assert outcome == ["unreachable"] and errors == []
+        proxied.close()
+        direct.close()
+    finally:
+        threading.excepthook = hook
+        drip.stop()
+        silent.stop()
+        proxy.stop()
+
+
+def test_a_watchdog_that_cannot_start_makes_no_call_and_is_started_again_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kong_plugins.ai_mcp_oauth2.http import _Outbound, _Watchdog
+
+    watchdog = _Watchdog()
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(Unreachable):
+        watchdog.watch(_Outbound(0.0))
+    assert watchdog.thread is None and watchdog.heap == []
+    monkeypatch.undo()
+    call = _Outbound(0.0)  # already due
+    watchdog.watch(call)
+    assert eventually(lambda: call.expired)
+
+
+def eventually(predicate: Any, timeout: float = 5.0) -> bool:
+    done = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return True
+        done.wait(0.01)
+    return bool(predicate())
+
+
+def test_a_lookup_that_is_done_before_it_is_waited_for_does_not_deadlock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name answered at once (/etc/hosts, a cache) can finish before its waiter registers: the
+    bookkeeping then runs at once, in the caller, which must not hold the resolver's lock."""
+    from concurrent.futures import Future
+
+    from kong_plugins.ai_mcp_oauth2 import http as module
+
+    class AtOnce:
+        def submit(self, fn: Any, *args: Any) -> Future[Any]:
+            done: Future[Any] = Future()
+            done.set_result(fn(*args))
+            return done
+
+    monkeypatch.setattr(module, "_resolver", AtOnce())
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(module.resolve("localhost", 80, 5.0)), daemon=True)
+    thread.start()
+    thread.join(5)
+    assert results and results[0][0][4][0] == "127.0.0.1"
+    assert ("localhost", 80) not in module._lookups

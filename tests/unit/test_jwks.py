@@ -292,4 +292,5 @@ def test_oversized_rsa_members_are_skipped_without_being_parsed(monkeypatch: pyt
     public = make_key("RS256").public_jwk()
     assert jwks.bind_key({**public, "n": "A" * 2800}) is None  # a 16 384-bit modulus
     assert jwks.bind_key({**public, "e": "A" * 500}) is None  # a 3000-bit exponent: 6 ms a verify
+    assert jwks.bind_key({**public, "e": "_____w"}) is None  # 2**36 - 1: six characters, 36 bits
     assert jwks.bind_key({**public, "n": 12345}) is None
