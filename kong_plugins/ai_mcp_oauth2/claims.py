@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 _MISSING = object()
@@ -47,6 +47,17 @@ def number(value: Any) -> float | None:
     except OverflowError:
         return None
     return result if math.isfinite(result) else None
+
+
+def numeric_member(values: Mapping[str, Any], name: str, unusable: Callable[[str], Exception]) -> float | None:
+    """The NumericDate member ``name`` (RFC 7519 §2): None when absent or null; ``unusable(name)``
+    is raised when it is present but no usable number (the caller says whose fault that is)."""
+    if values.get(name) is None:
+        return None
+    value = number(values[name])
+    if value is None:
+        raise unusable(name)
+    return value
 
 
 def _scalar(value: Any) -> str | None:

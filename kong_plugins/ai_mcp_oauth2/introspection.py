@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .claims import number
+from .claims import numeric_member
 from .client_auth import ClientAuth
 from .config import Config
 from .discovery import same_identifier
@@ -41,14 +41,9 @@ def _error(response: HttpResponse) -> object:
     return answer.get("error") if isinstance(answer, dict) else None
 
 
-def _time(answer: dict[str, Any], name: str) -> float | None:
-    """§2.2 ``exp``/``nbf`` of an introspection answer: None when absent, Unavailable when unusable."""
-    if answer.get(name) is None:
-        return None
-    value = number(answer[name])
-    if value is None:
-        raise Unavailable(f"The introspection answer's {name} is not a number")
-    return value
+def _malformed(name: str) -> Unavailable:
+    """§2.2 ``exp``/``nbf`` of an introspection answer that is no usable number: the server's fault."""
+    return Unavailable(f"The introspection answer's {name} is not a number")
 
 
 class Introspector:
@@ -99,10 +94,10 @@ class Introspector:
 
     def _check(self, claims: dict[str, Any], now: float) -> float:
         leeway = self.config.jwt_claims_leeway
-        exp = _time(claims, "exp")
+        exp = numeric_member(claims, "exp", _malformed)
         if exp is not None and now >= exp + leeway:
             raise InvalidToken("The access token has expired")
-        nbf = _time(claims, "nbf")
+        nbf = numeric_member(claims, "nbf", _malformed)
         if nbf is not None and now + leeway < nbf:
             raise InvalidToken("The access token is not valid yet")
         issuer = claims.get("iss")

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from .claims import number
+from .claims import numeric_member
 from .config import Config
 from .discovery import Discovery, same_identifier
 from .errors import InvalidToken, Unavailable
@@ -76,13 +76,8 @@ def _json_object(segment: str) -> dict[str, Any]:
     return value
 
 
-def _number(claims: dict[str, Any], name: str) -> float | None:
-    if claims.get(name) is None:
-        return None
-    value = number(claims[name])
-    if value is None:
-        raise InvalidToken(f"The access token's {name} claim is not a number")
-    return value
+def _not_a_number(name: str) -> InvalidToken:
+    return InvalidToken(f"The access token's {name} claim is not a number")
 
 
 class JwtValidator:
@@ -173,15 +168,15 @@ class JwtValidator:
     def _check_times(self, claims: dict[str, Any]) -> float:
         now = self.clock()
         leeway = self.config.jwt_claims_leeway
-        exp = _number(claims, "exp")
+        exp = numeric_member(claims, "exp", _not_a_number)
         if exp is None:
             raise InvalidToken("The access token has no expiry")
         if now >= exp + leeway:
             raise InvalidToken("The access token has expired")
-        nbf = _number(claims, "nbf")
+        nbf = numeric_member(claims, "nbf", _not_a_number)
         if nbf is not None and now + leeway < nbf:
             raise InvalidToken("The access token is not valid yet")
-        iat = _number(claims, "iat")
+        iat = numeric_member(claims, "iat", _not_a_number)
         if iat is not None and now + leeway < iat:
             raise InvalidToken("The access token was issued in the future")
         return exp + leeway
