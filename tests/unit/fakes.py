@@ -145,6 +145,24 @@ class PausingLock:
             if not self.resume.wait(10):
                 raise AssertionError("the paused thread was never resumed")
 
+    def run_late(self, fn: Callable[[], Any]) -> Callable[[Gate, list[threading.Thread]], Any]:
+        """Start ``fn`` in a thread held here right after its first look at the cache, and wait
+        until it is held (or done). The function returned completes the fetch held by ``gate``
+        (its ``leader`` threads), then lets ``fn`` go on, and returns its result (or exception)."""
+        late, results = in_threads(1, lambda _: fn(), start=False)
+        self.hold(late[0])
+        late[0].start()
+        settle(late)
+
+        def finish(gate: Gate, leader: list[threading.Thread]) -> Any:
+            gate.open()
+            join(leader)
+            self.resume.set()
+            join(late)
+            return results[0]
+
+        return finish
+
     def __enter__(self) -> bool:
         return self.acquire()
 

@@ -93,15 +93,10 @@ def test_a_request_that_looked_before_a_refetch_completed_uses_the_keys_it_broug
     lock = PausingLock()
     ks.lock = lock  # type: ignore[assignment]
     gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(OLD, NEW)), NEW.kid)
-    late, results = in_threads(1, lambda _: ks.candidates(NEW.kid, "RS256"), start=False)
-    lock.hold(late[0])
-    late[0].start()
-    settle(late)  # paused after it looked at the key set (or, without that lock, already answered)
-    gate.open()
-    join(leader_thread)
-    lock.resume.set()
-    join(late)
-    assert kids(leader[0]) == kids(results[0]) == [NEW.kid]
+    # paused after it looked at the key set (or, without that lock, already answered)
+    finish = lock.run_late(lambda: ks.candidates(NEW.kid, "RS256"))
+    late = finish(gate, leader_thread)
+    assert kids(leader[0]) == kids(late) == [NEW.kid]
     assert http.count(JWKS) == 2
 
 
@@ -194,15 +189,8 @@ def test_a_request_that_looked_before_a_failed_first_fetch_ended_does_not_ask_ag
     lock = PausingLock()
     ks.lock = lock  # type: ignore[assignment]
     gate, leader, leader_thread = held_fetch(ks, http, DOWN, OLD.kid)
-    late, results = in_threads(1, lambda _: ks.candidates(OLD.kid, "RS256"), start=False)
-    lock.hold(late[0])
-    late[0].start()
-    settle(late)
-    gate.open()
-    join(leader_thread)
-    lock.resume.set()
-    join(late)
-    assert kids(leader[0]) == kids(results[0]) == ["Unreachable"]
+    late = lock.run_late(lambda: ks.candidates(OLD.kid, "RS256"))(gate, leader_thread)
+    assert kids(leader[0]) == kids(late) == ["Unreachable"]
     assert http.count(JWKS) == 1
 
 
@@ -229,15 +217,8 @@ def test_a_request_that_looked_at_expired_keys_before_the_refresh_completed_does
     lock = PausingLock()
     ks.lock = lock  # type: ignore[assignment]
     gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(OLD, NEW)), OLD.kid)
-    late, results = in_threads(1, lambda _: ks.candidates(NEW.kid, "RS256"), start=False)
-    lock.hold(late[0])
-    late[0].start()
-    settle(late)
-    gate.open()
-    join(leader_thread)
-    lock.resume.set()
-    join(late)
-    assert kids(leader[0]) == [OLD.kid] and kids(results[0]) == [NEW.kid]
+    late = lock.run_late(lambda: ks.candidates(NEW.kid, "RS256"))(gate, leader_thread)
+    assert kids(leader[0]) == [OLD.kid] and kids(late) == [NEW.kid]
     assert http.count(JWKS) == 2
 
 

@@ -275,15 +275,9 @@ def test_a_request_that_missed_the_cache_as_an_exchange_ended_uses_its_result() 
     lock = PausingLock()
     te.lock = lock  # type: ignore[assignment]
     gate, leader = held_exchange(te, http, ok(ISSUED))
-    late, results = in_threads(1, lambda _: te.exchange("s", None), start=False)
-    lock.hold(late[0])
-    late[0].start()
-    assert lock.paused.wait(10)  # it missed the cache
-    gate.open()
-    join(leader)
-    lock.resume.set()
-    join(late)
-    assert results == ["exchanged-token"] and len(http.calls) == 1
+    finish = lock.run_late(lambda: te.exchange("s", None))
+    assert lock.paused.is_set()  # it missed the cache
+    assert finish(gate, leader) == "exchanged-token" and len(http.calls) == 1
 
 
 def test_a_failed_exchange_is_503_for_every_request_that_shared_it_and_is_not_remembered() -> None:

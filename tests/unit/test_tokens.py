@@ -195,15 +195,9 @@ def test_a_request_that_missed_the_cache_as_an_introspection_ended_uses_its_resu
     lock = PausingLock()
     validator.lock = lock  # type: ignore[assignment]
     gate, leader = held(validator, http, active(clock.now + 60), "t")
-    late, results = in_threads(1, lambda _: validator.verify("t"), start=False)
-    lock.hold(late[0])
-    late[0].start()
-    assert lock.paused.wait(10)  # it missed the cache
-    gate.open()
-    join(leader)
-    lock.resume.set()
-    join(late)
-    assert outcome(results[0]) == "alice"
+    finish = lock.run_late(lambda: validator.verify("t"))
+    assert lock.paused.is_set()  # it missed the cache
+    assert outcome(finish(gate, leader)) == "alice"
     assert http.count(INTROSPECT) == 1
 
 
