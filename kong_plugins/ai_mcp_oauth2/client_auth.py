@@ -98,8 +98,12 @@ class ClientAuth:
         if method in ("tls_client_auth", "self_signed_tls_client_auth"):
             alias = self.mtls_url if mtls_alias else None
             # tls_client_auth_ssl_verify governs the mTLS alias only; other endpoints follow ssl_verify
-            return ClientRequest(alias or url, form=[("client_id", self.client_id)], cert=self.cert,
-                                 verify=self.mtls_verify if alias else None)
+            return ClientRequest(
+                alias or url,
+                form=[("client_id", self.client_id)],
+                cert=self.cert,
+                verify=self.mtls_verify if alias else None,
+            )
         return ClientRequest(url, form=[("client_id", self.client_id)] if self.client_id else [])
 
     @classmethod
@@ -148,22 +152,27 @@ class MemoryFiles:
     def __init__(self, cert: str, key: str) -> None:
         create = getattr(os, "memfd_create", None)
         if create is None:
-            raise ConfigError("tls_client_auth_key", "cannot be held in memory on this system (no memfd_create), "
-                              "and a private key is never written to disk")
+            raise ConfigError(
+                "tls_client_auth_key",
+                "cannot be held in memory on this system (no memfd_create), and a private key is never written to disk",
+            )
         fds: list[int] = []
         try:
             for name, content in (("ai-mcp-oauth2-client.crt", cert), ("ai-mcp-oauth2-client.key", key)):
                 fds.append(create(name, os.MFD_CLOEXEC))
                 data = memoryview(content.encode())
                 while data:
-                    data = data[os.write(fds[-1], data):]
+                    data = data[os.write(fds[-1], data) :]
             paths = tuple(f"/proc/self/fd/{fd}" for fd in fds)
             if not all(os.path.exists(path) for path in paths):
                 raise FileNotFoundError("/proc/self/fd")
         except OSError as exc:
             _close(tuple(fds))
-            raise ConfigError("tls_client_auth_key", f"cannot be held in memory on this system ({type(exc).__name__}), "
-                              "and a private key is never written to disk") from None
+            raise ConfigError(
+                "tls_client_auth_key",
+                f"cannot be held in memory on this system ({type(exc).__name__}), "
+                "and a private key is never written to disk",
+            ) from None
         self.paths = (paths[0], paths[1])
         self._finalizer = weakref.finalize(self, _close, tuple(fds))
 

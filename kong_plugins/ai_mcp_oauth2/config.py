@@ -27,6 +27,7 @@ from .schema import SCHEMA
 
 WELL_KNOWN_PRM = "/.well-known/oauth-protected-resource"
 
+
 def _one_of(*path: str) -> tuple[str, ...]:
     """The ``one_of`` values the schema declares for a field, so the two never drift apart."""
     fields = SCHEMA
@@ -229,9 +230,7 @@ class _Reader:
         value = self.value(key)
         if value is None or value == []:  # Kong encodes an empty Lua table as an array
             return ()
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             raise ConfigError(self.name(key), "expected a map of strings to strings")
         return tuple(value.items())
 
@@ -557,13 +556,9 @@ def parse_config(raw: Any) -> Config:
             "(a mapped consumer still gets its own groups from Kong)"
         )
     if config.consumer_claim and "custom_id" in config.consumer_by:
-        warnings.append(
-            "consumer_by: the Kong PDK offers no lookup by custom_id; that choice is skipped"
-        )
+        warnings.append("consumer_by: the Kong PDK offers no lookup by custom_id; that choice is skipped")
     if "offline_access" in scopes:
-        warnings.append(
-            "scopes_supported: MCP authorization advises against advertising offline_access"
-        )
+        warnings.append("scopes_supported: MCP authorization advises against advertising offline_access")
     if warnings:
         config = _replace_warnings(config, tuple(warnings))
     return config

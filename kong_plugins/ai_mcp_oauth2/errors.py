@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 
 # RFC 6750 §3: error, error_description and scope values are %x20-21 / %x23-5B / %x5D-7E.
-_UNSAFE_HEADER_TEXT = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+_UNSAFE_HEADER_TEXT = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 
 
 def header_safe(text: str) -> str:
@@ -39,9 +39,7 @@ class Response:
 
 def json_body(error: str, description: str) -> bytes:
     """The JSON error body of behaviour §4: ``{"error": ..., "error_description": ...}``."""
-    return json.dumps(
-        {"error": error, "error_description": description}, separators=(",", ":")
-    ).encode()
+    return json.dumps({"error": error, "error_description": description}, separators=(",", ":")).encode()
 
 
 JSON = "application/json"

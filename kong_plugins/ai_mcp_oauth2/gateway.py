@@ -275,8 +275,9 @@ def upstream_changes(
         if _wsgi_name(name) in configured:
             continue  # the operator's own mapping of that header wins
         control(name, claims.header_value(value) if isinstance(value, str) and value else None)
-    return Proxy(set_headers=values, clear_headers=tuple(dict.fromkeys(clear)), consumer=consumer,
-                 credential=credential)
+    return Proxy(
+        set_headers=values, clear_headers=tuple(dict.fromkeys(clear)), consumer=consumer, credential=credential
+    )
 
 
 def _wsgi_name(name: str) -> str:

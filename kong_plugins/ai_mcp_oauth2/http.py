@@ -88,6 +88,8 @@ def remaining() -> float | None:
     """Seconds left of the current request's budget, or None outside of a request."""
     deadline = getattr(_budget, "deadline", None)
     return None if deadline is None else deadline - time.monotonic()
+
+
 SYSTEM_CA_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu (Kong's images), Alpine
     "/etc/pki/tls/certs/ca-bundle.crt",  # RHEL, Amazon Linux
@@ -99,6 +101,7 @@ SYSTEM_CA_BUNDLES = (
 def system_ca_bundle() -> str | None:
     """The first CA bundle of the operating system that exists, if any."""
     return next((path for path in SYSTEM_CA_BUNDLES if os.path.isfile(path)), None)
+
 
 T = TypeVar("T")
 

@@ -69,8 +69,9 @@ class Introspector:
         form = [*self.config.args, *client.form, ("token", token), ("token_type_hint", "access_token")]
         headers = {**dict(self.config.headers), **client.headers}
         try:
-            response = self.http.request("POST", client.url, data=form, headers=headers, cert=client.cert,
-                                         verify=client.verify)
+            response = self.http.request(
+                "POST", client.url, data=form, headers=headers, cert=client.cert, verify=client.verify
+            )
         except Unreachable:
             raise Unavailable("The authorization server could not be reached") from None
         if response.status in (401, 403):

@@ -124,8 +124,14 @@ class TokenExchanger:
     def _exchange(self, key: bytes, form: list[tuple[str, str]]) -> str:
         client = self.client.prepare(self.endpoint, mtls_alias=False)
         try:
-            response = self.http.request("POST", client.url, data=[*client.form, *form], headers=client.headers,
-                                         cert=client.cert, verify=client.verify)
+            response = self.http.request(
+                "POST",
+                client.url,
+                data=[*client.form, *form],
+                headers=client.headers,
+                cert=client.cert,
+                verify=client.verify,
+            )
         except Unreachable:
             raise Unavailable("The token exchange endpoint could not be reached") from None
         try:

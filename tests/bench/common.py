@@ -53,8 +53,9 @@ def floor_env(prefix: Path, threads: bool = False) -> dict[str, str]:
         "KONG_PLUGINS": f"bundled,{FLOOR}",
         "KONG_PLUGINSERVER_NAMES": FLOOR,
         "KONG_PLUGINSERVER_BENCH_FLOOR_SOCKET": f"{prefix}/{FLOOR}.socket",
-        "KONG_PLUGINSERVER_BENCH_FLOOR_START_CMD": (f"{sys.executable} {FLOOR_SCRIPT} --kong-prefix {prefix} "
-                                                    f"--socket-name {FLOOR}.socket --no-lua-style{flags}"),
+        "KONG_PLUGINSERVER_BENCH_FLOOR_START_CMD": (
+            f"{sys.executable} {FLOOR_SCRIPT} --kong-prefix {prefix} --socket-name {FLOOR}.socket --no-lua-style{flags}"
+        ),
         "KONG_PLUGINSERVER_BENCH_FLOOR_QUERY_CMD": f"{sys.executable} {FLOOR_SCRIPT} --dump",
     }
 
@@ -82,8 +83,16 @@ def declarative(name: str, config: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def start(prefix: Path, name: str, config: dict[str, Any], upstream_port: int = 9,
-          threads: bool = False, flags: str = "", launcher: str = "", **kwargs: Any) -> KongStandIn:
+def start(
+    prefix: Path,
+    name: str,
+    config: dict[str, Any],
+    upstream_port: int = 9,
+    threads: bool = False,
+    flags: str = "",
+    launcher: str = "",
+    **kwargs: Any,
+) -> KongStandIn:
     """A started stand-in with one plugin server: the real plugin (name PLUGIN, see
     :func:`plugin_env`) or the floor, in the default (gevent) mode or kong-pdk's thread mode."""
     prefix.mkdir(parents=True, exist_ok=True)
@@ -98,8 +107,9 @@ def bearer(token: str | None) -> dict[str, str]:
     return {} if token is None else {"Authorization": f"Bearer {token}"}
 
 
-def drive(kong: KongStandIn, method: str = "POST", path: str = "/mcp",
-          headers: dict[str, str] | None = None) -> tuple[int, RequestRecord]:
+def drive(
+    kong: KongStandIn, method: str = "POST", path: str = "/mcp", headers: dict[str, str] | None = None
+) -> tuple[int, RequestRecord]:
     """One request through the stand-in's router and access phase, over the real plugin-server
     socket, without the HTTP listener and the upstream (what ``proxy._Handler`` does up to the
     upstream call). Returns the status Kong would answer with (200: proxied) and the record."""
@@ -108,9 +118,18 @@ def drive(kong: KongStandIn, method: str = "POST", path: str = "/mcp",
     if body:
         sent += [["Content-Type", "application/json"], ["Content-Length", str(len(body))]]
     sent += [[k, v] for k, v in (headers or {}).items()]
-    state = RequestState(request_id="bench", method=method, raw_uri=path, http_version=1.1, headers=sent,
-                         body=body, client_ip="127.0.0.1", client_port=40000, server_port=kong.port,
-                         trusted_ips=kong.trusted_ips)
+    state = RequestState(
+        request_id="bench",
+        method=method,
+        raw_uri=path,
+        http_version=1.1,
+        headers=sent,
+        body=body,
+        client_ip="127.0.0.1",
+        client_port=40000,
+        server_port=kong.port,
+        trusted_ips=kong.trusted_ips,
+    )
     record = RequestRecord(request_id="bench", method=method, path=path)
     config = kong._config
     match = find_route(config.decl.routes, method, state.host, state.path, state.get_header)

@@ -13,6 +13,7 @@ Run as Kong runs a dedicated server: ``floor.py --kong-prefix P --socket-name be
 --no-lua-style [-g]`` (``--dump`` for the query command). With ``-g`` it is monkey-patched first,
 like the plugin's default mode, so plugin and floor run the same process model.
 """
+
 import sys
 
 if "-g" in sys.argv:
@@ -43,8 +44,9 @@ TERMINAL = ("kong.response.exit", "kong.response.error")
 
 class Plugin(object):
     def __init__(self, config):
-        self.calls = [(method.split(".")[1:], method in TERMINAL, args)
-                      for method, args in json.loads(config["script"])]
+        self.calls = [
+            (method.split(".")[1:], method in TERMINAL, args) for method, args in json.loads(config["script"])
+        ]
         self.key = config.get("decode_key") or None
         self.alg = [config.get("decode_alg") or "RS256"]
         self.audience = config.get("audience")

@@ -50,8 +50,12 @@ def pct(values: list[float], p: float) -> float:
 
 
 def summary(lat_us: list[float]) -> dict[str, float]:
-    return {"n": len(lat_us), "median_us": round(statistics.median(lat_us), 1),
-            "p99_us": round(pct(lat_us, 99), 1), "mean_us": round(statistics.fmean(lat_us), 1)}
+    return {
+        "n": len(lat_us),
+        "median_us": round(statistics.median(lat_us), 1),
+        "p99_us": round(pct(lat_us, 99), 1),
+        "mean_us": round(statistics.fmean(lat_us), 1),
+    }
 
 
 def timed(kong: KongStandIn, request: Request) -> tuple[float, int]:
@@ -61,8 +65,7 @@ def timed(kong: KongStandIn, request: Request) -> tuple[float, int]:
     return (time.perf_counter() - t0) * 1e6, status
 
 
-def concurrent_run(kong: KongStandIn, requests_: list[Request], concurrency: int, budget_s: float
-                   ) -> dict[str, Any]:
+def concurrent_run(kong: KongStandIn, requests_: list[Request], concurrency: int, budget_s: float) -> dict[str, Any]:
     """``requests_`` split over ``concurrency`` threads; bounded by count and by ``budget_s``."""
     deadline = time.monotonic() + budget_s
     chunks = [requests_[i::concurrency] for i in range(concurrency)]
@@ -82,8 +85,12 @@ def concurrent_run(kong: KongStandIn, requests_: list[Request], concurrency: int
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(worker, chunks))
     elapsed = time.perf_counter() - t0
-    return {"requests": len(statuses), "seconds": round(elapsed, 3),
-            "rps": round(len(statuses) / elapsed, 1), "statuses": sorted(set(statuses))}
+    return {
+        "requests": len(statuses),
+        "seconds": round(elapsed, 3),
+        "rps": round(len(statuses) / elapsed, 1),
+        "statuses": sorted(set(statuses)),
+    }
 
 
 # --------------------------------------------------------------------------------------------- setup
@@ -98,16 +105,27 @@ class Bench:
         self.authz.add_client("kong", "client_secret_basic", secret=SECRET)
         issuer = self.authz.issuer
         self.configs = {
-            "jwt": C.plugin_config(authorization_servers=[issuer],
-                                   claim_to_header=[{"claim": "sub", "header": "X-User"}]),
-            "introspection": C.plugin_config(authorization_servers=[issuer],
-                                             claim_to_header=[{"claim": "sub", "header": "X-User"}],
-                                             introspection_endpoint=self.authz.introspection_endpoint,
-                                             client_id="kong", client_secret=SECRET),
-            "exchange": C.plugin_config(authorization_servers=[issuer], passthrough_credentials=True,
-                                        claim_to_header=[{"claim": "sub", "header": "X-User"}],
-                                        token_exchange={"enabled": True, "token_endpoint": self.authz.token_endpoint,
-                                                        "client_id": "kong", "client_secret": SECRET}),
+            "jwt": C.plugin_config(
+                authorization_servers=[issuer], claim_to_header=[{"claim": "sub", "header": "X-User"}]
+            ),
+            "introspection": C.plugin_config(
+                authorization_servers=[issuer],
+                claim_to_header=[{"claim": "sub", "header": "X-User"}],
+                introspection_endpoint=self.authz.introspection_endpoint,
+                client_id="kong",
+                client_secret=SECRET,
+            ),
+            "exchange": C.plugin_config(
+                authorization_servers=[issuer],
+                passthrough_credentials=True,
+                claim_to_header=[{"claim": "sub", "header": "X-User"}],
+                token_exchange={
+                    "enabled": True,
+                    "token_endpoint": self.authz.token_endpoint,
+                    "client_id": "kong",
+                    "client_secret": SECRET,
+                },
+            ),
         }
         self.config_name = "jwt"
         self.plugin = C.start(tmp / "plugin", C.PLUGIN, self.configs["jwt"])
@@ -183,8 +201,16 @@ def measure_kind(b: Bench, kind: dict[str, Any]) -> dict[str, Any]:
     b.set_floor(b.floor, {"script": script})
     decode = fresh is not None
     if decode:
-        b.set_floor(b.floor_decode, {"script": script, "decode_key": b.pem(fresh), "decode_alg": fresh,
-                                     "audience": C.RESOURCE, "issuer": b.authz.issuer})
+        b.set_floor(
+            b.floor_decode,
+            {
+                "script": script,
+                "decode_key": b.pem(fresh),
+                "decode_alg": fresh,
+                "audience": C.RESOURCE,
+                "issuer": b.authz.issuer,
+            },
+        )
     for kong in [b.floor] + ([b.floor_decode] if decode else []):
         for _ in range(20):
             C.drive(kong, *request())
@@ -204,11 +230,17 @@ def measure_kind(b: Bench, kind: dict[str, Any]) -> dict[str, Any]:
     after = b.as_calls()
     n = len(lat["plugin"])
     result: dict[str, Any] = {
-        "config": kind["config"], "status": sorted(statuses["plugin"]), "floor_status": sorted(statuses["floor"]),
-        "pdk_round_trips": sample.round_trips, "pdk_calls": [c.method for c in sample.pdk_calls],
+        "config": kind["config"],
+        "status": sorted(statuses["plugin"]),
+        "floor_status": sorted(statuses["floor"]),
+        "pdk_round_trips": sample.round_trips,
+        "pdk_calls": [c.method for c in sample.pdk_calls],
         "as_calls_per_request": {k: round((after[k] - before[k]) / n, 4) for k in after if after[k] != before[k]},
-        "plugin": summary(lat["plugin"]), "floor": summary(lat["floor"]),
-        "as_calls_warmup_20_requests": warmup_calls, "first_request_status": first.status, "sample_status": sample_status,
+        "plugin": summary(lat["plugin"]),
+        "floor": summary(lat["floor"]),
+        "as_calls_warmup_20_requests": warmup_calls,
+        "first_request_status": first.status,
+        "sample_status": sample_status,
     }
     if decode:
         result["floor+decode"] = summary(lat["floor+decode"])
@@ -260,16 +292,22 @@ def in_process(b: Bench) -> dict[str, Any]:
         for _ in range(iterations):
             validator.verify(token)
         runs.append((time.perf_counter() - t0) / iterations * 1e6)
-    out["verify_cached_us"] = {"runs": [round(r, 3) for r in runs], "median": round(statistics.median(runs), 3),
-                               "iterations_per_run": iterations}
+    out["verify_cached_us"] = {
+        "runs": [round(r, 3) for r in runs],
+        "median": round(statistics.median(runs), 3),
+        "iterations_per_run": iterations,
+    }
     return out
 
 
 # --------------------------------------------------------------------------------------------- load cases
 def single_flight(b: Bench) -> dict[str, Any]:
     """50 concurrent requests with one new opaque token on an introspection + exchange config."""
-    b.configs["introspection+exchange"] = {**b.configs["introspection"], "passthrough_credentials": True,
-                                           "token_exchange": b.configs["exchange"]["token_exchange"]}
+    b.configs["introspection+exchange"] = {
+        **b.configs["introspection"],
+        "passthrough_credentials": True,
+        "token_exchange": b.configs["exchange"]["token_exchange"],
+    }
     b.use("introspection+exchange")
     C.drive(b.plugin, "GET", C.METADATA_PATH)  # the instance exists before the burst
     b.authz.slow_seconds = 0.5
@@ -289,9 +327,12 @@ def single_flight(b: Bench) -> dict[str, Any]:
     b.authz.fault("introspection", None)
     b.authz.fault("token", None)
     b.authz.slow_seconds = 2.0
-    return {"requests": 50, "statuses": {str(s): statuses.count(s) for s in set(statuses)},
-            "introspection_calls": after["introspection"] - before["introspection"],
-            "exchange_calls": after["token"] - before["token"]}
+    return {
+        "requests": 50,
+        "statuses": {str(s): statuses.count(s) for s in set(statuses)},
+        "introspection_calls": after["introspection"] - before["introspection"],
+        "exchange_calls": after["token"] - before["token"],
+    }
 
 
 def kid_flood(b: Bench) -> dict[str, Any]:
@@ -323,8 +364,13 @@ def kid_flood(b: Bench) -> dict[str, Any]:
         t.join(duration + 30)
     elapsed = time.monotonic() - t0
     fetches = b.as_calls()["jwks"] - before["jwks"]
-    return {"requests": len(statuses), "seconds": round(elapsed, 2), "jwks_fetches": fetches,
-            "allowed": 1 + int(elapsed // 10), "statuses": {str(s): statuses.count(s) for s in set(statuses)}}
+    return {
+        "requests": len(statuses),
+        "seconds": round(elapsed, 2),
+        "jwks_fetches": fetches,
+        "allowed": 1 + int(elapsed // 10),
+        "statuses": {str(s): statuses.count(s) for s in set(statuses)},
+    }
 
 
 def slow_as(b: Bench, kong: KongStandIn, waiting: int, slow_s: float, label: str) -> dict[str, Any]:
@@ -351,10 +397,16 @@ def slow_as(b: Bench, kong: KongStandIn, waiting: int, slow_s: float, label: str
     b.authz.fault("introspection", None)
     b.authz.slow_seconds = 2.0
     idle_s, busy_s = summary(idle), summary(busy)
-    return {"mode": label, "waiting": waiting, "slow_seconds": slow_s, "idle": idle_s, "while_waiting": busy_s,
-            "p99_ratio": round(busy_s["p99_us"] / idle_s["p99_us"], 2),
-            "max_while_waiting_us": round(max(busy), 1),
-            "waiting_statuses": {str(s): waiting_status.count(s) for s in set(waiting_status)}}
+    return {
+        "mode": label,
+        "waiting": waiting,
+        "slow_seconds": slow_s,
+        "idle": idle_s,
+        "while_waiting": busy_s,
+        "p99_ratio": round(busy_s["p99_us"] / idle_s["p99_us"], 2),
+        "max_while_waiting_us": round(max(busy), 1),
+        "waiting_statuses": {str(s): waiting_status.count(s) for s in set(waiting_status)},
+    }
 
 
 def memory(b: Bench) -> dict[str, Any]:
@@ -388,8 +440,13 @@ def memory(b: Bench) -> dict[str, Any]:
         i += 5000
         gc.collect()
         inproc.append({"tokens": i, "rss_kib": C.rss_kib(os.getpid()), "cache_entries": len(validator.cache)})
-    return {"cache_max_entries": MAX_ENTRIES, "through_socket": samples, "in_process": inproc,
-            "in_process_seconds": round(time.monotonic() - t0, 1), "refused": refused(b, pid)}
+    return {
+        "cache_max_entries": MAX_ENTRIES,
+        "through_socket": samples,
+        "in_process": inproc,
+        "in_process_seconds": round(time.monotonic() - t0, 1),
+        "refused": refused(b, pid),
+    }
 
 
 def refused(b: Bench, pid: int) -> list[dict[str, Any]]:
@@ -448,8 +505,14 @@ def machine() -> dict[str, Any]:
                 break
     import kong_pdk.const
 
-    return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "platform": platform.platform(), "kong_pdk": kong_pdk.const.__version__, "pyjwt": jwt.__version__}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "kong_pdk": kong_pdk.const.__version__,
+        "pyjwt": jwt.__version__,
+    }
 
 
 def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
@@ -460,83 +523,118 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"target": name, "goal": target, "measured": measured, "met": met, "note": note})
 
     rep = k["JWT repeated"]
-    add("repeated JWT vs floor", "median <= 1.15 x floor",
+    add(
+        "repeated JWT vs floor",
+        "median <= 1.15 x floor",
         f"{rep['plugin']['median_us']} us / {rep['floor']['median_us']} us = {rep['ratio_median']} x",
-        rep["ratio_median"] <= 1.15)
+        rep["ratio_median"] <= 1.15,
+    )
     first = k["JWT first seen RS256"]
     floor_med = first["floor"]["median_us"]
     yard = first["floor+decode"]["median_us"] - floor_med
     bare = res["in_process"]["pyjwt_decode_RS256"]["median_us"]
     plugin_med = first["plugin"]["median_us"]
     limit_yard, limit_bare = floor_med + 1.3 * yard, floor_med + 1.3 * bare
-    add("first-seen RS256 vs floor + 1.3 x decode (in-server yardstick, behaviour §11)",
+    add(
+        "first-seen RS256 vs floor + 1.3 x decode (in-server yardstick, behaviour §11)",
         "median <= floor + 1.3 x (floor+decode - floor)",
         f"{plugin_med} us <= {floor_med} + 1.3 x {round(yard, 1)} = {round(limit_yard, 1)} us",
-        plugin_med <= limit_yard)
-    add("first-seen RS256 vs floor + 1.3 x bare in-process PyJWT decode", "median <= floor + 1.3 x bare decode",
-        f"{plugin_med} us <= {floor_med} + 1.3 x {bare} = {round(limit_bare, 1)} us", plugin_med <= limit_bare,
-        "the bare decode is a hot in-process loop; behaviour §11 calls this comparison unfair")
+        plugin_med <= limit_yard,
+    )
+    add(
+        "first-seen RS256 vs floor + 1.3 x bare in-process PyJWT decode",
+        "median <= floor + 1.3 x bare decode",
+        f"{plugin_med} us <= {floor_med} + 1.3 x {bare} = {round(limit_bare, 1)} us",
+        plugin_med <= limit_bare,
+        "the bare decode is a hot in-process loop; behaviour §11 calls this comparison unfair",
+    )
     v = res["in_process"]["verify_cached_us"]["median"]
     add("TokenValidator.verify on a cached token, in process", "<= 5 us", f"{v} us", v <= 5)
     sf = res["single_flight"]
-    add("50 concurrent requests, one new token", "1 introspection, 1 exchange",
+    add(
+        "50 concurrent requests, one new token",
+        "1 introspection, 1 exchange",
         f"{sf['introspection_calls']} introspection, {sf['exchange_calls']} exchange, statuses {sf['statuses']}",
-        sf["introspection_calls"] == 1 and sf["exchange_calls"] == 1 and sf["statuses"] == {"200": 50})
+        sf["introspection_calls"] == 1 and sf["exchange_calls"] == 1 and sf["statuses"] == {"200": 50},
+    )
     fl = res["kid_flood"]
-    add("flood of unknown kids", "<= 1 JWKS fetch per 10 s",
+    add(
+        "flood of unknown kids",
+        "<= 1 JWKS fetch per 10 s",
         f"{fl['jwks_fetches']} fetches in {fl['seconds']} s ({fl['requests']} requests)",
-        fl["jwks_fetches"] <= fl["allowed"])
+        fl["jwks_fetches"] <= fl["allowed"],
+    )
     sa = res["slow_as"]
-    add("cached-token p99 while 20 requests wait 2 s on introspection (default mode)", "<= 2 x idle p99",
+    add(
+        "cached-token p99 while 20 requests wait 2 s on introspection (default mode)",
+        "<= 2 x idle p99",
         f"{sa['while_waiting']['p99_us']} us vs idle {sa['idle']['p99_us']} us = {sa['p99_ratio']} x",
-        sa["p99_ratio"] <= 2)
+        sa["p99_ratio"] <= 2,
+    )
     mem = res["memory"]
     sock = mem["through_socket"]
     half = [s["rss_kib"] for s in sock if s["tokens"] >= 1.2 * MAX_ENTRIES]
     growth = (half[-1] - half[0]) if len(half) >= 2 else None
     inproc = mem["in_process"]
     bounded = all(s["cache_entries"] <= MAX_ENTRIES for s in inproc)
-    add("100 000 distinct tokens: plugin server memory bounded by the cache sizes",
+    add(
+        "100 000 distinct tokens: plugin server memory bounded by the cache sizes",
         f"cache <= {MAX_ENTRIES} entries, RSS flat once the cache is full",
         f"socket: RSS {sock[0]['rss_kib']} -> {sock[-1]['rss_kib']} KiB over {sock[-1]['tokens']} tokens "
         f"(growth after {int(1.2 * MAX_ENTRIES)} tokens: {growth} KiB); in process: {inproc[-1]['tokens']} tokens, "
         f"cache {inproc[-1]['cache_entries']} entries, RSS {inproc[0]['rss_kib']} -> {inproc[-1]['rss_kib']} KiB",
         bounded and growth is not None and growth < 2048,
         "100 000 driven in process (a real TokenValidator); through the socket a smaller count, RSS extrapolated "
-        "from its plateau")
+        "from its plateau",
+    )
     refused = mem["refused"]
     rgrowth = refused[-1]["rss_kib"] - refused[1]["rss_kib"]
-    add("refused and metadata requests (answered by the plugin itself) leave no memory behind",
+    add(
+        "refused and metadata requests (answered by the plugin itself) leave no memory behind",
         "RSS flat after warm-up (< 2 MiB growth), no handler left",
         f"RSS {refused[1]['rss_kib']} -> {refused[-1]['rss_kib']} KiB over {refused[-1]['requests']} requests "
         f"(growth {rgrowth} KiB), handlers left {refused[-1]['handlers']}",
         rgrowth < 2048 and refused[-1]["handlers"] == 0,
-        "kong-pdk's own gevent mode kept about 10 KB per such request, forever")
+        "kong-pdk's own gevent mode kept about 10 KB per such request, forever",
+    )
     md = res["modes"]
-    add("default gevent vs thread mode (repeated JWT)", "report the faster; does a slow AS block others?",
+    add(
+        "default gevent vs thread mode (repeated JWT)",
+        "report the faster; does a slow AS block others?",
         f"gevent {md['gevent']['median_us']} us, thread {md['thread']['median_us']} us: {md['faster']} faster; "
         f"thread mode while 20 requests wait {md['thread_slow_as']['slow_seconds']} s: cached p99 "
         f"x{md['thread_slow_as']['p99_ratio']}",
-        True, "information, not a pass/fail target")
+        True,
+        "information, not a pass/fail target",
+    )
     return out
 
 
 def table(res: dict[str, Any]) -> str:
-    lines = [f"{'kind':24} {'status':>6} {'med us':>8} {'p99 us':>8} {'floor med':>9} {'ratio':>6} "
-             f"{'rps c1':>7} {'rps c16':>7} {'floor c16':>9} {'PDK RT':>6}  AS calls/request"]
+    lines = [
+        f"{'kind':24} {'status':>6} {'med us':>8} {'p99 us':>8} {'floor med':>9} {'ratio':>6} "
+        f"{'rps c1':>7} {'rps c16':>7} {'floor c16':>9} {'PDK RT':>6}  AS calls/request"
+    ]
     for name, r in res["kinds"].items():
         p, f = r["plugin"], r["floor"]
         calls = ", ".join(f"{k} {v:g}" for k, v in r["as_calls_per_request"].items()) or "0"
-        lines.append(f"{name:24} {','.join(map(str, r['status'])):>6} {p['median_us']:>8} {p['p99_us']:>8} "
-                     f"{f['median_us']:>9} {r['ratio_median']:>6} {p['rps_c1']:>7} {p['c16']['rps']:>7} "
-                     f"{f['c16']['rps']:>9} {r['pdk_round_trips']:>6}  {calls}")
+        lines.append(
+            f"{name:24} {','.join(map(str, r['status'])):>6} {p['median_us']:>8} {p['p99_us']:>8} "
+            f"{f['median_us']:>9} {r['ratio_median']:>6} {p['rps_c1']:>7} {p['c16']['rps']:>7} "
+            f"{f['c16']['rps']:>9} {r['pdk_round_trips']:>6}  {calls}"
+        )
         if "floor+decode" in r:
-            lines.append(f"{'  floor + jwt.decode':24} {'':>6} {r['floor+decode']['median_us']:>8} "
-                         f"{r['floor+decode']['p99_us']:>8}")
+            lines.append(
+                f"{'  floor + jwt.decode':24} {'':>6} {r['floor+decode']['median_us']:>8} "
+                f"{r['floor+decode']['p99_us']:>8}"
+            )
     ip = res["in_process"]
     lines.append("")
-    lines.append("in process: " + ", ".join(f"{k} median {v['median_us']} us" for k, v in ip.items() if "median_us" in v)
-                 + f", verify(cached) {ip['verify_cached_us']['median']} us")
+    lines.append(
+        "in process: "
+        + ", ".join(f"{k} median {v['median_us']} us" for k, v in ip.items() if "median_us" in v)
+        + f", verify(cached) {ip['verify_cached_us']['median']} us"
+    )
     lines.append("")
     for t in res["targets"]:
         lines.append(f"[{'met ' if t['met'] else 'MISS'}] {t['target']}: {t['measured']} (goal: {t['goal']})")
@@ -573,10 +671,12 @@ def picture(res: dict[str, Any], path: Path) -> str:
     ax.set_xscale("log")
     ax.set_xlabel("latency per request, µs (log; box: quartiles, whiskers: p1–p99), concurrency 1")
     m = res["machine"]
-    ax.set_title(f"ai-mcp-oauth2 behind the Kong stand-in: plugin vs no-op floor\n"
-                 f"{m['cpu_model']}, {m['nproc']} CPUs, Python {m['python']}, kong-pdk {m['kong_pdk']}, "
-                 "default (gevent) mode",
-                 fontsize=9)
+    ax.set_title(
+        f"ai-mcp-oauth2 behind the Kong stand-in: plugin vs no-op floor\n"
+        f"{m['cpu_model']}, {m['nproc']} CPUs, Python {m['python']}, kong-pdk {m['kong_pdk']}, "
+        "default (gevent) mode",
+        fontsize=9,
+    )
     ax.grid(axis="x", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -592,10 +692,13 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else OUT)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    res: dict[str, Any] = {"machine": machine(), "quick": args.quick,
-                           "method": "stand-in access phase driven in process (tests/bench/common.py drive): router, "
-                                     "PDK semantics and MsgPack RPC over the real Unix socket to the real plugin "
-                                     "server; no HTTP listener, no upstream. Plugin and floor interleaved in rounds."}
+    res: dict[str, Any] = {
+        "machine": machine(),
+        "quick": args.quick,
+        "method": "stand-in access phase driven in process (tests/bench/common.py drive): router, "
+        "PDK semantics and MsgPack RPC over the real Unix socket to the real plugin "
+        "server; no HTTP listener, no upstream. Plugin and floor interleaved in rounds.",
+    }
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         b = Bench(args.quick, Path(tmp))
         try:

@@ -28,8 +28,12 @@ def test_without_a_token_the_challenge_leads_to_the_metadata_and_the_authorizati
     assert match, challenge
     metadata = http.get(match.group(1))
     assert metadata.status_code == 200
-    assert metadata.json() == {"resource": RESOURCE, "authorization_servers": ["http://localhost:9090"],
-                               "scopes_supported": ["mcp:tools"], "bearer_methods_supported": ["header"]}
+    assert metadata.json() == {
+        "resource": RESOURCE,
+        "authorization_servers": ["http://localhost:9090"],
+        "scopes_supported": ["mcp:tools"],
+        "bearer_methods_supported": ["header"],
+    }
     assert http.get(stack.proxy_url + "/.well-known/oauth-protected-resource/mcp").json() == metadata.json()
 
 
@@ -37,8 +41,10 @@ def test_a_real_mcp_client_with_a_minted_token_lists_and_calls_tools(stack: Stac
     token = mint(stack.as_url, RESOURCE, {"sub": "alice", "client_id": "demo-agent"})
     tools, whoami = asyncio.run(call_tools(stack.mcp_url, token))
     assert set(tools) >= {"whoami", "echo"}
-    assert whoami == {"identity": {"x-user-id": "alice", "x-client-id": "demo-agent", "x-scopes": "mcp:tools"},
-                      "authorization_forwarded": False}
+    assert whoami == {
+        "identity": {"x-user-id": "alice", "x-client-id": "demo-agent", "x-scopes": "mcp:tools"},
+        "authorization_forwarded": False,
+    }
 
 
 def test_a_real_mcp_client_without_a_valid_token_fails(stack: Stack) -> None:

@@ -46,27 +46,44 @@ def start_kong(tmp_path: Path, upstream: EchoUpstream) -> Iterator[StartKong]:
 
 
 def jwt_config(authz: MockAuthorizationServer, **extra: Any) -> dict[str, Any]:
-    options: dict[str, Any] = {"authorization_servers": [authz.issuer], "timeout": 1000,
-                               "claim_to_header": [{"claim": "sub", "header": "X-User"}], **extra}
+    options: dict[str, Any] = {
+        "authorization_servers": [authz.issuer],
+        "timeout": 1000,
+        "claim_to_header": [{"claim": "sub", "header": "X-User"}],
+        **extra,
+    }
     return C.plugin_config(**options)
 
 
 def introspection_config(authz: MockAuthorizationServer, **extra: Any) -> dict[str, Any]:
-    return jwt_config(authz, introspection_endpoint=authz.introspection_endpoint, client_id="kong",
-                      client_secret=SECRET, **extra)
+    return jwt_config(
+        authz, introspection_endpoint=authz.introspection_endpoint, client_id="kong", client_secret=SECRET, **extra
+    )
 
 
 def exchange_config(authz: MockAuthorizationServer) -> dict[str, Any]:
-    return jwt_config(authz, passthrough_credentials=True, token_exchange={
-        "enabled": True, "token_endpoint": authz.token_endpoint, "client_id": "kong", "client_secret": SECRET})
+    return jwt_config(
+        authz,
+        passthrough_credentials=True,
+        token_exchange={
+            "enabled": True,
+            "token_endpoint": authz.token_endpoint,
+            "client_id": "kong",
+            "client_secret": SECRET,
+        },
+    )
 
 
 def call(kong: KongStandIn, token: str | None, timeout: float = 30) -> requests.Response:
     """One MCP request over real HTTP through the stand-in (a session per call: thread-safe)."""
     with requests.Session() as session:
         session.trust_env = False
-        return session.post(kong.proxy_url + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                            headers=C.bearer(token), timeout=timeout)
+        return session.post(
+            kong.proxy_url + "/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers=C.bearer(token),
+            timeout=timeout,
+        )
 
 
 def burst(kong: KongStandIn, tokens: list[str]) -> list[requests.Response]:

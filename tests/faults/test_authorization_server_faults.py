@@ -45,7 +45,11 @@ def warm(kong: KongStandIn, tokens: list[str]) -> tuple[KongStandIn, int, int]:
 def assert_no_thread_leak(warmed: tuple[KongStandIn, int, int]) -> None:
     kong, pid, baseline = warmed
     assert C.wait_until(lambda: extra_threads(kong, pid) <= baseline and handlers(kong) == 0, 10), (
-        C.threads(pid), C.rpc_connections(kong), baseline, handlers(kong))
+        C.threads(pid),
+        C.rpc_connections(kong),
+        baseline,
+        handlers(kong),
+    )
 
 
 @pytest.mark.parametrize("endpoint", ["jwks", "introspection", "token"])
@@ -181,7 +185,9 @@ def test_keys_rotated_mid_load_end_in_200_or_401_and_are_picked_up_after_the_coo
     time.sleep(1.0)
     authz.rotate("RS256")  # mint() now signs with the new kid; the old key is unpublished
     rotated.set()
-    recovered = C.wait_until(lambda: any(s == 200 for k, s in results if k == "new"), first_fetch + 14 - time.monotonic())
+    recovered = C.wait_until(
+        lambda: any(s == 200 for k, s in results if k == "new"), first_fetch + 14 - time.monotonic()
+    )
     time.sleep(0.5)
     stop.set()
     for t in threads:

@@ -30,8 +30,9 @@ MODES = pytest.mark.parametrize("threads", [False, True], ids=["default-gevent",
 
 
 def config(jwks_endpoint: str) -> dict[str, object]:
-    return C.plugin_config(authorization_servers=["http://as.example"], jwks_endpoint=jwks_endpoint,
-                           timeout=60000, ssl_verify=False)
+    return C.plugin_config(
+        authorization_servers=["http://as.example"], jwks_endpoint=jwks_endpoint, timeout=60000, ssl_verify=False
+    )
 
 
 def token() -> str:
@@ -39,8 +40,12 @@ def token() -> str:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return jwt.encode({"iss": "http://as.example", "aud": C.RESOURCE, "exp": 4_000_000_000, "sub": "x"},
-                      key, algorithm="RS256", headers={"kid": "k1"})
+    return jwt.encode(
+        {"iss": "http://as.example", "aud": C.RESOURCE, "exp": 4_000_000_000, "sub": "x"},
+        key,
+        algorithm="RS256",
+        headers={"kid": "k1"},
+    )
 
 
 def assert_refused_by_the_budget(response: requests.Response, upstream: EchoUpstream, before: int) -> None:
@@ -50,14 +55,24 @@ def assert_refused_by_the_budget(response: requests.Response, upstream: EchoUpst
 
 
 @MODES
-@pytest.mark.parametrize("mode,scheme", [("headers", "http"), ("body", "http"), ("silent", "https")],
-                         ids=["dripped-headers", "dripped-body", "stalled-tls-handshake"])
+@pytest.mark.parametrize(
+    "mode,scheme",
+    [("headers", "http"), ("body", "http"), ("silent", "https")],
+    ids=["dripped-headers", "dripped-body", "stalled-tls-handshake"],
+)
 def test_a_dripping_or_stalling_server_costs_the_request_its_budget_and_no_more(
     tmp_path: Path, upstream: EchoUpstream, threads: bool, mode: str, scheme: str
 ) -> None:
     server = DripServer(mode).start()
-    kong = C.start(tmp_path / "kong", C.PLUGIN, config(server.url(scheme=scheme)), upstream_port=upstream.port,
-                   threads=threads, flags=BUDGET, rpc_timeout=RPC_TIMEOUT)
+    kong = C.start(
+        tmp_path / "kong",
+        C.PLUGIN,
+        config(server.url(scheme=scheme)),
+        upstream_port=upstream.port,
+        threads=threads,
+        flags=BUDGET,
+        rpc_timeout=RPC_TIMEOUT,
+    )
     try:
         before = len(upstream.requests)
         assert_refused_by_the_budget(call(kong, token()), upstream, before)
@@ -78,9 +93,16 @@ def test_a_host_whose_every_address_drops_packets_costs_the_request_its_budget_a
     addresses = [f"127.0.0.{i}" for i in range(5, 10)]
     hole = BlackHole(addresses)
     launcher = hosts_launcher(tmp_path, {"keys.blackhole.test": addresses})
-    kong = C.start(tmp_path / "kong", C.PLUGIN, config(f"http://keys.blackhole.test:{hole.port}/jwks"),
-                   upstream_port=upstream.port, threads=threads, flags=BUDGET, launcher=launcher,
-                   rpc_timeout=RPC_TIMEOUT)
+    kong = C.start(
+        tmp_path / "kong",
+        C.PLUGIN,
+        config(f"http://keys.blackhole.test:{hole.port}/jwks"),
+        upstream_port=upstream.port,
+        threads=threads,
+        flags=BUDGET,
+        launcher=launcher,
+        rpc_timeout=RPC_TIMEOUT,
+    )
     try:
         before = len(upstream.requests)
         assert_refused_by_the_budget(call(kong, token()), upstream, before)

@@ -71,8 +71,15 @@ def test_a_key_set_built_to_burn_cpu_is_refused_cheaply_and_nothing_is_proxied(
     tmp_path: Path, upstream: EchoUpstream, jwks_server: str, threads: bool
 ) -> None:
     config = C.plugin_config(authorization_servers=["http://as.example"], jwks_endpoint=jwks_server)
-    kong = C.start(tmp_path / "kong", C.PLUGIN, config, upstream_port=upstream.port, threads=threads,
-                   flags="--request-budget 2", rpc_timeout=8)
+    kong = C.start(
+        tmp_path / "kong",
+        C.PLUGIN,
+        config,
+        upstream_port=upstream.port,
+        threads=threads,
+        flags="--request-budget 2",
+        rpc_timeout=8,
+    )
     try:
         before = len(upstream.requests)
         response = call(kong, forged("hostile"))

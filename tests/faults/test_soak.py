@@ -39,8 +39,12 @@ def socket_fds(pid: int) -> int:
 
 def held(kong: KongStandIn) -> dict[str, int]:
     status = kong.plugin_status(C.PLUGIN)
-    return {"events": status["Events"], "handlers": status["Handlers"], "closing": status["ClosingInstances"],
-            "instances": len(status["Plugins"][C.PLUGIN]["Instances"])}
+    return {
+        "events": status["Events"],
+        "handlers": status["Handlers"],
+        "closing": status["ClosingInstances"],
+        "instances": len(status["Plugins"][C.PLUGIN]["Instances"]),
+    }
 
 
 def mixed_requests(authz: MockAuthorizationServer, n: int) -> list[tuple[str, str, dict[str, str], int]]:

@@ -38,7 +38,8 @@ def plugin_server_env(prefix: str) -> dict[str, str]:
         "KONG_PLUGINS": f"bundled,{PLUGIN}",
         "KONG_PLUGINSERVER_NAMES": PLUGIN,
         "KONG_PLUGINSERVER_AI_MCP_OAUTH2_SOCKET": f"{prefix}/{PLUGIN}.socket",
-        "KONG_PLUGINSERVER_AI_MCP_OAUTH2_START_CMD": f"{script} --kong-prefix {prefix}" + (f" {flags}" if flags else ""),
+        "KONG_PLUGINSERVER_AI_MCP_OAUTH2_START_CMD": f"{script} --kong-prefix {prefix}"
+        + (f" {flags}" if flags else ""),
         "KONG_PLUGINSERVER_AI_MCP_OAUTH2_QUERY_CMD": f"{script} --dump",
     }
 
@@ -89,14 +90,16 @@ class DevStack:
         if busy:
             raise RuntimeError(f"ports {busy} are in use: stop what runs there (another scripts/dev?) first")
         try:
-            self.authz = MockAuthorizationServer(port=self.as_port, mtls_port=0,
-                                                 public_base=f"http://localhost:{self.as_port}")
+            self.authz = MockAuthorizationServer(
+                port=self.as_port, mtls_port=0, public_base=f"http://localhost:{self.as_port}"
+            )
             self.authz.dev_endpoints = True
             self.authz.add_client("mcp-gateway", "client_secret_basic", secret="gateway-secret")
             self.authz.start()
             self.mcp = subprocess.Popen(
                 [sys.executable, "-m", "tests.harness.demo_mcp_server", "--port", str(self.mcp_port)],
-                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
             _wait_for_port(self.mcp_port, self.mcp)
             self.kong = KongStandIn(

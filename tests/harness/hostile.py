@@ -156,8 +156,7 @@ def hosts_launcher(tmp: Path, names: dict[str, list[str]]) -> str:
     mapping each name to its addresses (root and util-linux's ``unshare``, as on CI machines)."""
     hosts = tmp / "hosts"
     hosts.write_text("127.0.0.1 localhost\n" + "".join(f"{a} {n}\n" for n, addrs in names.items() for a in addrs))
-    return f"unshare -m sh -c 'mount --bind {shlex.quote(str(hosts))} /etc/hosts && exec \"$0\" \"$@\"'"
-
+    return f'unshare -m sh -c \'mount --bind {shlex.quote(str(hosts))} /etc/hosts && exec "$0" "$@"\''
 
 
 def _tls_server_context() -> ssl.SSLContext:

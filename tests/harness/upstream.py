@@ -4,6 +4,7 @@ Every request -> 200 JSON {"method","path","query","headers":{lowercase name: [v
 each request is recorded (thread-safe). GET on a path ending in ``/sse`` streams 3 SSE events with a
 0.2 s pause between them (text/event-stream, chunked).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,14 @@ class _EchoHandler(BaseHTTPRequestHandler):
         headers: dict = {}
         for k, v in self.headers.items():
             headers.setdefault(k.lower(), []).append(v)
-        rec = {"method": self.command, "path": path, "query": query, "headers": headers,
-               "body": body.decode("utf-8", "replace"), "raw_headers": list(self.headers.items())}
+        rec = {
+            "method": self.command,
+            "path": path,
+            "query": query,
+            "headers": headers,
+            "body": body.decode("utf-8", "replace"),
+            "raw_headers": list(self.headers.items()),
+        }
         self.server.owner._record(rec)
         if self.command == "GET" and path.endswith("/sse"):
             self.send_response(200)
@@ -97,8 +104,7 @@ class EchoUpstream:
         self.port = self._server.server_address[1]
         self.address = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.address}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()
         return self
 

@@ -11,8 +11,11 @@ PLUGINS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "harness"
 
 def plugin_env(tmp_path, *names, extra_plugins=()):
     """KONG_* env for dedicated self-test plugin servers (tests/harness/plugins/<name>.py)."""
-    env = {"KONG_PREFIX": str(tmp_path), "KONG_PLUGINS": ",".join(("bundled",) + names + tuple(extra_plugins)),
-           "KONG_PLUGINSERVER_NAMES": ",".join(names)}
+    env = {
+        "KONG_PREFIX": str(tmp_path),
+        "KONG_PLUGINS": ",".join(("bundled",) + names + tuple(extra_plugins)),
+        "KONG_PLUGINSERVER_NAMES": ",".join(names),
+    }
     for n in names:
         key = "KONG_PLUGINSERVER_" + n.upper().replace("-", "_")
         script = os.path.join(PLUGINS_DIR, n.replace("-", "_") + ".py")
@@ -26,8 +29,11 @@ def script(*calls):
 
 
 def decl(upstream_addr, plugins=(), routes=None, service_path=None, **extra):
-    svc = {"name": "mcp", "url": f"http://mcp.internal:9000{service_path or ''}",
-           "routes": routes if routes is not None else [{"name": "r", "paths": ["/mcp"]}]}
+    svc = {
+        "name": "mcp",
+        "url": f"http://mcp.internal:9000{service_path or ''}",
+        "routes": routes if routes is not None else [{"name": "r", "paths": ["/mcp"]}],
+    }
     d = {"_format_version": "3.0", "services": [svc], "plugins": list(plugins)}
     d.update(extra)
     return d

@@ -1,4 +1,5 @@
 """Self-tests of the mock OAuth authorization server (tests/harness/mock_as)."""
+
 from __future__ import annotations
 
 import base64
@@ -43,13 +44,25 @@ def http():
 def _verify(mock, token, **kw):
     header = jwt.get_unverified_header(token)
     jwk = next(k for k in mock.jwks()["keys"] if k["kid"] == header["kid"])
-    return jwt.decode(token, jwt.PyJWK(jwk).key, algorithms=[header["alg"]], audience=kw.pop("audience", RESOURCE),
-                      issuer=mock.issuer, **kw)
+    return jwt.decode(
+        token,
+        jwt.PyJWK(jwk).key,
+        algorithms=[header["alg"]],
+        audience=kw.pop("audience", RESOURCE),
+        issuer=mock.issuer,
+        **kw,
+    )
 
 
 def _assertion(mock, client_id, key, alg, aud=None, **claims):
-    c = {"iss": client_id, "sub": client_id, "aud": aud or mock.issuer, "exp": int(time.time()) + 60,
-         "iat": int(time.time()), "jti": str(uuid.uuid4())}
+    c = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": aud or mock.issuer,
+        "exp": int(time.time()) + 60,
+        "iat": int(time.time()),
+        "jti": str(uuid.uuid4()),
+    }
     c.update(claims)
     return jwt.encode(c, key, algorithm=alg)
 
@@ -153,8 +166,11 @@ def test_mint_verifies_with_published_key(mock, alg):
 
 
 def test_mint_overrides(mock):
-    tok = mock.mint({"scope": "a b", "aud": ["x", RESOURCE], "extra": {"n": 1}, "client_id": None},
-                    omit=["jti"], headers={"typ": None, "cty": "x"})
+    tok = mock.mint(
+        {"scope": "a b", "aud": ["x", RESOURCE], "extra": {"n": 1}, "client_id": None},
+        omit=["jti"],
+        headers={"typ": None, "cty": "x"},
+    )
     h = jwt.get_unverified_header(tok)
     assert "typ" not in h and h["cty"] == "x"
     c = _verify(mock, tok)
@@ -188,7 +204,8 @@ def test_unsigned_and_hmac(mock):
     assert json.loads(K.b64url_decode(p))["sub"] == "attacker"
     assert mock.validate_token(t) is None
     pem = mock.current_key("RS256").public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     t = mock.mint_hmac(pem, kid=mock.current_key("RS256").kid)
     header, claims, si, sig = K.split(t)
     assert header["alg"] == "HS256" and K.verify("HS256", si, sig, pem)
@@ -222,10 +239,14 @@ def test_client_secret_basic_requires_form_encoding(mock, http):
     assert _introspect(http, mock, headers={"Authorization": "Basic " + raw}).status_code == 401
     # a space left as-is (not '+') is not form-encoding either
     mock.add_client("x y", "client_secret_basic", secret="z")
-    assert _introspect(http, mock, headers={
-        "Authorization": "Basic " + base64.b64encode(b"x y:z").decode()}).status_code == 401
-    assert _introspect(http, mock, headers={
-        "Authorization": "Basic " + base64.b64encode(b"x+y:z").decode()}).status_code == 200
+    assert (
+        _introspect(http, mock, headers={"Authorization": "Basic " + base64.b64encode(b"x y:z").decode()}).status_code
+        == 401
+    )
+    assert (
+        _introspect(http, mock, headers={"Authorization": "Basic " + base64.b64encode(b"x+y:z").decode()}).status_code
+        == 200
+    )
 
 
 def test_client_secret_post(mock, http):
@@ -271,8 +292,12 @@ def test_client_secret_jwt(mock, http):
     # aud = the endpoint URL, or a list containing the token endpoint
     for aud in (mock.introspection_endpoint, ["x", mock.token_endpoint]):
         a = _assertion(mock, "jc", SECRET, "HS256", aud=aud)
-        assert _introspect(http, mock, {"client_assertion_type": BEARER, "client_assertion": a,
-                                        "client_id": "jc"}).status_code == 200
+        assert (
+            _introspect(
+                http, mock, {"client_assertion_type": BEARER, "client_assertion": a, "client_id": "jc"}
+            ).status_code
+            == 200
+        )
     assert mock.requests[0].auth_method_used == "client_secret_jwt"
 
 
@@ -368,9 +393,20 @@ def test_exchange_happy_path(mock, http):
     mock.add_client("gw", "client_secret_basic", secret="pw")
     subject = mock.mint({"sub": "alice", "scope": "mcp:tools"})
     actor = mock.issue_opaque({"sub": "agent-7"})
-    r = _exchange(http, mock, [("subject_token", subject), ("audience", "https://api-1"), ("audience", "https://api-2"),
-                               ("scope", "read write"), ("actor_token", actor), ("actor_token_type", AT),
-                               ("requested_token_type", AT)], auth=("gw", "pw"))
+    r = _exchange(
+        http,
+        mock,
+        [
+            ("subject_token", subject),
+            ("audience", "https://api-1"),
+            ("audience", "https://api-2"),
+            ("scope", "read write"),
+            ("actor_token", actor),
+            ("actor_token_type", AT),
+            ("requested_token_type", AT),
+        ],
+        auth=("gw", "pw"),
+    )
     assert r.status_code == 200, r.text
     d = r.json()
     assert d["issued_token_type"] == AT and d["token_type"] == "Bearer" and d["expires_in"] == 300
@@ -387,8 +423,9 @@ def test_exchange_happy_path(mock, http):
 def test_exchange_resource_and_expiry(mock, http):
     mock.client_checks_enabled = False
     mock.exchange_expires_in = None
-    r = _exchange(http, mock, [("subject_token", mock.issue_opaque()), ("resource", "https://r1"),
-                               ("resource", "https://r2")])
+    r = _exchange(
+        http, mock, [("subject_token", mock.issue_opaque()), ("resource", "https://r1"), ("resource", "https://r2")]
+    )
     d = r.json()
     assert "expires_in" not in d and "act" not in _verify(mock, d["access_token"], audience="https://r1")
     mock.exchange_expires_in = 60
@@ -403,8 +440,10 @@ def test_exchange_answer_names_the_requested_type_and_can_be_changed(mock, http)
     d = _exchange(http, mock, {"subject_token": mock.mint(), "requested_token_type": jwt_type}).json()
     assert d["issued_token_type"] == jwt_type and d["token_type"] == "Bearer"
     assert _exchange(http, mock, {"subject_token": mock.mint()}).json()["issued_token_type"] == AT
-    mock.exchange_answer_extra = {"issued_token_type": "urn:ietf:params:oauth:token-type:refresh_token",
-                                  "token_type": None}
+    mock.exchange_answer_extra = {
+        "issued_token_type": "urn:ietf:params:oauth:token-type:refresh_token",
+        "token_type": None,
+    }
     d = _exchange(http, mock, {"subject_token": mock.mint()}).json()
     assert d["issued_token_type"] == "urn:ietf:params:oauth:token-type:refresh_token" and "token_type" not in d
     assert "access_token" in d
@@ -554,26 +593,37 @@ def test_tls_listener_and_tls_client_auth(tmp_path):
         m.add_client("gw", "tls_client_auth", cert_pem=cert)
         url = m.mtls_introspection_endpoint
         assert url.startswith(f"https://127.0.0.1:{m.mtls_port}/t/")
-        r = s.post(url, data={"token": m.mint(), "client_id": "gw"},
-                   cert=(str(tmp_path / "c.pem"), str(tmp_path / "c.key")), verify=str(ca))
+        r = s.post(
+            url,
+            data={"token": m.mint(), "client_id": "gw"},
+            cert=(str(tmp_path / "c.pem"), str(tmp_path / "c.key")),
+            verify=str(ca),
+        )
         assert r.status_code == 200 and r.json()["active"] is True
         rec = m.requests[-1]
         assert rec.listener == "mtls" and rec.auth_method_used == "tls_client_auth" and rec.peer_cert_der
         assert rec.peer_cert_der == K_cert_der(cert)
         with requests.Session() as s2:
-            r = s2.post(url, data={"token": "x", "client_id": "gw"},
-                        cert=(str(tmp_path / "w.pem"), str(tmp_path / "w.key")), verify=str(ca))
+            r = s2.post(
+                url,
+                data={"token": "x", "client_id": "gw"},
+                cert=(str(tmp_path / "w.pem"), str(tmp_path / "w.key")),
+                verify=str(ca),
+            )
             assert r.status_code == 401
         with requests.Session() as s3:
             assert s3.post(url, data={"token": "x", "client_id": "gw"}, verify=str(ca)).status_code == 401
             # the main listener never sees a client certificate
-            assert s3.post(m.introspection_endpoint, data={"token": "x", "client_id": "gw"},
-                           verify=str(ca)).status_code == 401
+            assert (
+                s3.post(m.introspection_endpoint, data={"token": "x", "client_id": "gw"}, verify=str(ca)).status_code
+                == 401
+            )
         assert m.errors == []
 
 
 def K_cert_der(pem):
     from tests.harness.mock_as.tls import cert_der
+
     return cert_der(pem)
 
 
@@ -584,8 +634,12 @@ def test_self_signed_tls_client_auth(mock, http, tmp_path):
     (tmp_path / "s.pem").write_text(cert)
     (tmp_path / "s.key").write_text(key)
     mock.add_client("self", "self_signed_tls_client_auth", cert_pem=cert)  # after start: trusted from now on
-    r = http.post(mock.mtls_introspection_endpoint, data={"token": mock.issue_opaque(), "client_id": "self"},
-                  cert=(str(tmp_path / "s.pem"), str(tmp_path / "s.key")), verify=str(ca))
+    r = http.post(
+        mock.mtls_introspection_endpoint,
+        data={"token": mock.issue_opaque(), "client_id": "self"},
+        cert=(str(tmp_path / "s.pem"), str(tmp_path / "s.key")),
+        verify=str(ca),
+    )
     assert r.status_code == 200 and r.json()["active"] is True
     assert mock.requests[-1].auth_method_used == "self_signed_tls_client_auth"
     # an unregistered self-signed certificate fails the handshake
@@ -593,8 +647,12 @@ def test_self_signed_tls_client_auth(mock, http, tmp_path):
     (tmp_path / "x.pem").write_text(cert2)
     (tmp_path / "x.key").write_text(key2)
     with requests.Session() as s, pytest.raises(requests.exceptions.RequestException):
-        s.post(mock.mtls_introspection_endpoint, data={"token": "x", "client_id": "self"},
-               cert=(str(tmp_path / "x.pem"), str(tmp_path / "x.key")), verify=str(ca))
+        s.post(
+            mock.mtls_introspection_endpoint,
+            data={"token": "x", "client_id": "self"},
+            cert=(str(tmp_path / "x.pem"), str(tmp_path / "x.key")),
+            verify=str(ca),
+        )
 
 
 # ------------------------------------------------------------------ HTTP behaviour
@@ -635,20 +693,27 @@ def test_dev_endpoints_off_by_default(mock, http):
 
 
 def test_cli(tmp_path):
-    p = subprocess.Popen([sys.executable, "-m", "tests.harness.mock_as", "--port", "0", "--mtls-port", "0",
-                          "--issuer-path", "/cli"], stdout=subprocess.PIPE, text=True,
-                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tests.harness.mock_as", "--port", "0", "--mtls-port", "0", "--issuer-path", "/cli"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]),
+    )
     try:
         info = json.loads(p.stdout.readline())
         assert info["issuer"].endswith("/cli") and info["clients"][0]["client_id"] == "mcp-gateway"
         with requests.Session() as s:
             tok = s.post(info["dev_endpoints"][0] + "?alg=ES256", json={"sub": "cli-user"}).json()["access_token"]
             assert jwt.get_unverified_header(tok)["alg"] == "ES256"
-            jwk = next(k for k in s.get(info["jwks_uri"]).json()["keys"] if k["kid"] == jwt.get_unverified_header(tok)["kid"])
+            jwk = next(
+                k for k in s.get(info["jwks_uri"]).json()["keys"] if k["kid"] == jwt.get_unverified_header(tok)["kid"]
+            )
             assert jwt.decode(tok, jwt.PyJWK(jwk).key, algorithms=["ES256"], audience=RESOURCE)["sub"] == "cli-user"
             op = s.post(info["dev_endpoints"][1], json={"scope": "x"}).json()["access_token"]
             c = info["clients"][0]
-            d = s.post(info["introspection_endpoint"], data={"token": op}, auth=(c["client_id"], c["client_secret"])).json()
+            d = s.post(
+                info["introspection_endpoint"], data={"token": op}, auth=(c["client_id"], c["client_secret"])
+            ).json()
             assert d["active"] is True and d["scope"] == "x"
     finally:
         p.terminate()

@@ -1,7 +1,7 @@
 """Process-level self-tests: real kong-pdk plugin servers driven through the Kong stand-in."""
+
 import http.client
 import json
-import sys
 import time
 
 import pytest
@@ -22,40 +22,74 @@ def route(name, paths, calls=None, echo=False, **kw):
 
 
 ROUTES = [
-    route("wire", ["/wire"], [("kong.request.get_header", "x-token"), ("kong.request.get_headers",),
-                              ("kong.request.get_path",), ("kong.service.request.set_header", "x-added", "yes"),
-                              ("kong.request.get_header", "x_added")], echo=True),
-    route("luaerr", ["/luaerr"], [("kong.request.get_method",), ("kong.response.set_header", "x-bad", None),
-                                  ("kong.request.get_path",)]),
+    route(
+        "wire",
+        ["/wire"],
+        [
+            ("kong.request.get_header", "x-token"),
+            ("kong.request.get_headers",),
+            ("kong.request.get_path",),
+            ("kong.service.request.set_header", "x-added", "yes"),
+            ("kong.request.get_header", "x_added"),
+        ],
+        echo=True,
+    ),
+    route(
+        "luaerr",
+        ["/luaerr"],
+        [("kong.request.get_method",), ("kong.response.set_header", "x-bad", None), ("kong.request.get_path",)],
+    ),
     route("badexit", ["/badexit"], [("kong.response.exit", 99, "no")]),
     route("unknown", ["/unknown"], [("kong.request.no_such_method", 1), ("kong.request.get_method",)], echo=True),
-    route("exit", ["/exit"], [("kong.response.set_header", "x-pending", "1"),
-                              ("kong.response.exit", 401, {"error": "invalid_token"},
-                               {"WWW-Authenticate": 'Bearer realm="mcp"'})]),
+    route(
+        "exit",
+        ["/exit"],
+        [
+            ("kong.response.set_header", "x-pending", "1"),
+            ("kong.response.exit", 401, {"error": "invalid_token"}, {"WWW-Authenticate": 'Bearer realm="mcp"'}),
+        ],
+    ),
     route("error", ["/error"], [("kong.response.error", 403)]),
-    route("clear", ["/clear"], [("kong.service.request.clear_header", "X-Email"),
-                                ("kong.service.request.set_header", "X-User", "set")]),
+    route(
+        "clear",
+        ["/clear"],
+        [("kong.service.request.clear_header", "X-Email"), ("kong.service.request.set_header", "X-User", "set")],
+    ),
     route("plain", ["/plain"]),
     route("nostrip", ["/nostrip"], strip_path=False),
     route("preserve", ["/preserve"], preserve_host=True),
     route("longer", ["/plain/deeper"], strip_path=True),
     route("regex", ["~/items/(?P<id>\\d+)$"], [("kong.request.get_uri_captures",)], echo=True),
     route("byhost", ["/plain"], hosts=["api.example.com"]),
-    route("fwd", ["/fwd"], [("kong.request.get_forwarded_scheme",), ("kong.request.get_forwarded_host",),
-                            ("kong.request.get_forwarded_port",), ("kong.request.get_forwarded_prefix",),
-                            ("kong.client.get_forwarded_ip",)], echo=True),
+    route(
+        "fwd",
+        ["/fwd"],
+        [
+            ("kong.request.get_forwarded_scheme",),
+            ("kong.request.get_forwarded_host",),
+            ("kong.request.get_forwarded_port",),
+            ("kong.request.get_forwarded_prefix",),
+            ("kong.client.get_forwarded_ip",),
+        ],
+        echo=True,
+    ),
 ]
 
 
 @pytest.fixture(scope="module")
 def env_kong(tmp_path_factory):
     from tests.harness.upstream import EchoUpstream
+
     tmp = tmp_path_factory.mktemp("kong")
     with EchoUpstream() as up:
-        decl = {"_format_version": "3.0",
-                "services": [{"name": "mcp", "url": SVC + "/base", "routes": ROUTES}]}
-        with KongStandIn(plugin_env(tmp, "scripted"), decl, trusted_ips=["10.0.0.0/8"], rpc_timeout=5,
-                         host_map={"mcp.internal:9000": up.address}) as kong:
+        decl = {"_format_version": "3.0", "services": [{"name": "mcp", "url": SVC + "/base", "routes": ROUTES}]}
+        with KongStandIn(
+            plugin_env(tmp, "scripted"),
+            decl,
+            trusted_ips=["10.0.0.0/8"],
+            rpc_timeout=5,
+            host_map={"mcp.internal:9000": up.address},
+        ) as kong:
             yield kong, up
 
 
@@ -75,14 +109,21 @@ def test_pdk_round_trips_match_kongs_wire_format(env_kong):
     out = frames(rec)
     methods = [f[2] for f in out]
     assert methods[:2] == ["plugin.StartInstance", "plugin.HandleEvent"]
-    assert methods[2:] == ["plugin.Step", "plugin.StepMultiMap", "plugin.Step", "plugin.Step", "plugin.Step",
-                           "plugin.Step"]
+    assert methods[2:] == [
+        "plugin.Step",
+        "plugin.StepMultiMap",
+        "plugin.Step",
+        "plugin.Step",
+        "plugin.Step",
+        "plugin.Step",
+    ]
     # msg ids are a per-plugin-server counter
     ids = [f[1] for f in out]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert out[2][3] == [{"EventId": out[2][3][0]["EventId"], "Data": b"abc"}]
     # header bytes travel as msgpack str (fixstr 0xa3), as Kong packs Lua strings, never as bin (0xc4)
     from tests.harness.kong_standin.rpc import pack
+
     assert b"\xa3abc" in pack(out[2]) and b"\xc4" not in pack(out[2])
     mm = out[3][3][0]["Data"]
     assert mm["x-token"] == [b"abc"] and all(isinstance(v, list) for v in mm.values())
@@ -109,8 +150,9 @@ def test_lua_error_in_pdk_call_abandons_event_and_returns_kongs_500_template(env
     assert not rec.proxied and rec.failures
     assert isinstance(rec.pdk_calls[-1].result, Raised)
     # no RPC after the failing call: last frame sent is the Step answering get_method
-    assert frames(rec)[-1][2] == "plugin.Step" and frames(rec, "in")[-1][3]["Data"]["Method"] == \
-        "kong.response.set_header"
+    assert (
+        frames(rec)[-1][2] == "plugin.Step" and frames(rec, "in")[-1][3]["Data"]["Method"] == "kong.response.set_header"
+    )
     assert rec.round_trips == 1
 
 
@@ -181,7 +223,7 @@ def test_preserve_host_forwards_the_client_host_header(env_kong):
 def test_route_precedence_longest_prefix_then_hosts_then_regex(env_kong):
     kong, up = env_kong
     get(kong, "/plain/deeper/z")
-    assert up.last["path"] == "/base/z"            # route "longer" beat "plain"
+    assert up.last["path"] == "/base/z"  # route "longer" beat "plain"
     get(kong, "/plain/q", headers={"Host": "api.example.com"})
     assert kong.last.upstream_request is not None
     assert up.last["path"] == "/base/q"
@@ -192,9 +234,14 @@ def test_route_precedence_longest_prefix_then_hosts_then_regex(env_kong):
 
 def test_x_forwarded_headers_are_honoured_only_from_trusted_ips(env_kong):
     kong, up = env_kong
-    hdrs = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "public.example:8443",
-            "X-Forwarded-Prefix": "/gw", "X-Real-IP": "10.1.2.3", "X-Forwarded-For": "1.2.3.4"}
-    get(kong, "/fwd", headers=hdrs)     # client 127.0.0.1 is NOT in trusted_ips
+    hdrs = {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "public.example:8443",
+        "X-Forwarded-Prefix": "/gw",
+        "X-Real-IP": "10.1.2.3",
+        "X-Forwarded-For": "1.2.3.4",
+    }
+    get(kong, "/fwd", headers=hdrs)  # client 127.0.0.1 is NOT in trusted_ips
     res = json.loads(up.last["headers"]["x-scripted-results"][0])
     assert res == ["http", "127.0.0.1", kong.port, "/fwd", "127.0.0.1"]
     assert up.last["headers"]["x-forwarded-proto"] == ["http"]
@@ -248,8 +295,10 @@ def test_sse_is_streamed_incrementally(env_kong):
 
 
 def test_upstream_connect_failure_gives_kongs_502(tmp_path):
-    decl = {"_format_version": "3.0",
-            "services": [{"name": "s", "url": "http://127.0.0.1:9", "routes": [{"paths": ["/"]}]}]}
+    decl = {
+        "_format_version": "3.0",
+        "services": [{"name": "s", "url": "http://127.0.0.1:9", "routes": [{"paths": ["/"]}]}],
+    }
     with KongStandIn({"KONG_PREFIX": str(tmp_path)}, decl) as kong:
         r = get(kong, "/x")
     assert r.status_code == 502
@@ -260,21 +309,34 @@ def test_upstream_connect_failure_gives_kongs_502(tmp_path):
 def _dump_env(tmp_path, info):
     path = tmp_path / "dump.json"
     path.write_text(json.dumps([info]))
-    return {"KONG_PREFIX": str(tmp_path), "KONG_PLUGINS": "bundled,x", "KONG_PLUGINSERVER_NAMES": "x",
-            "KONG_PLUGINSERVER_X_QUERY_CMD": f"cat {path}", "KONG_PLUGINSERVER_X_START_CMD": "sleep 30"}
+    return {
+        "KONG_PREFIX": str(tmp_path),
+        "KONG_PLUGINS": "bundled,x",
+        "KONG_PLUGINSERVER_NAMES": "x",
+        "KONG_PLUGINSERVER_X_QUERY_CMD": f"cat {path}",
+        "KONG_PLUGINSERVER_X_START_CMD": "sleep 30",
+    }
 
 
-GOOD = {"Name": "x", "Phases": ["access"], "Priority": 10, "Version": "1.0.0",
-        "Schema": {"name": "x", "fields": [{"config": {"type": "record", "fields": []}}]}}
+GOOD = {
+    "Name": "x",
+    "Phases": ["access"],
+    "Priority": 10,
+    "Version": "1.0.0",
+    "Schema": {"name": "x", "fields": [{"config": {"type": "record", "fields": []}}]},
+}
 
 
-@pytest.mark.parametrize("patch,msg", [
-    ({"Version": None}, 'does not follow the "x.y.z" format'),
-    ({"Version": "1.0"}, 'does not follow the "x.y.z" format'),
-    ({"Priority": 1.5}, "PRIORITY field is not a valid integer"),
-    ({"Protocol": "ProtoBuf:1"}, "unsupported protocol"),
-    ({"Name": "y"}, "not enabled"),
-])
+@pytest.mark.parametrize(
+    "patch,msg",
+    [
+        ({"Version": None}, 'does not follow the "x.y.z" format'),
+        ({"Version": "1.0"}, 'does not follow the "x.y.z" format'),
+        ({"Priority": 1.5}, "PRIORITY field is not a valid integer"),
+        ({"Protocol": "ProtoBuf:1"}, "unsupported protocol"),
+        ({"Name": "y"}, "not enabled"),
+    ],
+)
 def test_plugin_info_is_checked_like_kong_plugin_loader(tmp_path, patch, msg):
     env = _dump_env(tmp_path, {**GOOD, **patch})
     with pytest.raises(ConfigError, match=msg):
@@ -282,8 +344,12 @@ def test_plugin_info_is_checked_like_kong_plugin_loader(tmp_path, patch, msg):
 
 
 def test_undecodable_dump_is_failed_decoding_plugin_info(tmp_path):
-    env = {"KONG_PREFIX": str(tmp_path), "KONG_PLUGINS": "bundled,x", "KONG_PLUGINSERVER_NAMES": "x",
-           "KONG_PLUGINSERVER_X_QUERY_CMD": "echo 'hello'; echo '[]'"}
+    env = {
+        "KONG_PREFIX": str(tmp_path),
+        "KONG_PLUGINS": "bundled,x",
+        "KONG_PLUGINSERVER_NAMES": "x",
+        "KONG_PLUGINSERVER_X_QUERY_CMD": "echo 'hello'; echo '[]'",
+    }
     with pytest.raises(ConfigError, match="failed decoding plugin info"):
         KongStandIn(env, {"_format_version": "3.0"}).start()
 
@@ -292,16 +358,23 @@ def test_only_the_first_dumped_plugin_is_registered_on_kong_39(tmp_path):
     path = tmp_path / "dump.json"
     second = {**GOOD, "Name": "z", "Schema": {**GOOD["Schema"], "name": "z"}}
     path.write_text(json.dumps([GOOD, second]))
-    env = {"KONG_PREFIX": str(tmp_path), "KONG_PLUGINS": "bundled,x,z", "KONG_PLUGINSERVER_NAMES": "x",
-           "KONG_PLUGINSERVER_X_QUERY_CMD": f"cat {path}"}
+    env = {
+        "KONG_PREFIX": str(tmp_path),
+        "KONG_PLUGINS": "bundled,x,z",
+        "KONG_PLUGINSERVER_NAMES": "x",
+        "KONG_PLUGINSERVER_X_QUERY_CMD": f"cat {path}",
+    }
     with pytest.raises(ConfigError, match="z plugin is enabled but not installed"):
         KongStandIn(env, {"_format_version": "3.0"}).start()
 
 
 # ---------------------------------------------------------------- silent plugin / reload
 def test_silent_plugin_times_out_with_no_data_and_kong_fails_open(tmp_path, upstream, host_map):
-    decl = {"_format_version": "3.0", "plugins": [{"name": "silent"}],
-            "services": [{"name": "mcp", "url": SVC, "routes": [{"paths": ["/mcp"]}]}]}
+    decl = {
+        "_format_version": "3.0",
+        "plugins": [{"name": "silent"}],
+        "services": [{"name": "mcp", "url": SVC, "routes": [{"paths": ["/mcp"]}]}],
+    }
     with KongStandIn(plugin_env(tmp_path, "silent"), decl, rpc_timeout=1, host_map=host_map) as kong:
         t0 = time.monotonic()
         r = get(kong, "/mcp")
@@ -315,12 +388,15 @@ def test_silent_plugin_times_out_with_no_data_and_kong_fails_open(tmp_path, upst
 
 def test_reload_starts_a_new_instance_then_closes_the_old_one(tmp_path, upstream, host_map):
     def decl(label):
-        return {"_format_version": "3.0",
-                "plugins": [{"name": "scripted", "config": {"script": "[]", "label": label}}],
-                "services": [{"name": "mcp", "url": SVC, "routes": [{"paths": ["/mcp"]}]}]}
+        return {
+            "_format_version": "3.0",
+            "plugins": [{"name": "scripted", "config": {"script": "[]", "label": label}}],
+            "services": [{"name": "mcp", "url": SVC, "routes": [{"paths": ["/mcp"]}]}],
+        }
+
     with KongStandIn(plugin_env(tmp_path, "scripted"), decl("one"), host_map=host_map, workers=2) as kong:
         get(kong, "/mcp")
-        get(kong, "/mcp")     # round robin: each worker starts its own instance
+        get(kong, "/mcp")  # round robin: each worker starts its own instance
         st = kong.plugin_status("scripted")["Plugins"]["scripted"]["Instances"]
         assert len(st) == 2 and {i["Config"]["label"] for i in st} == {"one"}
         with pytest.raises(ConfigError):

@@ -35,8 +35,9 @@ def plugin_config(**overrides: Any) -> dict[str, Any]:
     return {key: value for key, value in config.items() if value is not None}
 
 
-def declarative(config: dict[str, Any] | None = None, paths: list[str] | None = None,
-                consumers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def declarative(
+    config: dict[str, Any] | None = None, paths: list[str] | None = None, consumers: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """A one-route kong.yaml with the plugin on the route, like kong/kong.yaml."""
     document: dict[str, Any] = {"consumers": consumers} if consumers else {}
     return document | {

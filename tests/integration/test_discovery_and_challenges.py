@@ -31,8 +31,9 @@ def calls(kong: KongStandIn) -> list[str]:
 
 
 @pytest.mark.parametrize("path", [PRM_SUFFIX, PRM_INSERTED])
-def test_metadata_is_served_on_both_paths_from_kong_yaml(kong: KongStandIn, http: requests.Session,
-                                                         upstream: EchoUpstream, path: str) -> None:
+def test_metadata_is_served_on_both_paths_from_kong_yaml(
+    kong: KongStandIn, http: requests.Session, upstream: EchoUpstream, path: str
+) -> None:
     before = len(upstream.requests)
     response = http.get(kong.proxy_url + path)
     assert response.status_code == 200
@@ -41,8 +42,12 @@ def test_metadata_is_served_on_both_paths_from_kong_yaml(kong: KongStandIn, http
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert response.headers["Cache-Control"] == "public, max-age=300"
     assert kong.last.proxied is False and len(upstream.requests) == before
-    assert calls(kong) == ["kong.request.get_headers", "kong.request.get_path", "kong.request.get_method",
-                           "kong.response.exit"]
+    assert calls(kong) == [
+        "kong.request.get_headers",
+        "kong.request.get_path",
+        "kong.request.get_method",
+        "kong.response.exit",
+    ]
     assert kong.last.round_trips == 3
 
 
@@ -91,15 +96,11 @@ def test_resource_metadata_url_uses_x_forwarded_headers_only_from_trusted_proxie
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "mcp.example.com", "X-Forwarded-Port": "443"}
     trusted = start_kong(declarative(), trusted_ips=["127.0.0.1/32"])
     response = http.post(trusted.proxy_url + "/mcp", headers=forwarded)
-    assert response.headers["WWW-Authenticate"] == (
-        f'Bearer resource_metadata="https://mcp.example.com{PRM_SUFFIX}"'
-    )
+    assert response.headers["WWW-Authenticate"] == (f'Bearer resource_metadata="https://mcp.example.com{PRM_SUFFIX}"')
     untrusted = start_kong(declarative())
     response = http.post(untrusted.proxy_url + "/mcp", headers=forwarded)
     port = untrusted.proxy_url.rsplit(":", 1)[1]
-    assert response.headers["WWW-Authenticate"] == (
-        f'Bearer resource_metadata="http://127.0.0.1:{port}{PRM_SUFFIX}"'
-    )
+    assert response.headers["WWW-Authenticate"] == (f'Bearer resource_metadata="http://127.0.0.1:{port}{PRM_SUFFIX}"')
 
 
 def test_metadata_endpoint_setting_is_served_and_named_in_the_challenge(
@@ -160,8 +161,9 @@ def kong_raw_request(kong: KongStandIn, authorization: list[str]) -> tuple[int, 
         connection.close()
 
 
-def test_oversized_body_is_413_before_any_token_work(start_kong: StartKong, http: requests.Session,
-                                                     upstream: EchoUpstream) -> None:
+def test_oversized_body_is_413_before_any_token_work(
+    start_kong: StartKong, http: requests.Session, upstream: EchoUpstream
+) -> None:
     kong = start_kong(declarative(plugin_config(max_request_body_size=64)))
     before = len(upstream.requests)
     response = http.post(kong.proxy_url + "/mcp", data=b"x" * 65, headers={"Authorization": "Bearer abc"})

@@ -111,11 +111,14 @@ def test_disabled_exchange_cache_exchanges_every_time(
     assert authz.count("token") == 2
 
 
-@pytest.mark.parametrize("refusal,status", [("invalid_grant", 401), ("invalid_target", 401),
-                                            ("invalid_client", 503)])
+@pytest.mark.parametrize("refusal,status", [("invalid_grant", 401), ("invalid_target", 401), ("invalid_client", 503)])
 def test_exchange_refusals_map_to_401_or_503(
-    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream,
-    refusal: str, status: int
+    start_kong: StartKong,
+    authz: MockAuthorizationServer,
+    http: requests.Session,
+    upstream: EchoUpstream,
+    refusal: str,
+    status: int,
 ) -> None:
     kong = start_kong(declarative(exchange_config(authz)))
     authz.exchange_refuse = refusal
@@ -147,8 +150,12 @@ def test_exchange_endpoint_failures_are_503(
     ({"token_type": None}, "The token exchange answer has no token_type"),
 ])  # fmt: skip
 def test_an_exchanged_token_of_another_type_is_503_and_never_proxied(
-    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream,
-    answer: dict[str, Any], description: str
+    start_kong: StartKong,
+    authz: MockAuthorizationServer,
+    http: requests.Session,
+    upstream: EchoUpstream,
+    answer: dict[str, Any],
+    description: str,
 ) -> None:
     """RFC 8693 §2.2.1: a refresh or ID token from the exchange endpoint must never go upstream as Bearer."""
     kong = start_kong(declarative(exchange_config(authz)))
@@ -180,8 +187,10 @@ def test_a_400_digit_expires_in_is_503_not_an_internal_error(
     before = len(upstream.requests)
     response = call(kong, http, authz.issue_opaque())
     assert response.status_code == 503 and len(upstream.requests) == before
-    assert response.json() == {"error": "temporarily_unavailable",
-                               "error_description": "The token exchange answer's expires_in is not a number"}
+    assert response.json() == {
+        "error": "temporarily_unavailable",
+        "error_description": "The token exchange answer's expires_in is not a number",
+    }
     assert authz.count("token") == 1
     assert not [line for line in kong.server_output if "unexpected" in line or "Error" in line], kong.server_output
 
@@ -230,8 +239,14 @@ def test_kong_identity_headers_reach_the_upstream_and_client_copies_do_not(
 ) -> None:
     config = plugin_config(authorization_servers=[authz.issuer], consumer_claim=["sub"], consumer_by=["username"])
     kong = start_kong(declarative(config, consumers=CONSUMERS))
-    response = call(kong, http, authz.mint({"sub": "user-1"}), X_Consumer_Username="admin", X_Consumer_ID="forged",
-                    X_Anonymous_Consumer="true")
+    response = call(
+        kong,
+        http,
+        authz.mint({"sub": "user-1"}),
+        X_Consumer_Username="admin",
+        X_Consumer_ID="forged",
+        X_Anonymous_Consumer="true",
+    )
     assert response.status_code == 200
     received = upstream.last["headers"]
     assert received["x-consumer-username"] == ["user-1"] and received["x-consumer-id"] == [ALICE_ID]

@@ -22,8 +22,11 @@ def test_a_bad_config_answers_500_logs_the_field_and_proxies_nothing(
     )
     kong = start_kong(declarative(config))
     before = len(upstream.requests)
-    for path, headers in [("/mcp", {}), ("/mcp", {"Authorization": "Bearer abc"}),
-                          ("/mcp/.well-known/oauth-protected-resource", {})]:
+    for path, headers in [
+        ("/mcp", {}),
+        ("/mcp", {"Authorization": "Bearer abc"}),
+        ("/mcp/.well-known/oauth-protected-resource", {}),
+    ]:
         response = http.get(kong.proxy_url + path, headers=headers)
         assert response.status_code == 500
         assert response.json() == MISCONFIGURED
@@ -37,8 +40,11 @@ def test_a_bad_config_answers_500_logs_the_field_and_proxies_nothing(
 
 def test_secrets_in_a_bad_config_are_never_logged_or_returned(start_kong: StartKong, http: requests.Session) -> None:
     secret = "do-not-print-this-secret"
-    config = plugin_config(introspection_endpoint="http://localhost:9090/introspect",
-                           client_auth="client_secret_post", client_secret=secret)
+    config = plugin_config(
+        introspection_endpoint="http://localhost:9090/introspect",
+        client_auth="client_secret_post",
+        client_secret=secret,
+    )
     kong = start_kong(declarative(config))
     response = http.get(kong.proxy_url + "/mcp")
     assert response.status_code == 500 and secret not in response.text
@@ -71,7 +77,8 @@ def test_a_config_change_starts_a_new_instance_and_closes_the_old(
 ) -> None:
     kong = start_kong(declarative())
     assert http.get(kong.proxy_url + "/mcp/.well-known/oauth-protected-resource").json()["authorization_servers"] == [
-        "http://localhost:9090"]
+        "http://localhost:9090"
+    ]
     kong.reload(declarative(plugin_config(authorization_servers=["https://issuer.example.com"])))
     response = http.get(kong.proxy_url + "/mcp/.well-known/oauth-protected-resource")
     assert response.json()["authorization_servers"] == ["https://issuer.example.com"]
@@ -119,8 +126,7 @@ def test_outbound_work_ends_before_kong_gives_up_and_proxies(
     monkeypatch.setenv("AI_MCP_OAUTH2_SERVER_FLAGS", "--request-budget 3")
     with MockAuthorizationServer(issuer_path="/realms/x") as authz:
         authz.fault("metadata", "hang")
-        kong = start_kong(declarative(plugin_config(authorization_servers=[authz.issuer], timeout=1000)),
-                          rpc_timeout=6)
+        kong = start_kong(declarative(plugin_config(authorization_servers=[authz.issuer], timeout=1000)), rpc_timeout=6)
         before = len(upstream.requests)
         response = http.post(kong.proxy_url + "/mcp", headers={"Authorization": f"Bearer {authz.mint()}"})
         authz.release()

@@ -23,9 +23,24 @@ from tests.harness.upstream import EchoUpstream
 from .conftest import StartKong, declarative, plugin_config
 
 RESOURCE = "http://localhost:8000/mcp"
-KONG_ADDED = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-forwarded-path",
-              "x-real-ip", "x-kong-request-id", "via", "host", "connection", "content-length", "user-agent",
-              "accept-encoding", "accept", "content-type", "x-forwarded-prefix"}
+KONG_ADDED = {
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-path",
+    "x-real-ip",
+    "x-kong-request-id",
+    "via",
+    "host",
+    "connection",
+    "content-length",
+    "user-agent",
+    "accept-encoding",
+    "accept",
+    "content-type",
+    "x-forwarded-prefix",
+}
 
 
 @pytest.fixture
@@ -40,21 +55,27 @@ def jwt_kong(start_kong: StartKong, authz: MockAuthorizationServer, **config: An
 
 
 def introspection_kong(start_kong: StartKong, authz: MockAuthorizationServer, **config: Any) -> KongStandIn:
-    options = {"introspection_endpoint": authz.introspection_endpoint, "client_id": "kong",
-               "client_secret": "kong-secret", **config}
+    options = {
+        "introspection_endpoint": authz.introspection_endpoint,
+        "client_id": "kong",
+        "client_secret": "kong-secret",
+        **config,
+    }
     return jwt_kong(start_kong, authz, **options)
 
 
-def call(kong: KongStandIn, http: requests.Session, token: str | None, headers: dict[str, str] | None = None
-         ) -> requests.Response:
+def call(
+    kong: KongStandIn, http: requests.Session, token: str | None, headers: dict[str, str] | None = None
+) -> requests.Response:
     sent = dict(headers or {})
     if token is not None:
         sent["Authorization"] = f"Bearer {token}"
     return http.post(kong.proxy_url + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=sent)
 
 
-def assert_refused(kong: KongStandIn, response: requests.Response, upstream: EchoUpstream, before: int,
-                   status: int = 401) -> None:
+def assert_refused(
+    kong: KongStandIn, response: requests.Response, upstream: EchoUpstream, before: int, status: int = 401
+) -> None:
     assert response.status_code == status, response.text
     assert kong.last.proxied is False and len(upstream.requests) == before
     if status == 401:
@@ -96,16 +117,23 @@ def test_a_repeated_token_is_not_validated_again_and_costs_at_most_five_round_tr
         assert call(kong, http, token).status_code == 200
     assert authz.count("jwks") == 1 and authz.count("metadata") == 1
     assert [c.method for c in kong.last.pdk_calls] == [
-        "kong.request.get_headers", "kong.request.get_path", "kong.service.request.set_headers",
-        "kong.service.request.clear_header", "kong.client.authenticate"]
+        "kong.request.get_headers",
+        "kong.request.get_path",
+        "kong.service.request.set_headers",
+        "kong.service.request.clear_header",
+        "kong.client.authenticate",
+    ]
     assert kong.last.round_trips == 5
 
 
 def test_opaque_tokens_are_introspected_and_their_claims_forwarded(
     start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
 ) -> None:
-    kong = introspection_kong(start_kong, authz, claim_to_header=[{"claim": "sub", "header": "X-User"},
-                                                                  {"claim": "scope", "header": "X-Scope"}])
+    kong = introspection_kong(
+        start_kong,
+        authz,
+        claim_to_header=[{"claim": "sub", "header": "X-User"}, {"claim": "scope", "header": "X-Scope"}],
+    )
     token = authz.issue_opaque({"sub": "opaque-user"})
     assert call(kong, http, token).status_code == 200
     assert upstream.last["headers"]["x-user"] == ["opaque-user"]
@@ -199,16 +227,18 @@ def test_a_400_digit_exp_in_an_introspection_answer_is_503_not_an_internal_error
     before = len(upstream.requests)
     response = call(kong, http, authz.issue_opaque({"exp": 10**400}))
     assert_refused(kong, response, upstream, before, status=503)
-    assert response.json()["error_description"] == (
-        "The introspection answer's exp is not a number")
+    assert response.json()["error_description"] == ("The introspection answer's exp is not a number")
     assert_no_plugin_errors(kong)
 
 
 def test_spoofed_identity_headers_never_reach_the_upstream(
     start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream
 ) -> None:
-    kong = jwt_kong(start_kong, authz, claim_to_header=[{"claim": "sub", "header": "X-User"},
-                                                        {"claim": "email", "header": "X-Email"}])
+    kong = jwt_kong(
+        start_kong,
+        authz,
+        claim_to_header=[{"claim": "sub", "header": "X-User"}, {"claim": "email", "header": "X-Email"}],
+    )
     response = call(kong, http, authz.mint(), {"X-User": "admin", "X-Email": "admin@example.com", "x-user": "root"})
     assert response.status_code == 200
     assert upstream.last["headers"]["x-user"] == ["user-1"]
@@ -220,10 +250,18 @@ def test_underscore_variants_of_controlled_headers_never_reach_the_upstream(
 ) -> None:
     """nginx with underscores_in_headers on (the stand-in's proxy too) passes X_Email on, and WSGI-style
     upstreams read it as X-Email; Kong's clear_header and set_headers keep "_" and "-" apart."""
-    kong = jwt_kong(start_kong, authz, claim_to_header=[{"claim": "sub", "header": "X-User"},
-                                                        {"claim": "email", "header": "X-Email"}])
-    spoofs = {"X_Email": "admin@example.com", "X_User": "root", "X_Credential_Identifier": "admin",
-              "X_Consumer_ID": "forged", "X_Consumer_Username": "admin"}
+    kong = jwt_kong(
+        start_kong,
+        authz,
+        claim_to_header=[{"claim": "sub", "header": "X-User"}, {"claim": "email", "header": "X-Email"}],
+    )
+    spoofs = {
+        "X_Email": "admin@example.com",
+        "X_User": "root",
+        "X_Credential_Identifier": "admin",
+        "X_Consumer_ID": "forged",
+        "X_Consumer_Username": "admin",
+    }
     response = call(kong, http, authz.mint(), {**spoofs, "X_Request_Id": "kept"})
     assert response.status_code == 200, response.text
     received = upstream.last["headers"]
@@ -231,8 +269,14 @@ def test_underscore_variants_of_controlled_headers_never_reach_the_upstream(
     assert not set(received) & {name.lower() for name in spoofs}, received
     assert received["x_request_id"] == ["kept"]  # the stand-in does pass underscore names through
     cleared = [c.args[0] for c in kong.last.pdk_calls if c.method == "kong.service.request.clear_header"]
-    assert sorted(cleared) == ["Authorization", "x_consumer_id", "x_consumer_username", "x_credential_identifier",
-                               "x_email", "x_user"]
+    assert sorted(cleared) == [
+        "Authorization",
+        "x_consumer_id",
+        "x_consumer_username",
+        "x_credential_identifier",
+        "x_email",
+        "x_user",
+    ]
     assert_no_plugin_errors(kong)
 
 
@@ -243,8 +287,10 @@ def test_passthrough_credentials_keeps_the_token(
     token = authz.mint()
     assert call(kong, http, token).status_code == 200
     assert upstream.last["headers"]["authorization"] == [f"Bearer {token}"]
-    assert [c.method for c in kong.last.pdk_calls][2:] == ["kong.service.request.set_headers",
-                                                           "kong.client.authenticate"]
+    assert [c.method for c in kong.last.pdk_calls][2:] == [
+        "kong.service.request.set_headers",
+        "kong.client.authenticate",
+    ]
 
 
 def test_key_rotation_is_picked_up_without_a_restart_at_most_once_per_10_seconds(

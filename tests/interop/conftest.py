@@ -55,8 +55,11 @@ def secret(client_id: str) -> str:
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"interop tests need {name} on PATH (Node.js 18.12+ with npm) to run oidc-provider "
-                    f"{OIDC_PROVIDER_VERSION}; install Node.js, these tests are not skipped", pytrace=False)
+        pytest.fail(
+            f"interop tests need {name} on PATH (Node.js 18.12+ with npm) to run oidc-provider "
+            f"{OIDC_PROVIDER_VERSION}; install Node.js, these tests are not skipped",
+            pytrace=False,
+        )
     return path
 
 
@@ -81,17 +84,26 @@ def node_app() -> str:
     fresh = STAMP.is_file() and STAMP.read_text().strip() == digest and _installed_version() == OIDC_PROVIDER_VERSION
     if not fresh:
         try:
-            done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=PROVIDER_DIR, capture_output=True,
-                                  text=True, timeout=NPM_CI_TIMEOUT, check=False)
+            done = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund"],
+                cwd=PROVIDER_DIR,
+                capture_output=True,
+                text=True,
+                timeout=NPM_CI_TIMEOUT,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             pytest.fail(f"npm ci in {PROVIDER_DIR} did not finish within {NPM_CI_TIMEOUT}s", pytrace=False)
         if done.returncode != 0:
-            pytest.fail(f"npm ci in {PROVIDER_DIR} failed ({done.returncode}):\n{done.stdout[-2000:]}\n"
-                        f"{done.stderr[-4000:]}", pytrace=False)
+            pytest.fail(
+                f"npm ci in {PROVIDER_DIR} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}",
+                pytrace=False,
+            )
         STAMP.write_text(digest + "\n")
     installed = _installed_version()
     assert installed == OIDC_PROVIDER_VERSION, (
-        f"provider: node_modules has oidc-provider {installed}, the tests pin {OIDC_PROVIDER_VERSION}")
+        f"provider: node_modules has oidc-provider {installed}, the tests pin {OIDC_PROVIDER_VERSION}"
+    )
     return node
 
 
@@ -104,8 +116,10 @@ def free_port() -> int:
 def private_jwks(tag: str) -> dict[str, Any]:
     """A fresh signing key set (RS256 and ES256, private JWKs) for server.mjs --jwks."""
     keys = []
-    for alg, private in (("RS256", rsa.generate_private_key(65537, 2048)),
-                         ("ES256", ec.generate_private_key(ec.SECP256R1()))):
+    for alg, private in (
+        ("RS256", rsa.generate_private_key(65537, 2048)),
+        ("ES256", ec.generate_private_key(ec.SECP256R1())),
+    ):
         to_jwk = RSAAlgorithm.to_jwk if alg == "RS256" else ECAlgorithm.to_jwk
         jwk = {name: value for name, value in json.loads(to_jwk(private)).items() if name != "key_ops"}
         keys.append({**jwk, "alg": alg, "use": "sig", "kid": f"{tag}-{alg.lower()}"})
@@ -136,8 +150,14 @@ class OidcProvider:
             path.write_text(json.dumps(jwks))
             command += ["--jwks", str(path)]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(command, cwd=PROVIDER_DIR, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, env={**os.environ, "NODE_ENV": "test"})
+        self.proc = subprocess.Popen(
+            command,
+            cwd=PROVIDER_DIR,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "NODE_ENV": "test"},
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -202,23 +222,37 @@ class OidcProvider:
     def access_token(self, client_id: str, resource: str | None = RESOURCE) -> str:
         return self.token(client_id, resource)["access_token"]
 
-    def exchange(self, client_id: str, subject_token: str, actor_token: str | None = None,
-                 audience: str = UPSTREAM_AUDIENCE, expect: int = 200) -> dict[str, Any]:
-        form = {"grant_type": TOKEN_EXCHANGE, "subject_token": subject_token, "subject_token_type": ACCESS_TOKEN_TYPE,
-                "actor_token": actor_token, "actor_token_type": actor_token and ACCESS_TOKEN_TYPE,
-                "audience": audience, "scope": "mcp:tools"}
+    def exchange(
+        self,
+        client_id: str,
+        subject_token: str,
+        actor_token: str | None = None,
+        audience: str = UPSTREAM_AUDIENCE,
+        expect: int = 200,
+    ) -> dict[str, Any]:
+        form = {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": subject_token,
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+            "actor_token": actor_token,
+            "actor_token_type": actor_token and ACCESS_TOKEN_TYPE,
+            "audience": audience,
+            "scope": "mcp:tools",
+        }
         return self._token_request(client_id, form, "token exchange", expect)
 
-    def _token_request(self, client_id: str, form: dict[str, str | None], what: str, expect: int = 200
-                       ) -> dict[str, Any]:
+    def _token_request(
+        self, client_id: str, form: dict[str, str | None], what: str, expect: int = 200
+    ) -> dict[str, Any]:
         status, body = self.post_token(client_id, form)
-        assert status == expect, (
-            f"provider: {what} for {client_id} answered {status}, expected {expect}: {body}"
-            + (f"\nprovider log:\n{self.log()}" if status >= 500 else ""))
+        assert status == expect, f"provider: {what} for {client_id} answered {status}, expected {expect}: {body}" + (
+            f"\nprovider log:\n{self.log()}" if status >= 500 else ""
+        )
         return body
 
-    def post_token(self, client_id: str, form: dict[str, str | None], client_secret: str | None = None
-                   ) -> tuple[int, dict[str, Any]]:
+    def post_token(
+        self, client_id: str, form: dict[str, str | None], client_secret: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
         """A raw token endpoint request (None values are not sent): status and JSON body."""
         sent = {key: value for key, value in form.items() if value is not None}
         auth = (client_id, client_secret if client_secret is not None else secret(client_id))
@@ -226,14 +260,19 @@ class OidcProvider:
             return answer.status_code, answer.json()
 
     def introspect(self, token: str) -> dict[str, Any]:
-        with self.http.post(self.introspection_endpoint, data={"token": token, "token_type_hint": "access_token"},
-                            auth=("gateway", secret("gateway")), timeout=10) as answer:
+        with self.http.post(
+            self.introspection_endpoint,
+            data={"token": token, "token_type_hint": "access_token"},
+            auth=("gateway", secret("gateway")),
+            timeout=10,
+        ) as answer:
             assert answer.status_code == 200, f"provider: introspection answered {answer.status_code}: {answer.text}"
             return answer.json()
 
     def revoke(self, token: str, client_id: str) -> None:
-        with self.http.post(self.metadata["revocation_endpoint"], data={"token": token},
-                            auth=(client_id, secret(client_id)), timeout=10) as answer:
+        with self.http.post(
+            self.metadata["revocation_endpoint"], data={"token": token}, auth=(client_id, secret(client_id)), timeout=10
+        ) as answer:
             assert answer.status_code == 200, f"provider: revocation answered {answer.status_code}: {answer.text}"
 
     def jwks(self) -> jwt.PyJWKSet:
@@ -246,8 +285,14 @@ class OidcProvider:
         header = jwt.get_unverified_header(token)
         assert header.get("typ") == "at+jwt", f"provider: JWT access token typ {header.get('typ')!r}"
         key = self.jwks()[header["kid"]]
-        return jwt.decode(token, key=key, algorithms=[header["alg"]], audience=audience, issuer=self.issuer,
-                          options={"require": ["exp", "iat", "sub", "aud", "iss"]})
+        return jwt.decode(
+            token,
+            key=key,
+            algorithms=[header["alg"]],
+            audience=audience,
+            issuer=self.issuer,
+            options={"require": ["exp", "iat", "sub", "aud", "iss"]},
+        )
 
 
 StartProvider = Callable[..., OidcProvider]

@@ -63,8 +63,11 @@ def mcp_server() -> Iterator[int]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "tests.harness.demo_mcp_server", "--port", str(port)],
-                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.harness.demo_mcp_server", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -90,14 +93,19 @@ def gateway(start_kong: StartKong, oidc: OidcProvider, mcp_port: int, prefix: st
         "name": "mcp", "strip_path": bool(prefix), "plugins": [{"name": "ai-mcp-oauth2", "config": config}],
         "paths": [prefix or "/mcp", f"/.well-known/oauth-protected-resource{prefix}/mcp"],
     }  # fmt: skip
-    declarative = {"_format_version": "3.0",
-                   "services": [{"name": "mcp-server", "url": "http://mcp-server:9000", "routes": [route]}]}
+    declarative = {
+        "_format_version": "3.0",
+        "services": [{"name": "mcp-server", "url": "http://mcp-server:9000", "routes": [route]}],
+    }
     return start_kong(declarative, listen_port=GATEWAY_PORT, host_map={"mcp-server:9000": f"127.0.0.1:{mcp_port}"})
 
 
 async def sdk_session(url: str, oidc: OidcProvider, statuses: list[tuple[str, str, int]]) -> tuple[list[str], Any]:
     auth = ClientCredentialsOAuthProvider(
-        server_url=url, storage=MemoryStorage(), client_id="mcp-client", client_secret=secret("mcp-client"),
+        server_url=url,
+        storage=MemoryStorage(),
+        client_id="mcp-client",
+        client_secret=secret("mcp-client"),
         issuer=oidc.issuer,
     )
 
@@ -129,9 +137,11 @@ def test_the_sdk_oauth_client_discovers_authenticates_and_calls_tools(
     assert f'resource_metadata="{url}/.well-known/oauth-protected-resource"' in challenge.headers["WWW-Authenticate"]
     metadata = http.get(metadata_url).json()
     assert metadata["resource"] == url and metadata["authorization_servers"] == [oidc.issuer], f"plugin: {metadata}"
-    direct = http.post(url, headers={"Authorization": f"Bearer {token['access_token']}",
-                                     "Accept": "application/json, text/event-stream"},
-                       json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    direct = http.post(
+        url,
+        headers={"Authorization": f"Bearer {token['access_token']}", "Accept": "application/json, text/event-stream"},
+        json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+    )
     assert direct.status_code != 401, f"plugin: refused the provider's token: {direct.headers.get('WWW-Authenticate')}"
 
     # client: the whole dance by the SDK

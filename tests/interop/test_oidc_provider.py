@@ -32,8 +32,11 @@ from .conftest import (
     secret,
 )
 
-CLAIM_HEADERS = [{"claim": "sub", "header": "X-User"}, {"claim": "client_id", "header": "X-Client-Id"},
-                 {"claim": "scope", "header": "X-Scope"}]
+CLAIM_HEADERS = [
+    {"claim": "sub", "header": "X-User"},
+    {"claim": "client_id", "header": "X-Client-Id"},
+    {"claim": "scope", "header": "X-Scope"},
+]
 
 
 def jwt_config(provider: OidcProvider, **config: Any) -> dict[str, Any]:
@@ -42,8 +45,13 @@ def jwt_config(provider: OidcProvider, **config: Any) -> dict[str, Any]:
 
 
 def introspection_config(provider: OidcProvider, **config: Any) -> dict[str, Any]:
-    return jwt_config(provider, introspection_endpoint=provider.introspection_endpoint, client_id="gateway",
-                      client_secret=secret("gateway"), **config)
+    return jwt_config(
+        provider,
+        introspection_endpoint=provider.introspection_endpoint,
+        client_id="gateway",
+        client_secret=secret("gateway"),
+        **config,
+    )
 
 
 def exchange_config(provider: OidcProvider, validation: str, exchanger: str = "exchanger") -> dict[str, Any]:
@@ -62,13 +70,16 @@ def call(kong: KongStandIn, http: requests.Session, token: str, **headers: str) 
 
 
 def assert_accepted(kong: KongStandIn, response: requests.Response, upstream: EchoUpstream, before: int) -> None:
-    assert response.status_code == 200, f"plugin: refused a token the provider issued: {response.status_code} " \
-                                        f"{response.headers.get('WWW-Authenticate')} {response.text}"
+    assert response.status_code == 200, (
+        f"plugin: refused a token the provider issued: {response.status_code} "
+        f"{response.headers.get('WWW-Authenticate')} {response.text}"
+    )
     assert kong.last.proxied and len(upstream.requests) == before + 1, "plugin: the request did not reach the upstream"
 
 
-def assert_refused(kong: KongStandIn, response: requests.Response, upstream: EchoUpstream, before: int,
-                   status: int = 401) -> None:
+def assert_refused(
+    kong: KongStandIn, response: requests.Response, upstream: EchoUpstream, before: int, status: int = 401
+) -> None:
     assert response.status_code == status, f"plugin: expected {status}, got {response.status_code} {response.text}"
     assert not kong.last.proxied and len(upstream.requests) == before, "plugin: a refused request reached the upstream"
     if status == 401:
@@ -95,9 +106,14 @@ def test_the_pinned_oidc_provider_version_is_the_one_installed() -> None:
 
 # 1. JWT access tokens, keys found through the provider's discovery document -----------------------
 
+
 @pytest.mark.parametrize(("client_id", "alg"), [("mcp-client", "RS256"), ("mcp-client-es", "ES256")])
 def test_jwt_access_tokens_are_validated_through_discovery_and_reach_the_upstream_with_claim_headers(
-    start_kong: StartKong, oidc: OidcProvider, http: requests.Session, upstream: EchoUpstream, client_id: str,
+    start_kong: StartKong,
+    oidc: OidcProvider,
+    http: requests.Session,
+    upstream: EchoUpstream,
+    client_id: str,
     alg: str,
 ) -> None:
     answer = oidc.token(client_id)
@@ -118,6 +134,7 @@ def test_jwt_access_tokens_are_validated_through_discovery_and_reach_the_upstrea
 
 # 2. Opaque access tokens, RFC 7662 introspection at the provider ---------------------------------
 
+
 def test_opaque_tokens_are_validated_by_introspection_at_the_provider(
     start_kong: StartKong, oidc: OidcProvider, http: requests.Session, upstream: EchoUpstream
 ) -> None:
@@ -137,6 +154,7 @@ def test_opaque_tokens_are_validated_by_introspection_at_the_provider(
 
 
 # 3. RFC 8693 token exchange at the provider ---------------------------------------------------------
+
 
 @pytest.mark.parametrize("validation", ["jwt", "introspection"])
 def test_tokens_are_exchanged_at_the_provider_and_the_upstream_gets_the_exchanged_token(
@@ -178,8 +196,12 @@ def test_the_providers_token_exchange_grant_refuses_per_rfc_8693(oidc: OidcProvi
     oidc.revoke(revoked, "opaque-client")
     head, body, signature = subject.split(".")
     tampered = f"{head}.{body}.{signature[::-1]}"
-    base = {"grant_type": TOKEN_EXCHANGE, "subject_token": subject, "subject_token_type": ACCESS_TOKEN_TYPE,
-            "audience": UPSTREAM_AUDIENCE}
+    base = {
+        "grant_type": TOKEN_EXCHANGE,
+        "subject_token": subject,
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        "audience": UPSTREAM_AUDIENCE,
+    }
     cases: dict[str, tuple[dict[str, str | None], str]] = {
         "no subject_token": ({"subject_token": None}, "invalid_request"),
         "no subject_token_type": ({"subject_token_type": None}, "invalid_request"),
@@ -217,17 +239,18 @@ def test_an_actor_token_the_provider_refuses_is_401_and_wrong_exchanger_credenti
     assert refused["error"] == "invalid_grant", f"provider: {refused}"
     kong = start_kong(declarative(exchange_config(oidc, "jwt")))
     before = len(upstream.requests)
-    assert_refused(kong, call(kong, http, subject, X_Actor_Token="not-a-token-this-provider-issued"),
-                   upstream, before)
+    assert_refused(kong, call(kong, http, subject, X_Actor_Token="not-a-token-this-provider-issued"), upstream, before)
 
     config = exchange_config(oidc, "jwt")
     config["token_exchange"]["client_secret"] = "wrong-secret"
     kong = start_kong(declarative(config))
-    assert_refused(kong, call(kong, http, subject, X_Actor_Token=oidc.access_token("mcp-client-es")),
-                   upstream, before, status=503)
+    assert_refused(
+        kong, call(kong, http, subject, X_Actor_Token=oidc.access_token("mcp-client-es")), upstream, before, status=503
+    )
 
 
 # 4. Key rotation at the provider, picked up by the running plugin server -------------------------
+
 
 def test_a_provider_key_rotation_is_picked_up_without_restarting_the_plugin_server(
     start_kong: StartKong, start_provider: StartProvider, http: requests.Session, upstream: EchoUpstream
@@ -258,6 +281,7 @@ def test_a_provider_key_rotation_is_picked_up_without_restarting_the_plugin_serv
 
 
 # 5. Refusals with real tokens ------------------------------------------------------------------
+
 
 def test_a_token_for_another_resource_is_refused(
     start_kong: StartKong, oidc: OidcProvider, http: requests.Session, upstream: EchoUpstream
@@ -324,7 +348,10 @@ def test_with_introspection_configured_a_jwt_or_an_opaque_token_without_audience
 
 @pytest.mark.parametrize("validation", ["jwt", "introspection"])
 def test_the_provider_down_is_503(
-    start_kong: StartKong, start_provider: StartProvider, http: requests.Session, upstream: EchoUpstream,
+    start_kong: StartKong,
+    start_provider: StartProvider,
+    http: requests.Session,
+    upstream: EchoUpstream,
     validation: str,
 ) -> None:
     provider = start_provider()

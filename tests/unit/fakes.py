@@ -206,11 +206,23 @@ class Key:
         jwk.update(extra)
         return {k: v for k, v in jwk.items() if v is not None}
 
-    def mint(self, claims: dict[str, Any] | None = None, headers: dict[str, Any] | None = None,
-             now: float | None = None, omit: tuple[str, ...] = ()) -> str:
+    def mint(
+        self,
+        claims: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+        now: float | None = None,
+        omit: tuple[str, ...] = (),
+    ) -> str:
         now = time.time() if now is None else now
-        body: dict[str, Any] = {"iss": ISSUER, "aud": RESOURCE, "sub": "alice", "iat": int(now),
-                                "exp": int(now) + 300, "jti": str(uuid.uuid4()), "scope": "mcp:tools"}
+        body: dict[str, Any] = {
+            "iss": ISSUER,
+            "aud": RESOURCE,
+            "sub": "alice",
+            "iat": int(now),
+            "exp": int(now) + 300,
+            "jti": str(uuid.uuid4()),
+            "scope": "mcp:tools",
+        }
         body.update(claims or {})
         for name in omit:
             body.pop(name, None)
@@ -232,11 +244,19 @@ def make_client_cert(common_name: str = "gw") -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
 
 

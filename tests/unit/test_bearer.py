@@ -13,15 +13,34 @@ def test_bearer_scheme_is_case_insensitive_and_token_is_returned(value: str) -> 
     assert extract_token({"authorization": [value]}) in ("abc.def-ghi_jkl~+/==", "abc")
 
 
-@pytest.mark.parametrize("headers", [{}, {"authorization": []}, {"authorization": ["Basic dXNlcjpwYXNz"]},
-                                     {"authorization": ["DPoP abc"]}, {"authorization": ["Bearerabc"]}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"authorization": []},
+        {"authorization": ["Basic dXNlcjpwYXNz"]},
+        {"authorization": ["DPoP abc"]},
+        {"authorization": ["Bearerabc"]},
+    ],
+)
 def test_absent_or_non_bearer_credentials_are_a_missing_token(headers: dict[str, list[str]]) -> None:
     with pytest.raises(MissingToken):
         extract_token(headers)
 
 
-@pytest.mark.parametrize("value", ["Bearer", "Bearer ", "Bearer a b", "Bearer a,Bearer b", 'Bearer "abc"',
-                                   "Bearer ab=c", "Bearer a\x00b", "Bearer tök"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Bearer",
+        "Bearer ",
+        "Bearer a b",
+        "Bearer a,Bearer b",
+        'Bearer "abc"',
+        "Bearer ab=c",
+        "Bearer a\x00b",
+        "Bearer tök",
+    ],
+)
 def test_ill_formed_bearer_tokens_are_invalid_requests(value: str) -> None:
     with pytest.raises(InvalidRequest) as info:
         extract_token({"authorization": [value]})
@@ -59,7 +78,10 @@ def test_challenge_without_credentials_has_no_error_code() -> None:
 
 def test_challenge_with_error_and_scopes() -> None:
     value = challenge([("error", "invalid_token"), ("error_description", "bad")], "https://gw/m", ("a", "b:c"))
-    assert value == 'Bearer error="invalid_token", error_description="bad", resource_metadata="https://gw/m", scope="a b:c"'
+    assert (
+        value
+        == 'Bearer error="invalid_token", error_description="bad", resource_metadata="https://gw/m", scope="a b:c"'
+    )
 
 
 def test_challenge_values_are_restricted_to_rfc_6750_characters() -> None:

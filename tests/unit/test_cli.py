@@ -25,8 +25,9 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "ai_mcp_oauth2_probe.py"
         script.write_text(PROBE)
-        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=60,
-                              check=False)
+        return subprocess.run(
+            [sys.executable, str(script), *args], capture_output=True, text=True, timeout=60, check=False
+        )
 
 
 def test_the_default_is_gevent_mode_patched_before_the_plugin_is_imported() -> None:

@@ -23,9 +23,16 @@ KEY_BODY = KEY.splitlines()[1].encode()  # 64 characters of this key's base64, f
 
 
 def tls_config(**overrides: Any) -> dict[str, Any]:
-    return kong_config(**{"introspection_endpoint": "https://as.example.com/introspect", "client_id": "gw",
-                          "client_auth": "tls_client_auth", "tls_client_auth_cert": CERT,
-                          "tls_client_auth_key": KEY, **overrides})
+    return kong_config(
+        **{
+            "introspection_endpoint": "https://as.example.com/introspect",
+            "client_id": "gw",
+            "client_auth": "tls_client_auth",
+            "tls_client_auth_cert": CERT,
+            "tls_client_auth_key": KEY,
+            **overrides,
+        }
+    )
 
 
 def client_of(gateway: Gateway) -> ClientAuth:

@@ -106,8 +106,21 @@ def test_claim_to_header_and_upstream_headers_are_mutually_exclusive() -> None:
     assert error.field == "claim_to_header" and "mutually exclusive" in error.message
 
 
-@pytest.mark.parametrize("header", ["Authorization", "host", "Content-Length", "Transfer-Encoding",
-                                    "Connection", "Upgrade", "TE", "X Bad", "X-Sub\r\nX-Evil", ""])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Authorization",
+        "host",
+        "Content-Length",
+        "Transfer-Encoding",
+        "Connection",
+        "Upgrade",
+        "TE",
+        "X Bad",
+        "X-Sub\r\nX-Evil",
+        "",
+    ],
+)
 def test_claim_headers_must_be_safe_header_names(header: str) -> None:
     error = refused(claim_to_header=[{"claim": "sub", "header": header}])
     assert error.field == "claim_to_header[1].header"
@@ -142,8 +155,10 @@ def test_token_exchange_needs_passthrough_credentials() -> None:
     [
         ({"actor_token_source": "header"}, "token_exchange.request.actor_token_header"),
         ({"actor_token_source": "config"}, "token_exchange.request.actor_token"),
-        ({"actor_token_source": "header", "actor_token_header": "Authorization"},
-         "token_exchange.request.actor_token_header"),
+        (
+            {"actor_token_source": "header", "actor_token_header": "Authorization"},
+            "token_exchange.request.actor_token_header",
+        ),
     ],
 )
 def test_an_actor_token_source_needs_its_value(request_record: dict[str, Any], field: str) -> None:
@@ -151,7 +166,9 @@ def test_an_actor_token_source_needs_its_value(request_record: dict[str, Any], f
     assert error.field == field
 
 
-@pytest.mark.parametrize("auth,missing", [("client_secret_basic", "client_id"), ("client_secret_post", "client_secret")])
+@pytest.mark.parametrize(
+    "auth,missing", [("client_secret_basic", "client_id"), ("client_secret_post", "client_secret")]
+)
 def test_exchange_client_auth_needs_its_credentials(auth: str, missing: str) -> None:
     error = refused(token_exchange=exchange(client_auth=auth, **{missing: None}), passthrough_credentials=True)
     assert error.field == f"token_exchange.{missing}"
@@ -167,12 +184,16 @@ def test_exchange_inherit_needs_the_top_level_client_id() -> None:
     [
         ({"client_auth": "client_secret_basic"}, "client_id"),
         ({"client_auth": "client_secret_post", "client_id": "gw"}, "client_secret"),
-        ({"client_auth": "client_secret_jwt", "client_id": "gw", "client_secret": SECRET, "client_alg": "RS256"},
-         "client_alg"),
+        (
+            {"client_auth": "client_secret_jwt", "client_id": "gw", "client_secret": SECRET, "client_alg": "RS256"},
+            "client_alg",
+        ),
         ({"client_auth": "private_key_jwt", "client_id": "gw"}, "client_jwk"),
         ({"client_auth": "client_secret_jwt", "client_id": "gw", "client_secret": "short"}, "client_secret"),
-        ({"client_auth": "client_secret_jwt", "client_id": "gw", "client_secret": "x" * 40, "client_alg": "HS512"},
-         "client_secret"),
+        (
+            {"client_auth": "client_secret_jwt", "client_id": "gw", "client_secret": "x" * 40, "client_alg": "HS512"},
+            "client_secret",
+        ),
         ({"client_auth": "tls_client_auth", "client_id": "gw"}, "tls_client_auth_cert"),
         ({"client_secret": SECRET}, "client_id"),  # null client_auth with a secret means basic
     ],
@@ -208,7 +229,9 @@ def test_client_alg_must_match_a_private_jwk() -> None:
 
 
 def test_secrets_never_appear_in_errors_or_repr() -> None:
-    error = refused(client_secret=SECRET, introspection_endpoint="https://as.example.com/i", client_auth="client_secret_basic")
+    error = refused(
+        client_secret=SECRET, introspection_endpoint="https://as.example.com/i", client_auth="client_secret_basic"
+    )
     assert SECRET not in str(error)
     config = parse_config(kong_config(
         client_secret=SECRET, client_id="gw", introspection_endpoint="https://as.example.com/i",

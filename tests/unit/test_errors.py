@@ -38,7 +38,9 @@ def test_no_error_code_without_credentials_but_error_and_description_for_bad_one
     """RFC 6750 §3.1: a request without credentials gets no error code in the challenge."""
     assert errors.MissingToken().challenge_params() == []
     assert errors.InvalidToken('bad "token"\n').challenge_params() == [
-        ("error", "invalid_token"), ("error_description", "bad ?token??")]
+        ("error", "invalid_token"),
+        ("error_description", "bad ?token??"),
+    ]
 
 
 def test_extra_headers_and_a_custom_description() -> None:

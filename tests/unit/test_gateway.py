@@ -19,8 +19,13 @@ JWKS = "https://as.example.com/jwks"
 
 
 class FakeRequest:
-    def __init__(self, headers: dict[str, list[str]] | None = None, path: str = "/mcp", method: str = "POST",
-                 origin: tuple[object, object, object] = ("https", "gw.example.com", 443)) -> None:
+    def __init__(
+        self,
+        headers: dict[str, list[str]] | None = None,
+        path: str = "/mcp",
+        method: str = "POST",
+        origin: tuple[object, object, object] = ("https", "gw.example.com", 443),
+    ) -> None:
         self._headers = headers or {}
         self._path = path
         self._method = method
@@ -77,10 +82,13 @@ def test_challenge_adds_scope_when_scopes_are_configured() -> None:
 
 
 def test_challenge_uses_metadata_endpoint_when_set() -> None:
-    response = decide(FakeRequest(origin=("http", "localhost", 8000)),
-                      metadata_endpoint="/.well-known/oauth-protected-resource/mcp")
-    assert 'resource_metadata="http://localhost:8000/.well-known/oauth-protected-resource/mcp"' in (
-        response.headers["WWW-Authenticate"])
+    response = decide(
+        FakeRequest(origin=("http", "localhost", 8000)), metadata_endpoint="/.well-known/oauth-protected-resource/mcp"
+    )
+    assert (
+        'resource_metadata="http://localhost:8000/.well-known/oauth-protected-resource/mcp"'
+        in (response.headers["WWW-Authenticate"])
+    )
 
 
 def test_a_token_that_is_not_a_jwt_is_refused_as_invalid_token() -> None:
@@ -100,8 +108,9 @@ class AcceptAll:
 def test_an_accepted_token_is_proxied_with_authorization_stripped_unless_passthrough() -> None:
     request = FakeRequest({"authorization": ["Bearer abc"]})
     decision = Gateway(kong_config(), services=lambda _: (AcceptAll(), None)).handle(request)
-    assert decision == Proxy(set_headers={"X-Credential-Identifier": "alice"}, clear_headers=("Authorization",),
-                             credential={"id": "alice"})
+    assert decision == Proxy(
+        set_headers={"X-Credential-Identifier": "alice"}, clear_headers=("Authorization",), credential={"id": "alice"}
+    )
     assert request.calls == ["headers", "path"]
     kept = Gateway(kong_config(passthrough_credentials=True), services=lambda _: (AcceptAll(), None)).handle(request)
     assert kept == Proxy(set_headers={"X-Credential-Identifier": "alice"}, credential={"id": "alice"})
@@ -114,7 +123,9 @@ def test_malformed_authorization_is_a_400_with_invalid_request() -> None:
     assert body(response)["error"] == "invalid_request"
 
 
-@pytest.mark.parametrize("path", ["/mcp/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"])
+@pytest.mark.parametrize(
+    "path", ["/mcp/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"]
+)
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 def test_metadata_is_served_without_a_token_on_both_paths(path: str, method: str) -> None:
     request = FakeRequest(path=path, method=method)
@@ -127,21 +138,35 @@ def test_metadata_is_served_without_a_token_on_both_paths(path: str, method: str
     assert request.calls == ["headers", "path", "method"]
 
 
-@pytest.mark.parametrize("path", ["/mcp/.well-known/oauth-protected-resource/", "/.well-known/oauth-protected-resource",
-                                  "/MCP/.well-known/oauth-protected-resource"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/mcp/.well-known/oauth-protected-resource/",
+        "/.well-known/oauth-protected-resource",
+        "/MCP/.well-known/oauth-protected-resource",
+    ],
+)
 def test_near_miss_metadata_paths_are_protected(path: str) -> None:
     assert decide(FakeRequest(path=path, method="GET")).status == 401
 
 
 def test_other_methods_on_the_metadata_path_are_not_allowed_and_never_proxied() -> None:
-    response = decide(FakeRequest(path="/mcp/.well-known/oauth-protected-resource", method="POST",
-                                  headers={"authorization": ["Bearer abc"]}))
+    response = decide(
+        FakeRequest(
+            path="/mcp/.well-known/oauth-protected-resource", method="POST", headers={"authorization": ["Bearer abc"]}
+        )
+    )
     assert response.status == 405 and response.headers["Allow"] == "GET, HEAD, OPTIONS"
 
 
 def test_cors_preflight_on_the_metadata_path() -> None:
-    response = decide(FakeRequest(path="/mcp/.well-known/oauth-protected-resource", method="OPTIONS",
-                                  headers={"access-control-request-headers": ["mcp-protocol-version"]}))
+    response = decide(
+        FakeRequest(
+            path="/mcp/.well-known/oauth-protected-resource",
+            method="OPTIONS",
+            headers={"access-control-request-headers": ["mcp-protocol-version"]},
+        )
+    )
     assert response.status == 204
     assert response.headers["Access-Control-Allow-Headers"] == "mcp-protocol-version"
 
@@ -169,8 +194,10 @@ def test_a_bad_config_answers_500_logs_the_field_and_asks_nothing_else() -> None
     request = FakeRequest({"authorization": ["Bearer abc"]}, path="/mcp/.well-known/oauth-protected-resource")
     response = decide(request, claim_to_header=[{"claim": "sub", "header": "Authorization"}])
     assert response.status == 500
-    assert body(response) == {"error": "server_error",
-                              "error_description": "The gateway's authorization plugin is misconfigured"}
+    assert body(response) == {
+        "error": "server_error",
+        "error_description": "The gateway's authorization plugin is misconfigured",
+    }
     assert request.calls == ["log"]
     assert request.logs[0][0] == "err" and "claim_to_header[1].header" in request.logs[0][1]
     assert "WWW-Authenticate" not in response.headers
@@ -193,16 +220,20 @@ def proxy_for(claims: dict[str, Any], headers: dict[str, list[str]] | None = Non
 
 
 def test_claim_headers_are_set_from_the_validated_claims() -> None:
-    decision = proxy_for({"sub": "alice", "realm": {"roles": ["a", "b"]}},
-                         upstream_headers=[{"header": "X-User", "path": ["sub"]},
-                                           {"header": "X-Roles", "path": ["realm", "roles"]}])
+    decision = proxy_for(
+        {"sub": "alice", "realm": {"roles": ["a", "b"]}},
+        upstream_headers=[{"header": "X-User", "path": ["sub"]}, {"header": "X-Roles", "path": ["realm", "roles"]}],
+    )
     assert decision.set_headers == {"X-User": "alice", "X-Roles": "a,b", "X-Credential-Identifier": "alice"}
     assert decision.clear_headers == ("Authorization",)
 
 
 def test_client_copies_of_absent_claim_headers_are_removed_and_present_ones_overwritten() -> None:
-    decision = proxy_for({"sub": "alice"}, {"x-user": ["mallory"], "x-email": ["spoofed@example.com"]},
-                         claim_to_header=[{"claim": "sub", "header": "X-User"}, {"claim": "email", "header": "X-Email"}])
+    decision = proxy_for(
+        {"sub": "alice"},
+        {"x-user": ["mallory"], "x-email": ["spoofed@example.com"]},
+        claim_to_header=[{"claim": "sub", "header": "X-User"}, {"claim": "email", "header": "X-Email"}],
+    )
     assert decision.set_headers == {"X-User": "alice", "X-Credential-Identifier": "alice"}
     assert decision.clear_headers == ("X-Email", "Authorization")
 
@@ -213,8 +244,9 @@ def test_absent_claims_not_sent_by_the_client_cost_nothing() -> None:
 
 
 def test_unsafe_claim_values_are_not_sent_and_client_copies_removed() -> None:
-    decision = proxy_for({"sub": "a\r\nX-Admin: 1"}, {"x-user": ["x"]},
-                         claim_to_header=[{"claim": "sub", "header": "X-User"}])
+    decision = proxy_for(
+        {"sub": "a\r\nX-Admin: 1"}, {"x-user": ["x"]}, claim_to_header=[{"claim": "sub", "header": "X-User"}]
+    )
     assert decision.set_headers == {} and "X-User" in decision.clear_headers
 
 
@@ -246,20 +278,28 @@ class ConsumerRequest(FakeRequest):
 
 
 ALICE = {"id": "8b1a9953-c461-4296-a8c4-6a4f8a2f7a11", "username": "alice", "custom_id": "c-1"}
-BOB = {"id": "0b6ae7c1-5a3e-4b5e-9d8f-1c2b3a4d5e6f", "username": "8b1a9953-c461-4296-a8c4-6a4f8a2f7a11",
-       "custom_id": None}
+BOB = {
+    "id": "0b6ae7c1-5a3e-4b5e-9d8f-1c2b3a4d5e6f",
+    "username": "8b1a9953-c461-4296-a8c4-6a4f8a2f7a11",
+    "custom_id": None,
+}
 
 
-def decide_with(request: FakeRequest, token_claims: dict[str, Any], exchanger: Exchange | None = None,
-                **config: Any) -> Any:
+def decide_with(
+    request: FakeRequest, token_claims: dict[str, Any], exchanger: Exchange | None = None, **config: Any
+) -> Any:
     return Gateway(kong_config(**config), services=lambda _: (Claims(token_claims), exchanger)).handle(request)
 
 
 def test_exchange_puts_the_exchanged_token_upstream_and_removes_the_actor_header() -> None:
     exchange = Exchange()
     request = FakeRequest({"authorization": ["Bearer abc"], "x-actor-token": ["actor-jwt"]})
-    te = {"enabled": True, "token_endpoint": "https://as.example.com/token", "client_auth": "none",
-          "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token"}}
+    te = {
+        "enabled": True,
+        "token_endpoint": "https://as.example.com/token",
+        "client_auth": "none",
+        "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token"},
+    }
     decision = decide_with(request, {"sub": "alice"}, exchange, token_exchange=te, passthrough_credentials=True)
     assert exchange.calls == [("abc", "actor-jwt")]
     assert decision.set_headers == {"Authorization": "Bearer upstream-token", "X-Credential-Identifier": "alice"}
@@ -271,22 +311,36 @@ def test_a_malformed_actor_token_header_is_400_and_never_exchanged(value: str) -
     """A non-UTF-8 byte (a lone surrogate here) raised UnicodeEncodeError in requests' form encoding: 500."""
     exchange = Exchange()
     request = FakeRequest({"authorization": ["Bearer abc"], "x-actor-token": [value]})
-    te = {"enabled": True, "token_endpoint": "https://as.example.com/token", "client_auth": "none",
-          "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token"}}
+    te = {
+        "enabled": True,
+        "token_endpoint": "https://as.example.com/token",
+        "client_auth": "none",
+        "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token"},
+    }
     response = decide_with(request, {"sub": "alice"}, exchange, token_exchange=te, passthrough_credentials=True)
     assert isinstance(response, Response) and response.status == 400
     assert body(response) == {"error": "invalid_request", "error_description": "The actor token header is malformed"}
     assert response.headers["WWW-Authenticate"].startswith(
-        'Bearer error="invalid_request", error_description="The actor token header is malformed"')
+        'Bearer error="invalid_request", error_description="The actor token header is malformed"'
+    )
     assert exchange.calls == []
 
 
 def test_static_actor_token_comes_from_config() -> None:
     exchange = Exchange()
-    te = {"enabled": True, "token_endpoint": "https://as.example.com/token", "client_auth": "none",
-          "request": {"actor_token_source": "config", "actor_token": "static-actor"}}
-    decide_with(FakeRequest({"authorization": ["Bearer abc"], "x-actor-token": ["ignored"]}), {}, exchange,
-                token_exchange=te, passthrough_credentials=True)
+    te = {
+        "enabled": True,
+        "token_endpoint": "https://as.example.com/token",
+        "client_auth": "none",
+        "request": {"actor_token_source": "config", "actor_token": "static-actor"},
+    }
+    decide_with(
+        FakeRequest({"authorization": ["Bearer abc"], "x-actor-token": ["ignored"]}),
+        {},
+        exchange,
+        token_exchange=te,
+        passthrough_credentials=True,
+    )
     assert exchange.calls == [("abc", "static-actor")]
 
 
@@ -299,8 +353,9 @@ def test_consumer_found_by_username_is_authenticated_with_one_lookup() -> None:
 
 def test_nested_consumer_claim_and_lookup_by_id() -> None:
     request = ConsumerRequest([ALICE], headers={"authorization": ["Bearer abc"]})
-    decision = decide_with(request, {"sub": "x", "ext": {"kong_id": ALICE["id"]}},
-                           consumer_claim=["ext", "kong_id"], consumer_by=["id"])
+    decision = decide_with(
+        request, {"sub": "x", "ext": {"kong_id": ALICE["id"]}}, consumer_claim=["ext", "kong_id"], consumer_by=["id"]
+    )
     assert decision.consumer == ALICE and request.lookups == [(ALICE["id"], False)]
 
 
@@ -315,8 +370,12 @@ def test_unknown_consumer_is_403_unless_optional() -> None:
     response = decide_with(request, {"sub": "mallory"}, consumer_claim=["sub"])
     assert isinstance(response, Response) and response.status == 403
     assert json.loads(response.body)["error"] == "access_denied" and "WWW-Authenticate" not in response.headers
-    optional = decide_with(ConsumerRequest([ALICE], headers={"authorization": ["Bearer abc"]}), {"sub": "mallory"},
-                           consumer_claim=["sub"], consumer_optional=True)
+    optional = decide_with(
+        ConsumerRequest([ALICE], headers={"authorization": ["Bearer abc"]}),
+        {"sub": "mallory"},
+        consumer_claim=["sub"],
+        consumer_optional=True,
+    )
     assert optional.consumer is None and optional.credential == {"id": "mallory"}
 
 
@@ -327,8 +386,11 @@ def test_custom_id_only_is_never_looked_up() -> None:
 
 
 def test_credential_claim_becomes_the_credential_id() -> None:
-    decision = decide_with(FakeRequest({"authorization": ["Bearer abc"]}), {"client_id": "agent-7", "sub": "u"},
-                           credential_claim=["client_id"])
+    decision = decide_with(
+        FakeRequest({"authorization": ["Bearer abc"]}),
+        {"client_id": "agent-7", "sub": "u"},
+        credential_claim=["client_id"],
+    )
     assert decision.credential == {"id": "agent-7"} and decision.consumer is None
 
 
@@ -341,11 +403,22 @@ def test_a_request_whose_headers_may_have_been_truncated_by_kong_is_refused() ->
 
 
 def test_kong_identity_headers_are_set_from_the_mapped_consumer_and_never_spoofed() -> None:
-    request = ConsumerRequest([ALICE], headers={"authorization": ["Bearer abc"], "x-consumer-id": ["forged"],
-                                                "x-anonymous-consumer": ["true"], "x-consumer-groups": ["admins"]})
+    request = ConsumerRequest(
+        [ALICE],
+        headers={
+            "authorization": ["Bearer abc"],
+            "x-consumer-id": ["forged"],
+            "x-anonymous-consumer": ["true"],
+            "x-consumer-groups": ["admins"],
+        },
+    )
     decision = decide_with(request, {"sub": "alice"}, consumer_claim=["sub"])
-    assert decision.set_headers == {"X-Consumer-ID": ALICE["id"], "X-Consumer-Custom-ID": "c-1",
-                                    "X-Consumer-Username": "alice", "X-Credential-Identifier": "alice"}
+    assert decision.set_headers == {
+        "X-Consumer-ID": ALICE["id"],
+        "X-Consumer-Custom-ID": "c-1",
+        "X-Consumer-Username": "alice",
+        "X-Credential-Identifier": "alice",
+    }
     assert set(decision.clear_headers) == {"Authorization", "X-Anonymous-Consumer", "X-Consumer-Groups"}
     spoofed = decide_with(FakeRequest({"authorization": ["Bearer abc"], "x-consumer-username": ["admin"]}), {})
     assert spoofed.clear_headers == ("Authorization", "X-Consumer-Username")
@@ -386,41 +459,85 @@ def test_a_new_instance_for_the_same_config_shares_no_fetch_or_cache_with_the_on
 
 def test_underscore_variants_of_every_controlled_header_are_removed_by_the_name_the_client_sent() -> None:
     """With nginx's underscores_in_headers on, X_Email reaches the upstream, and WSGI reads it as X-Email."""
-    te = {"enabled": True, "token_endpoint": "https://as.example.com/token", "client_auth": "none",
-          "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token"}}
-    spoofs = {"x_email": ["admin@example.com"], "x_user": ["root"], "x_credential_identifier": ["admin"],
-              "x_consumer_id": ["forged"], "x_consumer_username": ["admin"], "x_anonymous_consumer": ["true"],
-              "x_consumer_groups": ["admins"], "x_actor_token": ["other-actor"], "x-user": ["root"],
-              "x_consumer-custom_id": ["c-9"]}
+    te = {
+        "enabled": True,
+        "token_endpoint": "https://as.example.com/token",
+        "client_auth": "none",
+        "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token"},
+    }
+    spoofs = {
+        "x_email": ["admin@example.com"],
+        "x_user": ["root"],
+        "x_credential_identifier": ["admin"],
+        "x_consumer_id": ["forged"],
+        "x_consumer_username": ["admin"],
+        "x_anonymous_consumer": ["true"],
+        "x_consumer_groups": ["admins"],
+        "x_actor_token": ["other-actor"],
+        "x-user": ["root"],
+        "x_consumer-custom_id": ["c-9"],
+    }
     request = ConsumerRequest([ALICE], headers={"authorization": ["Bearer abc"], "x-actor-token": ["actor"], **spoofs})
     exchange = Exchange()
-    decision = decide_with(request, {"sub": "alice"}, exchange, consumer_claim=["sub"], token_exchange=te,
-                           passthrough_credentials=True, claim_to_header=[{"claim": "sub", "header": "X-User"},
-                                                                          {"claim": "email", "header": "X-Email"}])
-    assert decision.set_headers == {"X-User": "alice", "Authorization": "Bearer upstream-token",
-                                    "X-Consumer-ID": ALICE["id"], "X-Consumer-Custom-ID": "c-1",
-                                    "X-Consumer-Username": "alice", "X-Credential-Identifier": "alice"}
+    decision = decide_with(
+        request,
+        {"sub": "alice"},
+        exchange,
+        consumer_claim=["sub"],
+        token_exchange=te,
+        passthrough_credentials=True,
+        claim_to_header=[{"claim": "sub", "header": "X-User"}, {"claim": "email", "header": "X-Email"}],
+    )
+    assert decision.set_headers == {
+        "X-User": "alice",
+        "Authorization": "Bearer upstream-token",
+        "X-Consumer-ID": ALICE["id"],
+        "X-Consumer-Custom-ID": "c-1",
+        "X-Consumer-Username": "alice",
+        "X-Credential-Identifier": "alice",
+    }
     assert decision.clear_headers == (
-        "x_user", "x_email", "X-Actor-Token", "x_actor_token", "x_consumer_id", "x_consumer-custom_id",
-        "x_consumer_username", "x_credential_identifier", "x_anonymous_consumer", "x_consumer_groups")
+        "x_user",
+        "x_email",
+        "X-Actor-Token",
+        "x_actor_token",
+        "x_consumer_id",
+        "x_consumer-custom_id",
+        "x_consumer_username",
+        "x_credential_identifier",
+        "x_anonymous_consumer",
+        "x_consumer_groups",
+    )
     assert exchange.calls == [("abc", "actor")]  # the variant is removed, never read as the actor token
 
 
 def test_a_configured_header_spelled_with_underscores_removes_the_dashed_client_copy() -> None:
-    decision = proxy_for({"sub": "alice"}, {"x-user": ["root"], "x-user-id": ["root"], "x_user": ["root"]},
-                         claim_to_header=[{"claim": "sub", "header": "X_User"}], passthrough_credentials=True)
+    decision = proxy_for(
+        {"sub": "alice"},
+        {"x-user": ["root"], "x-user-id": ["root"], "x_user": ["root"]},
+        claim_to_header=[{"claim": "sub", "header": "X_User"}],
+        passthrough_credentials=True,
+    )
     assert decision.set_headers == {"X_User": "alice", "X-Credential-Identifier": "alice"}
     assert decision.clear_headers == ("x-user",)  # x_user is replaced by set_headers; x-user-id is another header
 
 
 def test_honest_requests_cost_no_clear_header_for_variants() -> None:
-    decision = proxy_for({"sub": "alice"}, {"x-request-id": ["1"], "x_trace": ["2"], "user-agent": ["mcp"]},
-                         claim_to_header=[{"claim": "email", "header": "X-Email"}], passthrough_credentials=True)
+    decision = proxy_for(
+        {"sub": "alice"},
+        {"x-request-id": ["1"], "x_trace": ["2"], "user-agent": ["mcp"]},
+        claim_to_header=[{"claim": "email", "header": "X-Email"}],
+        passthrough_credentials=True,
+    )
     assert decision == Proxy(set_headers={"X-Credential-Identifier": "alice"}, credential={"id": "alice"})
 
 
 def test_a_header_name_outside_ascii_never_matches_a_controlled_one() -> None:
     """The Kelvin sign lowercases to "k": Unicode case folding would let a non-ASCII name match X-Key."""
-    decision = proxy_for({"sub": "alice"}, {"x-\u212aey": ["v"]}, claim_to_header=[{"claim": "k", "header": "X-Key"}],
-                         passthrough_credentials=True)
+    decision = proxy_for(
+        {"sub": "alice"},
+        {"x-\u212aey": ["v"]},
+        claim_to_header=[{"claim": "k", "header": "X-Key"}],
+        passthrough_credentials=True,
+    )
     assert decision.clear_headers == ()

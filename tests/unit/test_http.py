@@ -199,8 +199,11 @@ def test_an_ip_literal_is_not_looked_up(server: str, monkeypatch: pytest.MonkeyP
     looked_up: list[str] = []
     monkeypatch.setattr(module, "_resolver", None)
     real_submit = module.ThreadPoolExecutor.submit
-    monkeypatch.setattr(module.ThreadPoolExecutor, "submit",
-                        lambda self, fn, host, *a: looked_up.append(host) or real_submit(self, fn, host, *a))
+    monkeypatch.setattr(
+        module.ThreadPoolExecutor,
+        "submit",
+        lambda self, fn, host, *a: looked_up.append(host) or real_submit(self, fn, host, *a),
+    )
     http = client()
     with module.request_budget(5):
         assert http.get(server + "/").status == 200  # 127.0.0.1

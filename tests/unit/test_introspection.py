@@ -75,8 +75,13 @@ def test_client_secret_jwt_sends_a_fresh_hs256_assertion_for_the_endpoint() -> N
     for _, _, kwargs in http.calls:
         form = dict(kwargs["data"])
         assert form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-        claims = jwt.decode(form["client_assertion"], secret, algorithms=["HS256"], audience=ENDPOINT,
-                            options={"verify_exp": False, "verify_iat": False})
+        claims = jwt.decode(
+            form["client_assertion"],
+            secret,
+            algorithms=["HS256"],
+            audience=ENDPOINT,
+            options={"verify_exp": False, "verify_iat": False},
+        )
         assert claims["iss"] == claims["sub"] == "gw" and claims["exp"] - claims["iat"] == 60
         assertions.append(claims["jti"])
     assert len(set(assertions)) == 2
@@ -89,8 +94,13 @@ def test_private_key_jwt_signs_with_client_jwk() -> None:
     introspector.introspect("t")
     assertion = dict(http.calls[-1][2]["data"])["client_assertion"]
     assert jwt.get_unverified_header(assertion) == {"alg": "ES256", "kid": "gw-key", "typ": "JWT"}
-    jwt.decode(assertion, private.public_key(), algorithms=["ES256"], audience=ENDPOINT,
-               options={"verify_exp": False, "verify_iat": False})
+    jwt.decode(
+        assertion,
+        private.public_key(),
+        algorithms=["ES256"],
+        audience=ENDPOINT,
+        options={"verify_exp": False, "verify_iat": False},
+    )
 
 
 def test_none_sends_only_the_client_id() -> None:
@@ -123,14 +133,15 @@ def test_inactive_and_unacceptable_tokens(answer: dict[str, Any], description: s
 
 
 @pytest.mark.parametrize("name", ["exp", "nbf"])
-@pytest.mark.parametrize("value", [pytest.param(HUGE, id="huge"), pytest.param(-HUGE, id="-huge"), "soon", True, {"t": 1}])
+@pytest.mark.parametrize(
+    "value", [pytest.param(HUGE, id="huge"), pytest.param(-HUGE, id="-huge"), "soon", True, {"t": 1}]
+)
 def test_an_exp_or_nbf_that_is_no_usable_number_is_the_servers_garbage_503(name: str, value: Any) -> None:
     """RFC 7662 §2.2: exp and nbf are integer timestamps. A 400-digit one raised OverflowError (a 500)."""
     introspector, _, _ = setup(ok({"active": True, "aud": RESOURCE, "iss": ISSUER, name: value}))
     with pytest.raises(Unavailable) as info:
         introspector.introspect("t")
-    assert info.value.description == (
-        f"The introspection answer's {name} is not a number")
+    assert info.value.description == (f"The introspection answer's {name} is not a number")
 
 
 @pytest.mark.parametrize("error", ["unsupported_token_type", "invalid_token"])
@@ -151,9 +162,19 @@ def test_ttl_is_the_token_exp_and_one_hour_at_most_without_it() -> None:
     assert introspector.introspect("t")[1] == clock.now + 3600
 
 
-@pytest.mark.parametrize("answer", [DOWN, ok({"error": "server_error"}, 500), ok({"error": "invalid_client"}, 401),
-                                    ok({}, 403), ok({"active": "yes"}), ok(["active"]), ok({}, 404),
-                                    ok({"error": "invalid_request"}, 400)])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        DOWN,
+        ok({"error": "server_error"}, 500),
+        ok({"error": "invalid_client"}, 401),
+        ok({}, 403),
+        ok({"active": "yes"}),
+        ok(["active"]),
+        ok({}, 404),
+        ok({"error": "invalid_request"}, 400),
+    ],
+)
 def test_server_failures_and_refused_gateway_credentials_are_503(answer: Any) -> None:
     introspector, _, _ = setup(answer)
     with pytest.raises(Unavailable):
@@ -170,8 +191,13 @@ def test_non_json_answer_is_503() -> None:
 
 def test_tls_client_auth_ssl_verify_applies_only_to_the_mtls_alias() -> None:
     pem, key_pem = make_client_cert()
-    common = {"client_auth": "tls_client_auth", "client_secret": None, "tls_client_auth_cert": pem,
-              "tls_client_auth_key": key_pem, "tls_client_auth_ssl_verify": False}
+    common = {
+        "client_auth": "tls_client_auth",
+        "client_secret": None,
+        "tls_client_auth_cert": pem,
+        "tls_client_auth_key": key_pem,
+        "tls_client_auth_ssl_verify": False,
+    }
     plain, http, _ = setup(**common)
     plain.introspect("t")
     assert http.calls[-1][1] == ENDPOINT and http.calls[-1][2]["verify"] is None  # ssl_verify decides

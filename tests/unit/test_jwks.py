@@ -251,15 +251,24 @@ def test_a_key_set_without_any_keys_is_503() -> None:
 
 
 @pytest.mark.parametrize("member", ["d", "p", "q", "dp", "dq", "qi", "oth", "k"])
-def test_a_jwk_with_private_members_is_skipped_without_being_parsed(member: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_jwk_with_private_members_is_skipped_without_being_parsed(
+    member: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An RSA "private key" with a huge d and no primes makes cryptography factor the modulus: one
     call that never yields, stalling every request of the server (Kong then proxies them)."""
     from kong_plugins.ai_mcp_oauth2 import jwks
 
     parsed: list[dict[str, Any]] = []
     for name, algorithm in jwks.ALGORITHMS.items():
-        monkeypatch.setitem(jwks.ALGORITHMS, name, type("Recording", (), {
-            "from_jwk": staticmethod(lambda jwk, a=algorithm: parsed.append(jwk) or a.from_jwk(jwk))}))
+        monkeypatch.setitem(
+            jwks.ALGORITHMS,
+            name,
+            type(
+                "Recording",
+                (),
+                {"from_jwk": staticmethod(lambda jwk, a=algorithm: parsed.append(jwk) or a.from_jwk(jwk))},
+            ),
+        )
     public = make_key("RS256").public_jwk()
     assert jwks.bind_key(public) is not None and len(parsed) == 1
     assert jwks.bind_key({**public, member: "A" * 6700}) is None  # a 40 000-bit d

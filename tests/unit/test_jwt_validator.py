@@ -25,8 +25,9 @@ KEYS = {alg: make_key(alg) for alg in ("RS256", "PS256", "ES256", "EdDSA")}
 ATTACKER = make_key("RS256", kid=KEYS["RS256"].kid)
 
 
-def setup(*keys: Key, config: dict[str, Any] | None = None, jwks: dict[str, Any] | None = None
-          ) -> tuple[JwtValidator, FakeHttp, Clock]:
+def setup(
+    *keys: Key, config: dict[str, Any] | None = None, jwks: dict[str, Any] | None = None
+) -> tuple[JwtValidator, FakeHttp, Clock]:
     clock = Clock()
     http = FakeHttp().on(JWKS, ok(jwks or {"keys": [k.public_jwk() for k in (keys or KEYS.values())]}))
     options = {"jwks_endpoint": JWKS, "resource": RESOURCE, "authorization_servers": [ISSUER]}
@@ -58,31 +59,50 @@ def test_alg_none_is_refused() -> None:
 def test_hs256_signed_with_the_rsa_public_key_is_refused() -> None:
     """Algorithm confusion (RFC 8725 §2.1): the public key PEM used as an HMAC secret."""
     validator, _, clock = setup()
-    pem = KEYS["RS256"].private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    token = jwt.encode({"iss": ISSUER, "aud": RESOURCE, "exp": int(clock.now) + 60},
-                       b"x" * 32, algorithm="HS256", headers={"kid": KEYS["RS256"].kid})
+    pem = (
+        KEYS["RS256"]
+        .private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    token = jwt.encode(
+        {"iss": ISSUER, "aud": RESOURCE, "exp": int(clock.now) + 60},
+        b"x" * 32,
+        algorithm="HS256",
+        headers={"kid": KEYS["RS256"].kid},
+    )
     assert "algorithm" in refused(validator, token)
     forged = jwt.api_jws.PyJWS(algorithms=["HS256"])
     forged._algorithms["HS256"].prepare_key = lambda key: key  # type: ignore[method-assign]
-    token = forged.encode(json.dumps({"iss": ISSUER, "aud": RESOURCE, "exp": int(clock.now) + 60}).encode(),
-                          pem, algorithm="HS256", headers={"kid": KEYS["RS256"].kid})
+    token = forged.encode(
+        json.dumps({"iss": ISSUER, "aud": RESOURCE, "exp": int(clock.now) + 60}).encode(),
+        pem,
+        algorithm="HS256",
+        headers={"kid": KEYS["RS256"].kid},
+    )
     assert "algorithm" in refused(validator, token)
 
 
 def test_a_key_is_used_only_with_its_own_alg() -> None:
     """RFC 8725 §3.1: the JWK says RS256, the token claims PS256 with the same RSA key."""
     validator, _, clock = setup(KEYS["RS256"])
-    token = jwt.encode({"iss": ISSUER, "aud": RESOURCE, "exp": int(clock.now) + 60}, KEYS["RS256"].private,
-                       algorithm="PS256", headers={"kid": KEYS["RS256"].kid})
+    token = jwt.encode(
+        {"iss": ISSUER, "aud": RESOURCE, "exp": int(clock.now) + 60},
+        KEYS["RS256"].private,
+        algorithm="PS256",
+        headers={"kid": KEYS["RS256"].kid},
+    )
     assert refused(validator, token) == "The access token's signing key is unknown"
 
 
 def test_a_key_without_alg_serves_the_algorithms_of_its_type() -> None:
     key = KEYS["RS256"]
     validator, _, clock = setup(jwks={"keys": [key.public_jwk(alg=None)]})
-    token = jwt.encode({"iss": ISSUER, "aud": RESOURCE, "exp": int(clock.now) + 60}, key.private,
-                       algorithm="PS384", headers={"kid": key.kid})
+    token = jwt.encode(
+        {"iss": ISSUER, "aud": RESOURCE, "exp": int(clock.now) + 60},
+        key.private,
+        algorithm="PS384",
+        headers={"kid": key.kid},
+    )
     assert validator.validate(token)[0]["iss"] == ISSUER
     ec_token = KEYS["ES256"].mint(now=clock.now, headers={"kid": key.kid})
     assert refused(validator, ec_token) == "The access token's signing key is unknown"
@@ -106,8 +126,18 @@ def test_crit_header_is_refused() -> None:
     assert "critical" in refused(validator, token)
 
 
-@pytest.mark.parametrize("typ,accepted", [("at+jwt", True), ("JWT", True), ("application/at+JWT", True),
-                                          (None, True), ("id_token+jwt", False), ("JOSE", False), (1, False)])
+@pytest.mark.parametrize(
+    "typ,accepted",
+    [
+        ("at+jwt", True),
+        ("JWT", True),
+        ("application/at+JWT", True),
+        (None, True),
+        ("id_token+jwt", False),
+        ("JOSE", False),
+        (1, False),
+    ],
+)
 def test_typ_when_present_must_be_an_access_token_type(typ: Any, accepted: bool) -> None:
     validator, _, clock = setup()
     token = KEYS["ES256"].mint(now=clock.now, headers={"typ": typ})
@@ -132,8 +162,9 @@ def test_typ_when_present_must_be_an_access_token_type(typ: Any, accepted: bool)
 )
 def test_time_claims(claims: dict[str, Any], omit: tuple[str, ...], leeway: int, expected: str) -> None:
     validator, _, clock = setup(config={"jwt_claims_leeway": leeway})
-    relative = {k: (int(clock.now) + v if isinstance(v, int) and not isinstance(v, bool) else v)
-                for k, v in claims.items()}
+    relative = {
+        k: (int(clock.now) + v if isinstance(v, int) and not isinstance(v, bool) else v) for k, v in claims.items()
+    }
     assert refused(validator, KEYS["RS256"].mint(relative, now=clock.now, omit=omit)) == expected
 
 
@@ -143,7 +174,10 @@ def test_a_time_claim_no_float_can_hold_is_refused_before_any_key_is_fetched(nam
     """A 400-digit integer is valid JSON; comparing it with the clock raised OverflowError (a 500).
     Times are checked before the signature, so the token need not be signed by a known key."""
     validator, http, clock = setup()
-    assert refused(validator, ATTACKER.mint({name: value}, now=clock.now)) == f"The access token's {name} claim is not a number"
+    assert (
+        refused(validator, ATTACKER.mint({name: value}, now=clock.now))
+        == f"The access token's {name} claim is not a number"
+    )
     assert http.calls == []
 
 
@@ -153,8 +187,17 @@ def test_leeway_accepts_slightly_expired_and_early_tokens() -> None:
     validator.validate(KEYS["RS256"].mint({"exp": now - 10, "nbf": now + 10, "iat": now + 10}, now=clock.now))
 
 
-@pytest.mark.parametrize("issuer", ["https://as.example.com.evil", "https://evil.example.com", "http://as.example.com",
-                                    "https://as.example.com/x", None, ["https://as.example.com"]])
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "https://as.example.com.evil",
+        "https://evil.example.com",
+        "http://as.example.com",
+        "https://as.example.com/x",
+        None,
+        ["https://as.example.com"],
+    ],
+)
 def test_untrusted_issuers_are_refused_before_any_key_is_fetched(issuer: Any) -> None:
     validator, http, clock = setup()
     token = KEYS["RS256"].mint({"iss": issuer}, now=clock.now)
@@ -165,11 +208,23 @@ def test_untrusted_issuers_are_refused_before_any_key_is_fetched(issuer: Any) ->
 def test_one_trailing_slash_on_issuer_or_audience_is_ignored() -> None:
     validator, _, clock = setup()
     validator.validate(KEYS["RS256"].mint({"iss": ISSUER + "/", "aud": RESOURCE + "/"}, now=clock.now))
-    assert refused(validator, KEYS["RS256"].mint({"iss": ISSUER + "//"}, now=clock.now)).startswith("The access token was not")
+    assert refused(validator, KEYS["RS256"].mint({"iss": ISSUER + "//"}, now=clock.now)).startswith(
+        "The access token was not"
+    )
 
 
-@pytest.mark.parametrize("audience", [None, "https://mcp.example.com", "https://mcp.example.com/mcp/other",
-                                      ["https://other.example.com"], "HTTPS://mcp.example.com/mcp", [], 5])
+@pytest.mark.parametrize(
+    "audience",
+    [
+        None,
+        "https://mcp.example.com",
+        "https://mcp.example.com/mcp/other",
+        ["https://other.example.com"],
+        "HTTPS://mcp.example.com/mcp",
+        [],
+        5,
+    ],
+)
 def test_tokens_for_another_audience_are_refused(audience: Any) -> None:
     validator, _, clock = setup()
     token = KEYS["RS256"].mint({"aud": audience}, now=clock.now, omit=("aud",) if audience is None else ())
@@ -187,9 +242,13 @@ def test_forged_and_degenerate_signatures_are_refused() -> None:
     validator, _, clock = setup()
     token = KEYS["ES256"].mint(now=clock.now)
     head, body, signature = token.split(".")
-    tampered = base64.urlsafe_b64encode(
-        json.dumps({**json.loads(base64.urlsafe_b64decode(body + "==")), "sub": "admin"}).encode()
-    ).rstrip(b"=").decode()
+    tampered = (
+        base64.urlsafe_b64encode(
+            json.dumps({**json.loads(base64.urlsafe_b64decode(body + "==")), "sub": "admin"}).encode()
+        )
+        .rstrip(b"=")
+        .decode()
+    )
     assert refused(validator, f"{head}.{tampered}.{signature}") == "The access token's signature is invalid"
     for degenerate in ("", "AAAA", base64.urlsafe_b64encode(b"\x00" * 64).rstrip(b"=").decode()):
         assert refused(validator, f"{head}.{body}.{degenerate}") == "The access token's signature is invalid"
@@ -197,9 +256,21 @@ def test_forged_and_degenerate_signatures_are_refused() -> None:
     assert refused(validator, other.mint(now=clock.now)) == "The access token's signature is invalid"
 
 
-@pytest.mark.parametrize("token", ["abc", "a.b", "a.b.c.d", "!!.e30.", "e30.e30.!!", "W10.e30.", "e30.bnVsbA.",
-                                   "eyJhbGciOiJSUzI1NiIsImFsZyI6Im5vbmUifQ.e30.", "e30.e30.e",
-                                   "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIiwic3ViIjoiYiJ9."])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "abc",
+        "a.b",
+        "a.b.c.d",
+        "!!.e30.",
+        "e30.e30.!!",
+        "W10.e30.",
+        "e30.bnVsbA.",
+        "eyJhbGciOiJSUzI1NiIsImFsZyI6Im5vbmUifQ.e30.",
+        "e30.e30.e",
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIiwic3ViIjoiYiJ9.",
+    ],
+)
 def test_malformed_tokens_are_refused(token: str) -> None:
     validator, http, _ = setup()
     refused(validator, token)
@@ -216,7 +287,8 @@ def test_unknown_kid_refetches_once_then_at_most_every_10_seconds() -> None:
     assert http.count(JWKS) == 2
     for i in range(20):
         assert refused(validator, make_key("ES256", kid=f"flood-{i}").mint(now=clock.now)) == (
-            "The access token's signing key is unknown")
+            "The access token's signing key is unknown"
+        )
     assert http.count(JWKS) == 2
     clock.now += 10
     refused(validator, make_key("ES256", kid="later").mint(now=clock.now))
@@ -257,8 +329,12 @@ def test_unusable_keys_are_skipped_and_the_rest_still_count() -> None:
     validator.validate(KEYS["EdDSA"].mint(now=clock.now))
     assert refused(validator, KEYS["ES256"].mint(now=clock.now)) == "The access token's signing key is unknown"
     with pytest.warns(jwt.warnings.InsecureKeyLengthWarning):
-        small_token = jwt.encode({"iss": ISSUER, "aud": RESOURCE, "exp": int(clock.now) + 60}, small,
-                                 algorithm="RS256", headers={"kid": "small"})
+        small_token = jwt.encode(
+            {"iss": ISSUER, "aud": RESOURCE, "exp": int(clock.now) + 60},
+            small,
+            algorithm="RS256",
+            headers={"kid": "small"},
+        )
     assert refused(validator, small_token) == "The access token's signing key is unknown"
     published_private = KEYS["PS256"].mint(now=clock.now, headers={"kid": "private"})
     assert refused(validator, published_private) == "The access token's signing key is unknown"
@@ -268,8 +344,9 @@ def test_duplicate_claims_are_refused_rather_than_resolved() -> None:
     """RFC 7515 §5.2: a parser taking the last "aud" would accept what another takes as the first."""
     validator, _, clock = setup()
     key = KEYS["RS256"]
-    payload = ('{"iss":"%s","aud":"https://other.example.com","aud":"%s","exp":%d}'
-               % (ISSUER, RESOURCE, int(clock.now) + 60)).encode()
+    payload = (
+        '{"iss":"%s","aud":"https://other.example.com","aud":"%s","exp":%d}' % (ISSUER, RESOURCE, int(clock.now) + 60)
+    ).encode()
     token = jwt.api_jws.PyJWS().encode(payload, key.private, algorithm="RS256", headers={"kid": key.kid})
     assert refused(validator, token) == "The access token is malformed"
 
@@ -293,8 +370,10 @@ def test_keys_are_found_through_rfc_8414_discovery() -> None:
 def test_discovery_with_a_path_tries_mcps_order_and_needs_the_same_issuer() -> None:
     issuer = "https://as.example.com/tenant"
     validator, http, clock = setup(config={"jwks_endpoint": None, "authorization_servers": [issuer]})
-    http.on("https://as.example.com/.well-known/openid-configuration/tenant",
-            ok({"issuer": "https://as.example.com/other", "jwks_uri": JWKS}))
+    http.on(
+        "https://as.example.com/.well-known/openid-configuration/tenant",
+        ok({"issuer": "https://as.example.com/other", "jwks_uri": JWKS}),
+    )
     http.on("https://as.example.com/tenant/.well-known/openid-configuration", ok({"issuer": issuer, "jwks_uri": JWKS}))
     validator.validate(KEYS["RS256"].mint({"iss": issuer}, now=clock.now))
     assert [url for _, url, _ in http.calls[:3]] == [
@@ -312,8 +391,9 @@ def test_metadata_with_a_different_issuer_is_never_used() -> None:
 
 
 def test_discovery_retries_each_url_on_server_failure_and_moves_on_after_404() -> None:
-    validator, http, clock = discovered(DOWN, ok({}, status=500), ok({"issuer": ISSUER, "jwks_uri": JWKS}),
-                                        config={"metadata_discovery_retry": 3})
+    validator, http, clock = discovered(
+        DOWN, ok({}, status=500), ok({"issuer": ISSUER, "jwks_uri": JWKS}), config={"metadata_discovery_retry": 3}
+    )
     validator.validate(KEYS["RS256"].mint(now=clock.now))
     assert http.count(META) == 3
     failing, http2, clock2 = discovered(DOWN, config={"metadata_discovery_retry": 2})
@@ -347,12 +427,17 @@ def test_each_authorization_server_has_its_own_keys() -> None:
     other_key = make_key("ES256")
     validator, http, clock = setup(config={"jwks_endpoint": None, "authorization_servers": [ISSUER, other_issuer]})
     http.on(META, ok({"issuer": ISSUER, "jwks_uri": JWKS}))
-    http.on(other_issuer + "/.well-known/oauth-authorization-server", ok({"issuer": other_issuer, "jwks_uri": other_jwks}))
+    http.on(
+        other_issuer + "/.well-known/oauth-authorization-server", ok({"issuer": other_issuer, "jwks_uri": other_jwks})
+    )
     http.on(other_jwks, ok({"keys": [other_key.public_jwk()]}))
     validator.validate(KEYS["RS256"].mint(now=clock.now))
     validator.validate(other_key.mint({"iss": other_issuer}, now=clock.now))
     # a key of one issuer does not validate tokens claiming the other
-    assert refused(validator, other_key.mint({"iss": ISSUER}, now=clock.now)) == "The access token's signing key is unknown"
+    assert (
+        refused(validator, other_key.mint({"iss": ISSUER}, now=clock.now))
+        == "The access token's signing key is unknown"
+    )
 
 
 def test_absurdly_nested_json_is_a_malformed_token_not_a_crash() -> None:

@@ -40,13 +40,20 @@ def test_missing_token_makes_five_round_trips_then_exits_with_the_challenge() ->
         "kong.request.get_forwarded_port": 8000,
     })  # fmt: skip
     names = [name for name, _ in calls]
-    assert names == ["kong.request.get_headers", "kong.request.get_path", "kong.request.get_forwarded_scheme",
-                     "kong.request.get_forwarded_host", "kong.request.get_forwarded_port", "kong.response.exit"]
+    assert names == [
+        "kong.request.get_headers",
+        "kong.request.get_path",
+        "kong.request.get_forwarded_scheme",
+        "kong.request.get_forwarded_host",
+        "kong.request.get_forwarded_port",
+        "kong.response.exit",
+    ]
     status, body, headers = calls[-1][1]
     assert status == 401
     assert json.loads(body)["error"] == "unauthorized"
     assert headers["WWW-Authenticate"] == (
-        'Bearer resource_metadata="http://localhost:8000/mcp/.well-known/oauth-protected-resource"')
+        'Bearer resource_metadata="http://localhost:8000/mcp/.well-known/oauth-protected-resource"'
+    )
 
 
 def test_an_exception_inside_the_handler_becomes_a_500_the_plugin_sends_itself() -> None:
@@ -62,8 +69,14 @@ def test_the_exception_message_is_not_logged(caplog: Any) -> None:
 
 
 def test_nothing_is_called_after_exit() -> None:
-    calls = run(kong_config(), {"kong.request.get_headers": {}, "kong.request.get_path": "/mcp/.well-known/oauth-protected-resource",
-                                "kong.request.get_method": "GET"})
+    calls = run(
+        kong_config(),
+        {
+            "kong.request.get_headers": {},
+            "kong.request.get_path": "/mcp/.well-known/oauth-protected-resource",
+            "kong.request.get_method": "GET",
+        },
+    )
     assert calls[-1][0] == "kong.response.exit" and [n for n, _ in calls].count("kong.response.exit") == 1
     assert len(calls) == 4
 
@@ -128,8 +141,13 @@ def test_multiprocessing_mode_is_refused() -> None:
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "kong_plugins.ai_mcp_oauth2.cli", "-m", "--kong-prefix", "/tmp"],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "kong_plugins.ai_mcp_oauth2.cli", "-m", "--kong-prefix", "/tmp"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2 and "multiprocessing is not supported" in result.stderr
 
 
@@ -138,5 +156,7 @@ def test_an_accepted_token_sets_claim_headers_in_one_call_and_strips_authorizati
 
     calls: list[tuple[str, tuple[Any, ...]]] = []
     plugin._apply(FakeKong({}, calls), Proxy(set_headers={"X-User": "alice"}, clear_headers=("Authorization",)))
-    assert calls == [("kong.service.request.set_headers", ({"X-User": "alice"},)),
-                     ("kong.service.request.clear_header", ("Authorization",))]
+    assert calls == [
+        ("kong.service.request.set_headers", ({"X-User": "alice"},)),
+        ("kong.service.request.clear_header", ("Authorization",)),
+    ]

@@ -88,8 +88,9 @@ def test_a_handler_that_returns_is_stepped_to_ret(server: EventServer) -> None:
     assert settle(server)
 
 
-def test_a_handler_kong_abandons_mid_event_ends_after_a_while(server: EventServer,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_handler_kong_abandons_mid_event_ends_after_a_while(
+    server: EventServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """After a Lua error in a PDK call Kong sends no further step; the handler may not wait forever."""
     monkeypatch.setattr(pluginserver, "ABANDON_AFTER", 0.2)
     Scripted.handler = staticmethod(lambda kong: kong.request.get_path())
@@ -160,8 +161,9 @@ def test_many_concurrent_events_each_get_their_own_answers(server: EventServer) 
     assert wrong == [] and settle(server)
 
 
-def test_a_handler_that_cannot_start_is_a_503_never_an_rpc_error(server: EventServer,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_handler_that_cannot_start_is_a_503_never_an_rpc_error(
+    server: EventServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Under a process limit a thread may not start; an RPC error would make Kong proxy the request."""
     iid = start(server)
 

@@ -12,7 +12,10 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 def test_readme_configuration_reference_matches_the_schema() -> None:
     generated = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "config_reference.py")],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout.strip()
     assert generated in (ROOT / "README.md").read_text(), "run scripts/config_reference.py --write"
     assert generated.count("\n| `") == 67  # 45 fields and 22 nested ones

@@ -25,7 +25,7 @@ def as_dict(fields: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for entry in fields:
         assert len(entry) == 1, "Kong's schema DSL wants single-key field entries"
-        (name, definition), = entry.items()
+        ((name, definition),) = entry.items()
         out[name] = definition
     return out
 
@@ -83,7 +83,7 @@ def test_every_kong_3_14_field_is_declared_with_kongs_type_default_and_rules() -
 def descriptions(fields: list[dict[str, Any]], path: str = "") -> list[tuple[str, Any]]:
     out = []
     for entry in fields:
-        (name, definition), = entry.items()
+        ((name, definition),) = entry.items()
         out.append((path + name, definition.get("description")))
         if definition["type"] == "record":
             out += descriptions(definition["fields"], path + name + ".")
@@ -107,7 +107,10 @@ def test_descriptions_carry_no_markdown_links_to_kongs_site() -> None:
 def run_dump(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kong_plugins.ai_mcp_oauth2.cli", *args],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

@@ -20,15 +20,26 @@ from .fakes import DOWN, Clock, FakeHttp, Gate, PausingLock, in_threads, join, o
 HUGE = 10**400  # valid JSON; no float can hold it
 
 ENDPOINT = "https://as.example.com/token"
-ISSUED = {"access_token": "exchanged-token", "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
-          "token_type": "Bearer", "expires_in": 300}
+ISSUED = {
+    "access_token": "exchanged-token",
+    "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+    "token_type": "Bearer",
+    "expires_in": 300,
+}
 
 
-def exchanger(*answers: Any, request: dict[str, Any] | None = None, cache: dict[str, Any] | None = None,
-              **overrides: Any) -> tuple[TokenExchanger, FakeHttp, Clock]:
-    record: dict[str, Any] = {"enabled": True, "token_endpoint": ENDPOINT, "client_auth": "client_secret_basic",
-                              "client_id": "exchanger", "client_secret": "ex-secret", "request": request,
-                              "cache": cache}
+def exchanger(
+    *answers: Any, request: dict[str, Any] | None = None, cache: dict[str, Any] | None = None, **overrides: Any
+) -> tuple[TokenExchanger, FakeHttp, Clock]:
+    record: dict[str, Any] = {
+        "enabled": True,
+        "token_endpoint": ENDPOINT,
+        "client_auth": "client_secret_basic",
+        "client_id": "exchanger",
+        "client_secret": "ex-secret",
+        "request": request,
+        "cache": cache,
+    }
     top = {k: v for k, v in overrides.items() if not k.startswith("te_")}
     record.update({k[3:]: v for k, v in overrides.items() if k.startswith("te_")})
     config = parse_config(kong_config(token_exchange=record, passthrough_credentials=True, **top))
@@ -44,8 +55,13 @@ def form_of(http: FakeHttp, index: int = -1) -> dict[str, list[str]]:
 
 
 def test_the_request_carries_exactly_the_rfc_8693_fields() -> None:
-    te, http, _ = exchanger(request={"audience": ["mcp-a", "mcp-b"], "scopes": ["read", "write"],
-                                     "resource": "https://upstream.example.com/mcp"})
+    te, http, _ = exchanger(
+        request={
+            "audience": ["mcp-a", "mcp-b"],
+            "scopes": ["read", "write"],
+            "resource": "https://upstream.example.com/mcp",
+        }
+    )
     assert te.exchange("subject-token", None) == "exchanged-token"
     assert form_of(http) == {
         "grant_type": [GRANT_TYPE], "subject_token": ["subject-token"],
@@ -85,8 +101,14 @@ def test_exchange_client_authentication(auth: str, expected_form: dict[str, list
 
 
 def test_inherit_uses_the_top_level_client() -> None:
-    te, http, _ = exchanger(te_client_auth="inherit", te_client_id=None, te_client_secret=None,
-                            client_id="kong", client_secret="kong-secret", client_auth="client_secret_post")
+    te, http, _ = exchanger(
+        te_client_auth="inherit",
+        te_client_id=None,
+        te_client_secret=None,
+        client_id="kong",
+        client_secret="kong-secret",
+        client_auth="client_secret_post",
+    )
     te.exchange("s", None)
     assert form_of(http)["client_id"] == ["kong"] and form_of(http)["client_secret"] == ["kong-secret"]
 
@@ -120,7 +142,9 @@ def test_cache_ttl_applies_without_expires_in() -> None:
 
 
 @pytest.mark.parametrize("cache", [{"enabled": True}, {"enabled": False}])
-@pytest.mark.parametrize("expires_in", [pytest.param(HUGE, id="huge"), pytest.param(-HUGE, id="-huge"), "300", True, [300]])
+@pytest.mark.parametrize(
+    "expires_in", [pytest.param(HUGE, id="huge"), pytest.param(-HUGE, id="-huge"), "300", True, [300]]
+)
 def test_an_expires_in_that_is_no_usable_number_is_a_malformed_answer_503(
     expires_in: Any, cache: dict[str, Any]
 ) -> None:
@@ -158,8 +182,15 @@ def test_concurrent_identical_exchanges_are_made_once() -> None:
     assert results == ["exchanged-token"] * 20 and len(http.calls) == 1
 
 
-@pytest.mark.parametrize("answer", [ok({"error": "invalid_grant"}, 400), ok({"error": "invalid_request"}, 400),
-                                    ok({"error": "invalid_target"}, 400), ok({}, 400)])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ok({"error": "invalid_grant"}, 400),
+        ok({"error": "invalid_request"}, 400),
+        ok({"error": "invalid_target"}, 400),
+        ok({}, 400),
+    ],
+)
 def test_the_endpoint_refusing_the_token_is_401(answer: HttpResponse) -> None:
     te, _, _ = exchanger(answer)
     with pytest.raises(InvalidToken):

@@ -2,6 +2,7 @@
 [--host-map host:port=127.0.0.1:port ...] [--rpc-timeout S] [--workers N]
 
 KONG_* settings are taken from os.environ. Logs go to stderr. Runs until SIGINT/SIGTERM."""
+
 import argparse
 import os
 import signal
@@ -24,12 +25,19 @@ def main(argv=None):
     for item in a.host_map:
         k, _, v = item.partition("=")
         host_map[k] = v
-    kong = KongStandIn(dict(os.environ), load_declarative(a.config), trusted_ips=a.trusted_ip,
-                       rpc_timeout=a.rpc_timeout, workers=a.workers, host_map=host_map, listen_port=a.port)
+    kong = KongStandIn(
+        dict(os.environ),
+        load_declarative(a.config),
+        trusted_ips=a.trusted_ip,
+        rpc_timeout=a.rpc_timeout,
+        workers=a.workers,
+        host_map=host_map,
+        listen_port=a.port,
+    )
     printed = [0, 0]
 
     def log_tail():
-        for level, msg in kong.error_log[printed[0]:]:
+        for level, msg in kong.error_log[printed[0] :]:
             print(f"[{level}] {msg}", file=sys.stderr, flush=True)
         printed[0] = len(kong.error_log)
 
@@ -45,10 +53,13 @@ def main(argv=None):
     print(f"kong stand-in listening on {kong.proxy_url}", file=sys.stderr, flush=True)
     while not stop.wait(0.2):
         log_tail()
-        for rec in kong.requests[printed[1]:]:
+        for rec in kong.requests[printed[1] :]:
             if rec.status is not None:
-                print(f"[access] {rec.method} {rec.path} -> {rec.status} proxied={rec.proxied} "
-                      f"failures={rec.failures}", file=sys.stderr, flush=True)
+                print(
+                    f"[access] {rec.method} {rec.path} -> {rec.status} proxied={rec.proxied} failures={rec.failures}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 printed[1] += 1
             else:
                 break

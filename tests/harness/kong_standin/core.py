@@ -1,4 +1,5 @@
 """KongStandIn: plays Kong 3.9+'s side for kong-pdk plugin servers."""
+
 from __future__ import annotations
 
 import itertools
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from .declarative import build_config_json, parse_declarative
 from .errors import ConfigError
 from .metaschema import validate_plugin_schema
-from .pdk import (LuaError, Pdk, Raised, STEP_METHODS, TERMINAL_METHODS, UnknownMethod, build_exit)
+from .pdk import STEP_METHODS, TERMINAL_METHODS, LuaError, Pdk, Raised, UnknownMethod, build_exit
 from .process import ServerProcess, wait_for_socket
 from .rpc import RpcClient
 from .settings import read_settings
@@ -43,20 +44,19 @@ class RequestRecord:
     pdk_calls: list = field(default_factory=list)
     exit: dict | None = None
     failures: list = field(default_factory=list)
-    rpc_transcript: list = field(default_factory=list)   # (direction, frame) of this request's RPCs
+    rpc_transcript: list = field(default_factory=list)  # (direction, frame) of this request's RPCs
 
     @property
     def round_trips(self) -> int:
         """PDK calls that needed a reply over the socket: all except kong.response.exit/error
         (and except calls on which Kong raised a Lua error: no reply was sent for those)."""
-        return sum(1 for c in self.pdk_calls
-                   if c.method not in TERMINAL_METHODS and not isinstance(c.result, Raised))
+        return sum(1 for c in self.pdk_calls if c.method not in TERMINAL_METHODS and not isinstance(c.result, Raised))
 
 
 @dataclass
 class PluginServerInfo:
-    name: str             # pluginserver name
-    plugin: str           # plugin Name from the dump
+    name: str  # pluginserver name
+    plugin: str  # plugin Name from the dump
     socket: str
     priority: int
     version: str
@@ -73,7 +73,7 @@ class StartInstanceError(Exception):
 class _Worker:
     def __init__(self, idx):
         self.idx = idx
-        self.instances: dict[str, tuple[int, int]] = {}   # plugin id -> (instance id, seq)
+        self.instances: dict[str, tuple[int, int]] = {}  # plugin id -> (instance id, seq)
         self.lock = threading.Lock()
 
 
@@ -92,10 +92,19 @@ class _Vault:
 
 
 class KongStandIn:
-    def __init__(self, env: dict, declarative: dict, trusted_ips=(), rpc_timeout: float = 60.0,
-                 workers: int = 1, host_map: dict | None = None, listen_port: int = 0,
-                 ctx_shared: dict | None = None, vault: dict | None = None,
-                 socket_wait_timeout: float = 20.0):
+    def __init__(
+        self,
+        env: dict,
+        declarative: dict,
+        trusted_ips=(),
+        rpc_timeout: float = 60.0,
+        workers: int = 1,
+        host_map: dict | None = None,
+        listen_port: int = 0,
+        ctx_shared: dict | None = None,
+        vault: dict | None = None,
+        socket_wait_timeout: float = 20.0,
+    ):
         self.env = dict(env)
         self.declarative = declarative
         self.trusted_ips = list(trusted_ips)
@@ -110,7 +119,7 @@ class KongStandIn:
         self.requests: list[RequestRecord] = []
         self.server_output: list[str] = []
         self.error_log: list[tuple[str, str]] = []
-        self.servers: dict[str, PluginServerInfo] = {}   # by plugin name
+        self.servers: dict[str, PluginServerInfo] = {}  # by plugin name
         self._lock = threading.Lock()
         self._rr = itertools.count()
         self._seq = itertools.count(1)
@@ -143,15 +152,22 @@ class KongStandIn:
 
     def _query(self, sdef):
         try:
-            cp = subprocess.run(["/bin/sh", "-c", sdef.query_cmd], stdin=subprocess.DEVNULL,
-                                capture_output=True, timeout=60, env=self._child_env())
+            cp = subprocess.run(
+                ["/bin/sh", "-c", sdef.query_cmd],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=60,
+                env=self._child_env(),
+            )
         except subprocess.TimeoutExpired:
             raise ConfigError(f"loading plugins info from [{sdef.name}]: query command timed out") from None
         try:
             dump = json.loads(cp.stdout.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
-            raise ConfigError(f"failed decoding plugin info: {e} (pluginserver {sdef.name}, "
-                              f"stdout={cp.stdout[:200]!r}, stderr={cp.stderr[-300:]!r})") from None
+            raise ConfigError(
+                f"failed decoding plugin info: {e} (pluginserver {sdef.name}, "
+                f"stdout={cp.stdout[:200]!r}, stderr={cp.stderr[-300:]!r})"
+            ) from None
         plugins = dump.get("Plugins") if isinstance(dump, dict) else dump
         if not isinstance(plugins, list) or not plugins or not isinstance(plugins[0], dict):
             raise ConfigError(f"failed decoding plugin info: pluginserver {sdef.name} dumped no plugin")
@@ -164,27 +180,39 @@ class KongStandIn:
             raise ConfigError(f"pluginserver {sdef.name}: plugin info has no Name")
         protocol = info.get("Protocol", "MsgPack:1")
         if protocol != "MsgPack:1":
-            raise ConfigError(f"pluginserver {sdef.name}: unsupported protocol {protocol!r} "
-                              "(the stand-in speaks MsgPack:1 only)")
+            raise ConfigError(
+                f"pluginserver {sdef.name}: unsupported protocol {protocol!r} (the stand-in speaks MsgPack:1 only)"
+            )
         version = info.get("Version")
         if not isinstance(version, str) or not VERSION_RE.match(version):
-            raise ConfigError(f'Plugin "{name}" cannot be loaded because its VERSION field does not '
-                              f'follow the "x.y.z" format')
+            raise ConfigError(
+                f'Plugin "{name}" cannot be loaded because its VERSION field does not follow the "x.y.z" format'
+            )
         priority = info.get("Priority")
         if not isinstance(priority, int) or isinstance(priority, bool):
-            raise ConfigError(f'Plugin "{name}" cannot be loaded because its PRIORITY field is not a valid integer number')
+            raise ConfigError(
+                f'Plugin "{name}" cannot be loaded because its PRIORITY field is not a valid integer number'
+            )
         phases = info.get("Phases") or []
         if not isinstance(phases, list) or any(p not in KNOWN_PHASES for p in phases):
             raise ConfigError(f"plugin {name}: invalid Phases {phases!r}")
         if name not in enabled:
-            raise ConfigError(f"plugin {name} (pluginserver {sdef.name}) is not enabled: "
-                              "add it to the 'plugins' configuration property (KONG_PLUGINS)")
+            raise ConfigError(
+                f"plugin {name} (pluginserver {sdef.name}) is not enabled: "
+                "add it to the 'plugins' configuration property (KONG_PLUGINS)"
+            )
         if name in self.servers:
             raise ConfigError(f"plugin {name} is served by more than one pluginserver")
         config_schema = validate_plugin_schema(info.get("Schema"), name)
-        self.servers[name] = PluginServerInfo(name=sdef.name, plugin=name, socket=sdef.socket,
-                                              priority=priority, version=version, phases=list(phases),
-                                              config_schema=config_schema)
+        self.servers[name] = PluginServerInfo(
+            name=sdef.name,
+            plugin=name,
+            socket=sdef.socket,
+            priority=priority,
+            version=version,
+            phases=list(phases),
+            config_schema=config_schema,
+        )
 
     def _build_config(self, declarative) -> _ConfigState:
         schemas = {n: s.config_schema for n, s in self.servers.items()}
@@ -214,10 +242,13 @@ class KongStandIn:
                     info.process.start()
             for info in self.servers.values():
                 if not wait_for_socket(info.socket, self.socket_wait_timeout):
-                    raise ConfigError(f"pluginserver {info.name}: socket {info.socket} did not accept "
-                                      f"connections within {self.socket_wait_timeout}s; output: "
-                                      + " | ".join(self.server_output[-10:]))
+                    raise ConfigError(
+                        f"pluginserver {info.name}: socket {info.socket} did not accept "
+                        f"connections within {self.socket_wait_timeout}s; output: "
+                        + " | ".join(self.server_output[-10:])
+                    )
             from .proxy import ProxyServer
+
             self._http = ProxyServer(self, self.listen_port)
             self._http.start()
             self.proxy_url = f"http://127.0.0.1:{self._http.port}"
@@ -229,7 +260,7 @@ class KongStandIn:
         return self
 
     def reload(self, declarative: dict):
-        new = self._build_config(declarative)   # ConfigError leaves the old config in place
+        new = self._build_config(declarative)  # ConfigError leaves the old config in place
         self.declarative = declarative
         self._config = new
 
@@ -292,14 +323,15 @@ class KongStandIn:
             cur = worker.instances.get(plugin.id)
             if cur is not None and cur[1] == seq:
                 return cur[0]
-            res, err = self._rpc(info, record, "plugin.StartInstance",
-                                 {"Name": plugin.name, "Config": plugin.config_json})
+            res, err = self._rpc(
+                info, record, "plugin.StartInstance", {"Name": plugin.name, "Config": plugin.config_json}
+            )
             if err is not None or not isinstance(res, dict) or "Id" not in res:
                 self._log("err", f"starting instance: {err}")
                 raise StartInstanceError(f"starting instance: {err}")
             worker.instances[plugin.id] = (res["Id"], seq)
             if cur is not None:
-                _, cerr = self._rpc(info, record, "plugin.CloseInstance", cur[0])   # errors ignored
+                _, cerr = self._rpc(info, record, "plugin.CloseInstance", cur[0])  # errors ignored
         return res["Id"]
 
     def _reset_instances(self, plugin):
@@ -313,6 +345,7 @@ class KongStandIn:
         def on_frame(direction, frame):
             if frames is not None:
                 frames.append((direction, frame))
+
         # per-call transcript: wrap the client callback
         client = info.rpc
         res, err = _call_with_transcript(client, on_frame, method, *args)
@@ -357,7 +390,7 @@ class KongStandIn:
                     record.failures.append(msg)
                     return "error"
                 call.result = None
-                return ex   # Kong never steps after exit/error
+                return ex  # Kong never steps after exit/error
             try:
                 result = pdk.call(method, args)
             except UnknownMethod:
@@ -368,7 +401,7 @@ class KongStandIn:
                 msg = f"{plugin.name}: {method}: {le}"
                 self._log("err", msg)
                 record.failures.append(msg)
-                return "error"   # abandon the event: no further RPC
+                return "error"  # abandon the event: no further RPC
             call.result = result
             payload = {"EventId": event_id}
             if result is not None:
@@ -382,7 +415,7 @@ class KongStandIn:
         msg = f"{plugin.name}: pluginserver error in {phase}: {err}"
         self._log("err", msg)
         record.failures.append(msg)
-        return None   # fail-open: Kong returns normally from the phase
+        return None  # fail-open: Kong returns normally from the phase
 
 
 def _call_with_transcript(client: RpcClient, on_frame, method, *args):

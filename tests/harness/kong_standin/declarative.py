@@ -5,6 +5,7 @@ Kong's declarative loader, so a reload of an unchanged file keeps the same plugi
 changes).  Unsupported entity kinds/fields raise ConfigError (STRICTER than Kong, which would accept
 them): the stand-in must never silently ignore configuration.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,23 +17,70 @@ from dataclasses import dataclass, field
 import yaml
 
 from .errors import ConfigError
-from .normalize import UUID_RE, normalize_record, format_errors
+from .normalize import UUID_RE, format_errors, normalize_record
 
 NS = uuid.UUID("6f1d0c7e-6b6a-4a57-9a2f-3d1c6a0b5e11")
-WS_ID = "0dc6f45b-8f8d-40d2-a504-473555ee7b2b"   # fixed default-workspace id
+WS_ID = "0dc6f45b-8f8d-40d2-a504-473555ee7b2b"  # fixed default-workspace id
 ALL_PROTOCOLS = ["grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss"]
 DEFAULT_PLUGIN_PROTOCOLS = ["grpc", "grpcs", "http", "https"]
 
 TOP_KEYS = {"_format_version", "_transform", "_comment", "_info", "services", "routes", "plugins", "consumers"}
-SERVICE_KEYS = {"id", "name", "url", "protocol", "host", "port", "path", "retries", "connect_timeout",
-                "write_timeout", "read_timeout", "tags", "enabled", "tls_verify", "tls_verify_depth",
-                "routes", "plugins", "created_at", "updated_at"}
-ROUTE_KEYS = {"id", "name", "paths", "methods", "hosts", "headers", "strip_path", "preserve_host",
-              "protocols", "regex_priority", "path_handling", "https_redirect_status_code",
-              "request_buffering", "response_buffering", "tags", "service", "plugins", "created_at",
-              "updated_at"}
-PLUGIN_KEYS = {"id", "name", "instance_name", "enabled", "protocols", "route", "service", "consumer",
-               "tags", "config", "created_at", "updated_at"}
+SERVICE_KEYS = {
+    "id",
+    "name",
+    "url",
+    "protocol",
+    "host",
+    "port",
+    "path",
+    "retries",
+    "connect_timeout",
+    "write_timeout",
+    "read_timeout",
+    "tags",
+    "enabled",
+    "tls_verify",
+    "tls_verify_depth",
+    "routes",
+    "plugins",
+    "created_at",
+    "updated_at",
+}
+ROUTE_KEYS = {
+    "id",
+    "name",
+    "paths",
+    "methods",
+    "hosts",
+    "headers",
+    "strip_path",
+    "preserve_host",
+    "protocols",
+    "regex_priority",
+    "path_handling",
+    "https_redirect_status_code",
+    "request_buffering",
+    "response_buffering",
+    "tags",
+    "service",
+    "plugins",
+    "created_at",
+    "updated_at",
+}
+PLUGIN_KEYS = {
+    "id",
+    "name",
+    "instance_name",
+    "enabled",
+    "protocols",
+    "route",
+    "service",
+    "consumer",
+    "tags",
+    "config",
+    "created_at",
+    "updated_at",
+}
 CONSUMER_KEYS = {"id", "username", "custom_id", "tags", "created_at", "updated_at"}
 
 
@@ -77,7 +125,7 @@ class Route:
     https_redirect_status_code: int
     order: int
     raw: dict
-    compiled: list = field(default_factory=list)   # [(kind, path_or_regex, original)]
+    compiled: list = field(default_factory=list)  # [(kind, path_or_regex, original)]
 
 
 @dataclass
@@ -90,8 +138,8 @@ class PluginEntity:
     service: Service | None
     instance_name: str | None
     tags: list | None
-    config: dict               # normalised config
-    config_json: str = ""      # the StartInstance Config string (set by build_config_json)
+    config: dict  # normalised config
+    config_json: str = ""  # the StartInstance Config string (set by build_config_json)
 
 
 @dataclass
@@ -171,9 +219,17 @@ def _parse_service(s, idx) -> Service:
         raise ConfigError(f"{where}.path: should start with: /")
     sid = s.get("id") or _uuid5("services", name or idx)
     read_timeout = s.get("read_timeout", 60000)
-    return Service(id=sid, name=name, protocol=protocol, host=host.lower(), port=port, path=path,
-                   read_timeout=read_timeout / 1000.0, enabled=_bool(where + ".enabled", s.get("enabled"), True),
-                   raw=s)
+    return Service(
+        id=sid,
+        name=name,
+        protocol=protocol,
+        host=host.lower(),
+        port=port,
+        path=path,
+        read_timeout=read_timeout / 1000.0,
+        enabled=_bool(where + ".enabled", s.get("enabled"), True),
+        raw=s,
+    )
 
 
 def _parse_route(r, idx, service, order) -> Route:
@@ -189,7 +245,9 @@ def _parse_route(r, idx, service, order) -> Route:
             raise ConfigError(f"{where}.headers: expected a map")
         headers = {k.lower(): [v] if isinstance(v, str) else list(v) for k, v in headers.items()}
         if "host" in headers:
-            raise ConfigError(f"{where}.headers: cannot contain 'host' header, which must be specified in the 'hosts' attribute")
+            raise ConfigError(
+                f"{where}.headers: cannot contain 'host' header, which must be specified in the 'hosts' attribute"
+            )
     protocols = _str_list(where + ".protocols", r.get("protocols")) or ["http", "https"]
     for p in protocols:
         if p not in ALL_PROTOCOLS:
@@ -210,14 +268,23 @@ def _parse_route(r, idx, service, order) -> Route:
         else:
             raise ConfigError(f"{where}.paths: should start with: / (fixed path) or ~/ (regex path)")
     rid = r.get("id") or _uuid5("routes", name or f"{service.name if service else ''}:{idx}:{order}")
-    return Route(id=rid, name=name, service=service, paths=paths,
-                 methods=[m.upper() for m in methods] if methods else None,
-                 hosts=[h.lower() for h in hosts] if hosts else None, headers=headers,
-                 strip_path=_bool(where + ".strip_path", r.get("strip_path"), True),
-                 preserve_host=_bool(where + ".preserve_host", r.get("preserve_host"), False),
-                 protocols=protocols, regex_priority=int(r.get("regex_priority", 0)),
-                 https_redirect_status_code=int(r.get("https_redirect_status_code", 426)),
-                 order=order, raw=r, compiled=compiled)
+    return Route(
+        id=rid,
+        name=name,
+        service=service,
+        paths=paths,
+        methods=[m.upper() for m in methods] if methods else None,
+        hosts=[h.lower() for h in hosts] if hosts else None,
+        headers=headers,
+        strip_path=_bool(where + ".strip_path", r.get("strip_path"), True),
+        preserve_host=_bool(where + ".preserve_host", r.get("preserve_host"), False),
+        protocols=protocols,
+        regex_priority=int(r.get("regex_priority", 0)),
+        https_redirect_status_code=int(r.get("https_redirect_status_code", 426)),
+        order=order,
+        raw=r,
+        compiled=compiled,
+    )
 
 
 def parse_declarative(data: dict, schemas: dict[str, dict], plugin_names_enabled) -> DeclarativeConfig:
@@ -282,8 +349,7 @@ def parse_declarative(data: dict, schemas: dict[str, dict], plugin_names_enabled
         cid = c.get("id") or _uuid5("consumers", c.get("username") or "", c.get("custom_id") or "")
         if not UUID_RE.match(cid):
             raise ConfigError(f"{where}.id: expected a valid UUID")
-        consumers.append(Consumer(id=cid, username=c.get("username"), custom_id=c.get("custom_id"),
-                                  tags=c.get("tags")))
+        consumers.append(Consumer(id=cid, username=c.get("username"), custom_id=c.get("custom_id"), tags=c.get("tags")))
 
     plugins = []
     seen_keys = set()
@@ -309,11 +375,17 @@ def parse_declarative(data: dict, schemas: dict[str, dict], plugin_names_enabled
             raise ConfigError(f"{where}.name: required field missing")
         if name not in schemas:
             if name in plugin_names_enabled or "bundled" in plugin_names_enabled:
-                raise ConfigError(f"{where}.name: plugin '{name}' is not served by any configured pluginserver "
-                                  "(the stand-in cannot run Lua plugins)")
-            raise ConfigError(f"{where}.name: plugin '{name}' not enabled; add it to the 'plugins' configuration property")
+                raise ConfigError(
+                    f"{where}.name: plugin '{name}' is not served by any configured pluginserver "
+                    "(the stand-in cannot run Lua plugins)"
+                )
+            raise ConfigError(
+                f"{where}.name: plugin '{name}' not enabled; add it to the 'plugins' configuration property"
+            )
         if name not in plugin_names_enabled:
-            raise ConfigError(f"{where}.name: plugin '{name}' not enabled; add it to the 'plugins' configuration property")
+            raise ConfigError(
+                f"{where}.name: plugin '{name}' not enabled; add it to the 'plugins' configuration property"
+            )
         protocols = p.get("protocols", DEFAULT_PLUGIN_PROTOCOLS)
         if not isinstance(protocols, list) or not protocols or any(x not in ALL_PROTOCOLS for x in protocols):
             raise ConfigError(f"{where}.protocols: expected one of: " + ", ".join(ALL_PROTOCOLS))
@@ -322,8 +394,10 @@ def parse_declarative(data: dict, schemas: dict[str, dict], plugin_names_enabled
             raise ConfigError(f"{where}.id: expected a valid UUID")
         key = (name, route.id if route else None, svc.id if svc else None)
         if key in seen_keys:
-            raise ConfigError(f"{where}: UNIQUE violation detected on '{{consumer=null,name=\"{name}\","
-                              f"route={key[1]},service={key[2]}}}'")
+            raise ConfigError(
+                f'{where}: UNIQUE violation detected on \'{{consumer=null,name="{name}",'
+                f"route={key[1]},service={key[2]}}}'"
+            )
         seen_keys.add(key)
         errors: list = []
         raw_conf = p.get("config")
@@ -335,9 +409,19 @@ def parse_declarative(data: dict, schemas: dict[str, dict], plugin_names_enabled
         instance_name = p.get("instance_name")
         if instance_name is not None and not isinstance(instance_name, str):
             raise ConfigError(f"{where}.instance_name: expected a string")
-        plugins.append(PluginEntity(id=pid, name=name, enabled=_bool(where + ".enabled", p.get("enabled"), True),
-                                    protocols=list(protocols), route=route, service=svc,
-                                    instance_name=instance_name, tags=p.get("tags"), config=conf))
+        plugins.append(
+            PluginEntity(
+                id=pid,
+                name=name,
+                enabled=_bool(where + ".enabled", p.get("enabled"), True),
+                protocols=list(protocols),
+                route=route,
+                service=svc,
+                instance_name=instance_name,
+                tags=p.get("tags"),
+                config=conf,
+            )
+        )
     return DeclarativeConfig(services=services, routes=routes, plugins=plugins, consumers=consumers)
 
 
@@ -355,7 +439,11 @@ def build_config_json(plugin: PluginEntity, seq: int) -> str:
     conf["plugin_instance_name"] = plugin.instance_name
     conf["__plugin_id"] = plugin.id
     conf["__ws_id"] = WS_ID
-    conf["__key__"] = "plugins:%s:%s:%s::%s" % (plugin.name, plugin.route.id if plugin.route else "",
-                                               plugin.service.id if plugin.service else "", WS_ID)
+    conf["__key__"] = "plugins:%s:%s:%s::%s" % (
+        plugin.name,
+        plugin.route.id if plugin.route else "",
+        plugin.service.id if plugin.service else "",
+        WS_ID,
+    )
     conf["__seq__"] = seq
     return cjson_encode(conf)

@@ -6,13 +6,20 @@ Supported: character classes %a %d %l %s %u %w %x %p %c (and upper-case compleme
 Not supported (raises ValueError, so the harness is *stricter* than Kong): ``%b``, ``%f``, back-references
 ``%1``..``%9``, position captures ``()``.
 """
+
 from __future__ import annotations
 
 import re
 
 _CLASSES = {
-    "a": "A-Za-z", "d": "0-9", "l": "a-z", "s": r" \t\n\r\f\v", "u": "A-Z",
-    "w": "A-Za-z0-9", "x": "0-9A-Fa-f", "p": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+    "a": "A-Za-z",
+    "d": "0-9",
+    "l": "a-z",
+    "s": r" \t\n\r\f\v",
+    "u": "A-Z",
+    "w": "A-Za-z0-9",
+    "x": "0-9A-Fa-f",
+    "p": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
     "c": r"\x00-\x1f\x7f",
 }
 

@@ -3,29 +3,72 @@
 
 Where the harness is stricter than Kong it says so in a comment.
 """
+
 from __future__ import annotations
 
 from .errors import ConfigError
 from .luapattern import lua_to_re
-from .normalize import validate_default, format_errors
+from .normalize import format_errors, validate_default
 
-VALID_TYPES = {"string", "number", "integer", "boolean", "array", "set", "map", "record",
-               "foreign", "json", "function"}
+VALID_TYPES = {"string", "number", "integer", "boolean", "array", "set", "map", "record", "foreign", "json", "function"}
 NOT_JSON_USABLE = {"function", "foreign"}
 
 REQUIRED_COMPANIONS = {
-    "array": ("elements",), "set": ("elements",), "map": ("keys", "values"),
-    "record": ("fields",), "json": ("json_schema",),
+    "array": ("elements",),
+    "set": ("elements",),
+    "map": ("keys", "values"),
+    "record": ("fields",),
+    "json": ("json_schema",),
 }
 
-GENERAL_ATTRS = {"type", "required", "reference", "description", "examples", "auto", "unique",
-                 "unique_across_ws", "on_delete", "default", "abstract", "generate_admin_api",
-                 "immutable", "err", "encrypted", "referenceable", "json_schema", "elements", "keys",
-                 "values", "fields", "entity_checks", "shorthand_fields"}
-VALIDATOR_ATTRS = {"between", "eq", "ne", "gt", "len_eq", "len_min", "len_max", "match", "not_match",
-                   "match_all", "match_none", "match_any", "starts_with", "one_of", "not_one_of",
-                   "contains", "is_regex", "timestamp", "uuid", "custom_validator",
-                   "mutually_exclusive_subsets"}
+GENERAL_ATTRS = {
+    "type",
+    "required",
+    "reference",
+    "description",
+    "examples",
+    "auto",
+    "unique",
+    "unique_across_ws",
+    "on_delete",
+    "default",
+    "abstract",
+    "generate_admin_api",
+    "immutable",
+    "err",
+    "encrypted",
+    "referenceable",
+    "json_schema",
+    "elements",
+    "keys",
+    "values",
+    "fields",
+    "entity_checks",
+    "shorthand_fields",
+}
+VALIDATOR_ATTRS = {
+    "between",
+    "eq",
+    "ne",
+    "gt",
+    "len_eq",
+    "len_min",
+    "len_max",
+    "match",
+    "not_match",
+    "match_all",
+    "match_none",
+    "match_any",
+    "starts_with",
+    "one_of",
+    "not_one_of",
+    "contains",
+    "is_regex",
+    "timestamp",
+    "uuid",
+    "custom_validator",
+    "mutually_exclusive_subsets",
+}
 ALLOWED_ATTRS = GENERAL_ATTRS | VALIDATOR_ATTRS
 
 _STR = {"string"}
@@ -33,14 +76,27 @@ _NUM = {"integer", "number"}
 _LEN = {"array", "set", "string", "map"}
 ATTRIBUTE_TYPES = {
     # Kong's metaschema attribute_types:
-    "between": _NUM, "len_eq": _LEN, "match": _STR, "one_of": {"string", "number", "integer"},
-    "contains": {"array", "set"}, "is_regex": _STR, "timestamp": _NUM, "uuid": _STR,
+    "between": _NUM,
+    "len_eq": _LEN,
+    "match": _STR,
+    "one_of": {"string", "number", "integer"},
+    "contains": {"array", "set"},
+    "is_regex": _STR,
+    "timestamp": _NUM,
+    "uuid": _STR,
     "unique": {"string", "number", "integer", "foreign"},
     "abstract": {"string", "number", "integer", "record", "array", "set", "map"},
     # STRICTER than Kong (Kong does not restrict these, but they would fail at run time on other types):
-    "len_min": _LEN, "len_max": _LEN, "not_match": _STR, "match_all": _STR, "match_none": _STR,
-    "match_any": _STR, "starts_with": _STR, "not_one_of": {"string", "number", "integer"},
-    "gt": _NUM, "mutually_exclusive_subsets": {"set", "array"},
+    "len_min": _LEN,
+    "len_max": _LEN,
+    "not_match": _STR,
+    "match_all": _STR,
+    "match_none": _STR,
+    "match_any": _STR,
+    "starts_with": _STR,
+    "not_one_of": {"string", "number", "integer"},
+    "gt": _NUM,
+    "mutually_exclusive_subsets": {"set", "array"},
 }
 
 
@@ -95,8 +151,20 @@ def validate_field(path: str, fdef) -> None:
             _err(f"{path}.description", "length must be at least 10")
         if len(d) > 500:
             _err(f"{path}.description", "length must be at most 500")
-    for attr in ("required", "unique", "auto", "immutable", "encrypted", "referenceable", "abstract",
-                 "uuid", "timestamp", "is_regex", "unique_across_ws", "generate_admin_api"):
+    for attr in (
+        "required",
+        "unique",
+        "auto",
+        "immutable",
+        "encrypted",
+        "referenceable",
+        "abstract",
+        "uuid",
+        "timestamp",
+        "is_regex",
+        "unique_across_ws",
+        "generate_admin_api",
+    ):
         if attr in fdef and not isinstance(fdef[attr], bool):
             _err(f"{path}.{attr}", "expected a boolean")
     if "between" in fdef:
@@ -104,8 +172,7 @@ def validate_field(path: str, fdef) -> None:
         if not (isinstance(b, list) and len(b) == 2 and all(_is_num(x) for x in b)):
             _err(f"{path}.between", "expected an array of two numbers")
     for attr in ("len_eq", "len_min", "len_max"):
-        if attr in fdef and not (isinstance(fdef[attr], int) and not isinstance(fdef[attr], bool)
-                                 and fdef[attr] >= 0):
+        if attr in fdef and not (isinstance(fdef[attr], int) and not isinstance(fdef[attr], bool) and fdef[attr] >= 0):
             _err(f"{path}.{attr}", "expected an integer")
     if "gt" in fdef and not _is_num(fdef["gt"]):
         _err(f"{path}.gt", "expected a number")
@@ -155,7 +222,7 @@ def validate_fields(path: str, fields) -> None:
     for i, entry in enumerate(fields, 1):
         if not isinstance(entry, dict) or len(entry) != 1:
             _err(f"{path}.fields[{i}]", "each field entry must be a table with a single key (the field name)")
-        (name, fdef), = entry.items()
+        ((name, fdef),) = entry.items()
         if not isinstance(name, str):
             _err(f"{path}.fields[{i}]", "field name must be a string")
         if name in names:
@@ -177,9 +244,13 @@ def validate_plugin_schema(schema, plugin_name: str) -> dict:
     if schema["name"] != plugin_name:
         raise ConfigError(f"{where}: name '{schema['name']}' does not match plugin name")
     fields = schema.get("fields")
-    if not isinstance(fields, list) or len(fields) != 1 or not isinstance(fields[0], dict) \
-            or list(fields[0]) != ["config"]:
-        raise ConfigError(f"{where}: fields must be [{{\"config\": {{...}}}}]")
+    if (
+        not isinstance(fields, list)
+        or len(fields) != 1
+        or not isinstance(fields[0], dict)
+        or list(fields[0]) != ["config"]
+    ):
+        raise ConfigError(f'{where}: fields must be [{{"config": {{...}}}}]')
     config = fields[0]["config"]
     if not isinstance(config, dict) or config.get("type") != "record" or "fields" not in config:
         raise ConfigError(f"{where}: config must be a record with fields")

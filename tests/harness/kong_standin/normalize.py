@@ -10,6 +10,7 @@
 
 Errors are collected as a list of ``(path, message)``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,7 +49,7 @@ def _join(path: str, name) -> str:
 def field_items(fields):
     """Iterate a Kong ``fields`` array of single-key dicts -> (name, def)."""
     for entry in fields:
-        (name, fdef), = entry.items()
+        ((name, fdef),) = entry.items()
         yield name, fdef
 
 
@@ -70,7 +71,7 @@ def _check_type(fdef, value, path, errors):
     elif t == "number":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok and isinstance(value, float) and value.is_integer():
-            value = int(value)   # Lua/cjson: an integral number encodes as an integer
+            value = int(value)  # Lua/cjson: an integral number encodes as an integer
     elif t == "boolean":
         ok = isinstance(value, bool)
     elif t in ("array", "set"):
@@ -205,8 +206,9 @@ def _run_validators(fdef, value, path, errors):
     if "mutually_exclusive_subsets" in fdef:
         hit = [s for s in fdef["mutually_exclusive_subsets"] if any(v in s for v in value)]
         if len(hit) > 1:
-            return err("these sets are mutually exclusive: %s" %
-                       ", ".join("(" + ", ".join(map(str, s)) + ")" for s in hit))
+            return err(
+                "these sets are mutually exclusive: %s" % ", ".join("(" + ", ".join(map(str, s)) + ")" for s in hit)
+            )
     return None
 
 

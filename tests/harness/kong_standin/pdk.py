@@ -8,27 +8,28 @@ Three outcomes for a call (reference §2.5 / §4.D.12):
 Methods that exist in Kong but are not modelled raise ``NotModelled`` (treated like a LuaError, so a test
 can never silently pass on an unmodelled call: STRICTER than Kong).
 """
+
 from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import socket
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 
+from . import uri
 from .declarative import cjson_encode
 from .normalize import UUID_RE
-from . import uri
 
 KONG_VERSION = "3.9.1"
 SERVER_HEADER = f"kong/{KONG_VERSION}"
-CLIENT_BODY_BUFFER_SIZE = 8192   # Kong's default nginx_http_client_body_buffer_size (8k)
+CLIENT_BODY_BUFFER_SIZE = 8192  # Kong's default nginx_http_client_body_buffer_size (8k)
 MAX_REQ_HEADERS_DEFAULT = 100
 
 # Every function of Kong's PDK (from kong-pdk's generated stubs, Kong 3.4.x) plus plugin.lua's exposed_api.
-KNOWN_METHODS = set("""
+KNOWN_METHODS = set(
+    """
 kong.client.authenticate kong.client.get_consumer kong.client.get_credential kong.client.get_forwarded_ip
 kong.client.get_forwarded_port kong.client.get_ip kong.client.get_port kong.client.get_protocol
 kong.client.load_consumer kong.client.tls.disable_session_reuse kong.client.tls.get_full_client_certificate_chain
@@ -57,7 +58,8 @@ kong.service.response.get_header kong.service.response.get_headers kong.service.
 kong.service.response.get_status kong.service.set_target kong.service.set_tls_verify
 kong.service.set_tls_verify_depth kong.service.set_upstream kong.vault.flush kong.vault.get
 kong.vault.is_reference kong.vault.parse_reference kong.vault.update
-""".split())
+""".split()
+)
 
 TERMINAL_METHODS = {"kong.response.exit", "kong.response.error"}
 
@@ -77,40 +79,91 @@ STEP_METHODS = {
 }
 MULTIMAP_METHODS = {m for m, s in STEP_METHODS.items() if s == "plugin.StepMultiMap"}
 
-LOG_LEVELS = {"kong.log": "notice", "kong.log.debug": "debug", "kong.log.info": "info",
-              "kong.log.notice": "notice", "kong.log.warn": "warn", "kong.log.err": "err",
-              "kong.log.crit": "crit", "kong.log.alert": "alert", "kong.log.deprecation": "warn",
-              "kong.log.inspect": "debug"}
+LOG_LEVELS = {
+    "kong.log": "notice",
+    "kong.log.debug": "debug",
+    "kong.log.info": "info",
+    "kong.log.notice": "notice",
+    "kong.log.warn": "warn",
+    "kong.log.err": "err",
+    "kong.log.crit": "crit",
+    "kong.log.alert": "alert",
+    "kong.log.deprecation": "warn",
+    "kong.log.inspect": "debug",
+}
 
 HTTP_MESSAGES = {
-    400: "Bad request", 401: "Unauthorized", 402: "Payment required", 403: "Forbidden", 404: "Not found",
-    405: "Method not allowed", 406: "Not acceptable", 407: "Proxy authentication required",
-    408: "Request timeout", 409: "Conflict", 410: "Gone", 411: "Length required", 412: "Precondition failed",
-    413: "Payload too large", 414: "URI too long", 415: "Unsupported media type", 416: "Range not satisfiable",
-    417: "Expectation failed", 418: "I'm a teapot", 421: "Misdirected request", 422: "Unprocessable entity",
-    423: "Locked", 424: "Failed dependency", 425: "Too early", 426: "Upgrade required",
-    428: "Precondition required", 429: "Too many requests", 431: "Request header fields too large",
-    451: "Unavailable for legal reasons", 494: "Request header or cookie too large",
-    500: "An unexpected error occurred", 501: "Not implemented",
+    400: "Bad request",
+    401: "Unauthorized",
+    402: "Payment required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    407: "Proxy authentication required",
+    408: "Request timeout",
+    409: "Conflict",
+    410: "Gone",
+    411: "Length required",
+    412: "Precondition failed",
+    413: "Payload too large",
+    414: "URI too long",
+    415: "Unsupported media type",
+    416: "Range not satisfiable",
+    417: "Expectation failed",
+    418: "I'm a teapot",
+    421: "Misdirected request",
+    422: "Unprocessable entity",
+    423: "Locked",
+    424: "Failed dependency",
+    425: "Too early",
+    426: "Upgrade required",
+    428: "Precondition required",
+    429: "Too many requests",
+    431: "Request header fields too large",
+    451: "Unavailable for legal reasons",
+    494: "Request header or cookie too large",
+    500: "An unexpected error occurred",
+    501: "Not implemented",
     502: "An invalid response was received from the upstream server",
-    503: "The upstream server is currently unavailable", 504: "The upstream server is timing out",
+    503: "The upstream server is currently unavailable",
+    504: "The upstream server is timing out",
     505: "HTTP version not supported",
 }
 
 ERROR_TEMPLATES = {
     "json": ("application/json; charset=utf-8", '{\n  "message":"%s",\n  "request_id":"%s"\n}'),
-    "html": ("text/html; charset=utf-8",
-             "<!doctype html>\n<html>\n  <head>\n    <meta charset=\"utf-8\">\n    <title>Error</title>\n"
-             "  </head>\n  <body>\n    <h1>Error</h1>\n    <p>%s.</p>\n    <p>request_id: %s</p>\n"
-             "  </body>\n</html>\n"),
-    "xml": ("application/xml; charset=utf-8",
-            '<?xml version="1.0" encoding="UTF-8"?>\n<error>\n  <message>%s</message>\n'
-            "  <requestid>%s</requestid>\n</error>\n"),
+    "html": (
+        "text/html; charset=utf-8",
+        '<!doctype html>\n<html>\n  <head>\n    <meta charset="utf-8">\n    <title>Error</title>\n'
+        "  </head>\n  <body>\n    <h1>Error</h1>\n    <p>%s.</p>\n    <p>request_id: %s</p>\n"
+        "  </body>\n</html>\n",
+    ),
+    "xml": (
+        "application/xml; charset=utf-8",
+        '<?xml version="1.0" encoding="UTF-8"?>\n<error>\n  <message>%s</message>\n'
+        "  <requestid>%s</requestid>\n</error>\n",
+    ),
     "text": ("text/plain; charset=utf-8", "%s\nrequest_id: %s\n"),
 }
 
-VALID_METHODS = {"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "MKCOL", "COPY", "MOVE", "PROPFIND",
-                 "PROPPATCH", "LOCK", "UNLOCK", "PATCH", "TRACE"}
+VALID_METHODS = {
+    "GET",
+    "HEAD",
+    "PUT",
+    "POST",
+    "DELETE",
+    "OPTIONS",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "PROPFIND",
+    "PROPPATCH",
+    "LOCK",
+    "UNLOCK",
+    "PATCH",
+    "TRACE",
+}
 
 
 class LuaError(Exception):
@@ -128,6 +181,7 @@ class UnknownMethod(Exception):
 @dataclass
 class Raised:
     """PdkCall.result marker for a call on which Kong raised a Lua error."""
+
     message: str
 
     def __repr__(self):
@@ -138,8 +192,8 @@ class Raised:
 class ExitResponse:
     status: int
     body: bytes
-    headers: list          # [(name, value)]
-    source: str            # "exit" / "error"
+    headers: list  # [(name, value)]
+    source: str  # "exit" / "error"
 
     def as_dict(self):
         return {"status": self.status, "body": self.body, "headers": list(self.headers)}
@@ -242,8 +296,10 @@ def _validate_header(name, value, allow_nil=False):
             if not isinstance(v, str):
                 raise LuaError("invalid header value in array %r: got %s, expected string" % (name, lua_type(v)))
         return list(value)
-    raise LuaError("invalid header value for %r: got %s, expected array of string, string, number or boolean"
-                   % (name, lua_type(value)))
+    raise LuaError(
+        "invalid header value for %r: got %s, expected array of string, string, number or boolean"
+        % (name, lua_type(value))
+    )
 
 
 def _validate_headers_table(headers):
@@ -341,23 +397,24 @@ def from_lua(value: str) -> str:
 @dataclass
 class RequestState:
     """Everything Kong knows about one request while running plugin phases."""
+
     request_id: str
     method: str
-    raw_uri: str                      # request-target as received (path?query)
+    raw_uri: str  # request-target as received (path?query)
     http_version: float
-    headers: list                     # [[name, value]] in received order (mutated by service.request.*)
+    headers: list  # [[name, value]] in received order (mutated by service.request.*)
     body: bytes
     client_ip: str
     client_port: int
     server_port: int
     trusted_ips: list
-    route: object = None              # declarative.Route
-    service: object = None            # declarative.Service
+    route: object = None  # declarative.Route
+    service: object = None  # declarative.Service
     matched_prefix: str | None = None
     uri_captures: dict = field(default_factory=lambda: {"unnamed": [], "named": {}})
     ctx_shared: dict = field(default_factory=dict)
     nginx_ctx: dict = field(default_factory=dict)
-    response_headers: list = field(default_factory=list)   # pending downstream headers [(name, value)]
+    response_headers: list = field(default_factory=list)  # pending downstream headers [(name, value)]
     authenticated_consumer: object = None
     authenticated_credential: object = None
     # service request mutations
@@ -365,7 +422,7 @@ class RequestState:
     upstream_query: str | None = None
     upstream_method: str | None = None
     upstream_body: bytes | None = None
-    upstream_host: str | None = None      # set by kong.service.request.set_header("host", ...)
+    upstream_host: str | None = None  # set by kong.service.request.set_header("host", ...)
     upstream_scheme: str | None = None
     serialize_values: dict = field(default_factory=dict)
     start_time: float = field(default_factory=time.time)
@@ -451,7 +508,7 @@ class Pdk:
         out: dict = {}
         for i, (k, v) in enumerate(headers):
             if i >= max_headers:
-                break   # truncated silently (the 2nd return value never reaches Python)
+                break  # truncated silently (the 2nd return value never reaches Python)
             out.setdefault(k.lower(), []).append(wire(v) if isinstance(v, str) else v)
         return out
 
@@ -577,7 +634,7 @@ class Pdk:
             p = self.s.get_header("x-forwarded-prefix")
             if p:
                 return p
-        return self.s.matched_prefix   # var.upstream_x_forwarded_prefix
+        return self.s.matched_prefix  # var.upstream_x_forwarded_prefix
 
     # ---------------- kong.client ----------------
     def m_kong_client_get_ip(self, *_):
@@ -644,13 +701,13 @@ class Pdk:
         self.check_phase(("rewrite", "access", "header_filter", "response", "admin_api"), "set_header")
         value = _validate_header(name, value)
         self._resp_clear(name)
-        for v in (value if isinstance(value, list) else [value]):
+        for v in value if isinstance(value, list) else [value]:
             self.s.response_headers.append((name, v))
 
     def m_kong_response_add_header(self, name, value, *_):
         self.check_phase(("rewrite", "access", "header_filter", "response", "admin_api"), "add_header")
         value = _validate_header(name, value)
-        for v in (value if isinstance(value, list) else [value]):
+        for v in value if isinstance(value, list) else [value]:
             self.s.response_headers.append((name, v))
 
     def m_kong_response_clear_header(self, name, *_):
@@ -689,7 +746,7 @@ class Pdk:
         if name.lower() == "host":
             self.s.upstream_host = value if isinstance(value, str) else value[0]
         self._req_clear(name)
-        for v in (value if isinstance(value, list) else [value]):
+        for v in value if isinstance(value, list) else [value]:
             self.s.headers.append([name, from_lua(v) if isinstance(v, str) else v])
 
     def m_kong_service_request_add_header(self, name, value, *_):
@@ -697,7 +754,7 @@ class Pdk:
         value = _validate_header(name, value)
         if name.lower() == "host":
             self.s.upstream_host = value if isinstance(value, str) else value[0]
-        for v in (value if isinstance(value, list) else [value]):
+        for v in value if isinstance(value, list) else [value]:
             self.s.headers.append([name, from_lua(v) if isinstance(v, str) else v])
 
     def m_kong_service_request_clear_header(self, name, *_):
@@ -763,7 +820,7 @@ class Pdk:
     # ---------------- kong.log ----------------
     def _log(self, level, args):
         args = [a for a in args]
-        while args and args[-1] is None:   # padding added by call()
+        while args and args[-1] is None:  # padding added by call()
             args.pop()
         self.kong._log(level, " ".join(lua_tostring(a) for a in args), plugin=self.plugin.name)
 
@@ -801,11 +858,19 @@ class Pdk:
         if name.startswith("http_"):
             return s.get_header(name[5:])
         table = {
-            "request_uri": s.raw_uri, "uri": s.path, "args": s.raw_query or None,
-            "is_args": "?" if "?" in s.raw_uri else "", "host": s.host, "remote_addr": s.client_ip,
-            "realip_remote_addr": s.client_ip, "remote_port": str(s.client_port),
-            "server_port": str(s.server_port), "scheme": "http", "request_method": s.method,
-            "request_id": s.request_id, "kong_request_id": s.request_id,
+            "request_uri": s.raw_uri,
+            "uri": s.path,
+            "args": s.raw_query or None,
+            "is_args": "?" if "?" in s.raw_uri else "",
+            "host": s.host,
+            "remote_addr": s.client_ip,
+            "realip_remote_addr": s.client_ip,
+            "remote_port": str(s.client_port),
+            "server_port": str(s.server_port),
+            "scheme": "http",
+            "request_method": s.method,
+            "request_id": s.request_id,
+            "kong_request_id": s.request_id,
             "server_protocol": "HTTP/%s" % lua_tostring(s.http_version),
             "upstream_x_forwarded_prefix": s.matched_prefix,
         }
@@ -828,10 +893,19 @@ class Pdk:
         r = self.s.route
         if r is None:
             return None
-        d = {"id": r.id, "paths": r.paths, "protocols": r.protocols, "strip_path": r.strip_path,
-             "preserve_host": r.preserve_host, "regex_priority": r.regex_priority,
-             "path_handling": "v0", "https_redirect_status_code": r.https_redirect_status_code,
-             "request_buffering": True, "response_buffering": True, "ws_id": "default"}
+        d = {
+            "id": r.id,
+            "paths": r.paths,
+            "protocols": r.protocols,
+            "strip_path": r.strip_path,
+            "preserve_host": r.preserve_host,
+            "regex_priority": r.regex_priority,
+            "path_handling": "v0",
+            "https_redirect_status_code": r.https_redirect_status_code,
+            "request_buffering": True,
+            "response_buffering": True,
+            "ws_id": "default",
+        }
         for k in ("name", "methods", "hosts", "headers"):
             if getattr(r, k):
                 d[k] = getattr(r, k)
@@ -843,9 +917,17 @@ class Pdk:
         sv = self.s.service
         if sv is None:
             return None
-        d = {"id": sv.id, "protocol": sv.protocol, "host": sv.host, "port": sv.port,
-             "retries": 5, "connect_timeout": 60000, "read_timeout": int(sv.read_timeout * 1000),
-             "write_timeout": 60000, "enabled": sv.enabled}
+        d = {
+            "id": sv.id,
+            "protocol": sv.protocol,
+            "host": sv.host,
+            "port": sv.port,
+            "retries": 5,
+            "connect_timeout": 60000,
+            "read_timeout": int(sv.read_timeout * 1000),
+            "write_timeout": 60000,
+            "enabled": sv.enabled,
+        }
         if sv.name:
             d["name"] = sv.name
         if sv.path:
@@ -867,10 +949,13 @@ class Pdk:
 
 
 for _m, _lvl in LOG_LEVELS.items():
+
     def _mk(level):
         def f(self, *args):
             self._log(level, args)
+
         return f
+
     setattr(Pdk, "m_" + _m.replace(".", "_"), _mk(_lvl))
 
 
@@ -941,7 +1026,7 @@ def _merge(pending, hdrs: dict):
     out = list(pending)
     for k, v in hdrs.items():
         out = [(a, b) for a, b in out if a.lower() != k.lower()]
-        for x in (v if isinstance(v, list) else [v]):
+        for x in v if isinstance(v, list) else [v]:
             out.append((k, x))
     return out
 

@@ -5,6 +5,7 @@
 * respawned whenever it exits, at most once per second, until stop (rc 127 is only logged);
 * SIGTERM at stop.
 """
+
 from __future__ import annotations
 
 import signal
@@ -19,8 +20,8 @@ class ServerProcess:
         self.name = name
         self.start_cmd = start_cmd
         self.env = env
-        self.sink = sink          # callable(line)
-        self.log = log            # callable(level, message)
+        self.sink = sink  # callable(line)
+        self.log = log  # callable(level, message)
         self._lock = threading.Lock()
         self._stopping = False
         self.proc: subprocess.Popen | None = None
@@ -36,9 +37,13 @@ class ServerProcess:
             with self._lock:
                 if self._stopping:
                     return
-                proc = subprocess.Popen(["/bin/sh", "-c", "exec " + self.start_cmd], env=self.env,
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT)
+                proc = subprocess.Popen(
+                    ["/bin/sh", "-c", "exec " + self.start_cmd],
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
                 self.proc = proc
                 self.spawn_count += 1
             self.log("notice", f"started pluginserver {self.name}, pid {proc.pid}")
@@ -47,11 +52,15 @@ class ServerProcess:
                     self.sink(f"[{self.name}:{proc.pid}] " + raw.decode("utf-8", "replace").rstrip("\r\n"))
             rc = proc.wait()
             if rc == 127:
-                self.log("err", f"external pluginserver {self.name} start command {self.start_cmd} "
-                                "exited with \"command not found\"")
+                self.log(
+                    "err",
+                    f'external pluginserver {self.name} start command {self.start_cmd} exited with "command not found"',
+                )
             else:
-                self.log("notice" if self._stopping else "err",
-                         f"external pluginserver {self.name} terminated: exit code {rc}")
+                self.log(
+                    "notice" if self._stopping else "err",
+                    f"external pluginserver {self.name} terminated: exit code {rc}",
+                )
             with self._lock:
                 if self._stopping:
                     return

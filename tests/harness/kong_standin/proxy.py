@@ -1,5 +1,6 @@
 """HTTP/1.1 proxy listener (keep-alive) + router + upstream forwarding (streaming), like Kong's proxy
 server block in kong/templates/nginx_kong.lua."""
+
 from __future__ import annotations
 
 import http.client
@@ -11,14 +12,33 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .core import RequestRecord
-from .pdk import RequestState, SERVER_HEADER, ExitResponse, kong_error_response
+from .pdk import SERVER_HEADER, ExitResponse, RequestState, kong_error_response
 from .router import find_route, upstream_path
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-              "upgrade", "proxy-authenticate", "proxy-authorization"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+}
 # headers nginx sets with proxy_set_header (client-sent values are replaced)
-KONG_SET = {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
-            "x-forwarded-path", "x-forwarded-prefix", "x-real-ip", "x-kong-request-id", "via"}
+KONG_SET = {
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "x-kong-request-id",
+    "via",
+}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -26,7 +46,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = SERVER_HEADER
     sys_version = ""
 
-    def log_message(self, fmt, *args):   # keep stderr quiet; requests are recorded
+    def log_message(self, fmt, *args):  # keep stderr quiet; requests are recorded
         pass
 
     def setup(self):
@@ -49,7 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
         te = self.headers.get("Transfer-Encoding")
         cl = self.headers.get("Content-Length")
         if te and cl:
-            return None   # nginx rejects requests with both (400)
+            return None  # nginx rejects requests with both (400)
         if te:
             if te.strip().lower() != "chunked":
                 return None
@@ -81,11 +101,19 @@ class _Handler(BaseHTTPRequestHandler):
             rest = raw_uri.split("://", 1)[1]
             raw_uri = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
         version = 1.1 if self.request_version == "HTTP/1.1" else 1.0
-        state = RequestState(request_id=request_id, method=self.command, raw_uri=raw_uri, http_version=version,
-                             headers=[[k, v] for k, v in self.headers.items()], body=b"",
-                             client_ip=self.client_address[0], client_port=self.client_address[1],
-                             server_port=self.server.port, trusted_ips=kong.trusted_ips,
-                             ctx_shared=dict(kong.ctx_shared_seed))
+        state = RequestState(
+            request_id=request_id,
+            method=self.command,
+            raw_uri=raw_uri,
+            http_version=version,
+            headers=[[k, v] for k, v in self.headers.items()],
+            body=b"",
+            client_ip=self.client_address[0],
+            client_port=self.client_address[1],
+            server_port=self.server.port,
+            trusted_ips=kong.trusted_ips,
+            ctx_shared=dict(kong.ctx_shared_seed),
+        )
         record = RequestRecord(request_id=request_id, method=self.command, path=raw_uri.split("?", 1)[0])
         with kong._lock:
             kong.requests.append(record)
@@ -97,15 +125,16 @@ class _Handler(BaseHTTPRequestHandler):
         config = kong._config
         match = find_route(config.decl.routes, self.command, state.host, state.path, state.get_header)
         if match is None:
-            return self._send_exit(kong_error_response(404, state, "no Route matched with those values"),
-                                   record, t0)
+            return self._send_exit(kong_error_response(404, state, "no Route matched with those values"), record, t0)
         route = match.route
         if "http" not in route.protocols:
             if "https" in route.protocols:
-                return self._send_exit(kong_error_response(route.https_redirect_status_code, state,
-                                                           "Please use HTTPS protocol"), record, t0)
-            return self._send_exit(kong_error_response(404, state, "no Route matched with those values"),
-                                   record, t0)
+                return self._send_exit(
+                    kong_error_response(route.https_redirect_status_code, state, "Please use HTTPS protocol"),
+                    record,
+                    t0,
+                )
+            return self._send_exit(kong_error_response(404, state, "no Route matched with those values"), record, t0)
         state.route = route
         state.service = route.service
         state.matched_prefix = match.stripped_prefix if match.stripped_prefix not in (None, "/") else None
@@ -118,7 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if phase not in kong.servers[p.name].phases:
                     continue
                 if phase == "rewrite" and (p.route is not None or p.service is not None):
-                    continue   # Kong runs rewrite before routing: global plugins only
+                    continue  # Kong runs rewrite before routing: global plugins only
                 outcome = kong.run_phase(worker, config, p, phase, state, record)
                 if outcome is not None:
                     break
@@ -131,8 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_exit(outcome, record, t0)
         if route.service is None:
             # Kong: a route without a service and no plugin exit -> 503 "no Service found with those values"
-            return self._send_exit(kong_error_response(503, state, "no Service found with those values"),
-                                   record, t0)
+            return self._send_exit(kong_error_response(503, state, "no Service found with those values"), record, t0)
         return self._forward(state, match, record, t0)
 
     # ------------------------------------------------------------------
@@ -199,13 +227,20 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             headers.append((k, v))
         headers = [("Host", host_header)] + headers
-        headers += [("X-Forwarded-For", xff), ("X-Forwarded-Proto", fwd_proto),
-                    ("X-Forwarded-Host", fwd_host), ("X-Forwarded-Port", fwd_port),
-                    ("X-Forwarded-Path", fwd_path)]
+        headers += [
+            ("X-Forwarded-For", xff),
+            ("X-Forwarded-Proto", fwd_proto),
+            ("X-Forwarded-Host", fwd_host),
+            ("X-Forwarded-Port", fwd_port),
+            ("X-Forwarded-Path", fwd_path),
+        ]
         if fwd_prefix:
             headers.append(("X-Forwarded-Prefix", fwd_prefix))
-        headers += [("X-Real-IP", state.client_ip), ("X-Kong-Request-Id", record.request_id),
-                    ("Via", f"1.1 {SERVER_HEADER}")]
+        headers += [
+            ("X-Real-IP", state.client_ip),
+            ("X-Kong-Request-Id", record.request_id),
+            ("Via", f"1.1 {SERVER_HEADER}"),
+        ]
         if body or method in ("POST", "PUT", "PATCH") or state.get_header("content-length") is not None:
             headers.append(("Content-Length", str(len(body))))
         record.upstream_request = {"method": method, "path": path, "query": query, "headers": list(headers)}
@@ -215,7 +250,7 @@ class _Handler(BaseHTTPRequestHandler):
         if scheme == "https":
             ctx = ssl.create_default_context()
             ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE   # Kong's default: tls_verify off
+            ctx.verify_mode = ssl.CERT_NONE  # Kong's default: tls_verify off
             conn = http.client.HTTPSConnection(dhost, int(dport), timeout=service.read_timeout, context=ctx)
         else:
             conn = http.client.HTTPConnection(dhost, int(dport), timeout=service.read_timeout)
@@ -237,9 +272,14 @@ class _Handler(BaseHTTPRequestHandler):
             up_latency = int((time.monotonic() - t_up) * 1000)
             proxy_latency = int((t_up - t0) * 1000)
             plugin_names = {k.lower() for k, _ in state.response_headers}
-            up_headers = [(k, v) for k, v in resp.getheaders()
-                          if k.lower() not in HOP_BY_HOP and k.lower() not in ("content-length",)
-                          and k.lower() not in plugin_names and k.lower() != "via"]
+            up_headers = [
+                (k, v)
+                for k, v in resp.getheaders()
+                if k.lower() not in HOP_BY_HOP
+                and k.lower() not in ("content-length",)
+                and k.lower() not in plugin_names
+                and k.lower() != "via"
+            ]
             length = resp.getheader("Content-Length")
             no_body = self.command == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200
             try:
@@ -310,8 +350,9 @@ class ProxyServer(ThreadingHTTPServer):
             (self._conns.add if add else self._conns.discard)(conn)
 
     def start(self):
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="kong-standin-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.1}, name="kong-standin-http", daemon=True
+        )
         self._thread.start()
 
     def stop(self):

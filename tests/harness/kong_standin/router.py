@@ -5,6 +5,7 @@ Precedence: routes with more match criteria kinds (hosts, headers, methods) firs
 matching path is a regex (by ``regex_priority`` desc); then the longest matching prefix path; ties by
 declaration order.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 @dataclass
 class Match:
     route: object
-    matched_path: str | None      # the route path (prefix) that matched, or None
-    stripped_prefix: str | None   # the prefix removed by strip_path (for X-Forwarded-Prefix)
-    postfix: str                  # request path remainder after stripping
+    matched_path: str | None  # the route path (prefix) that matched, or None
+    stripped_prefix: str | None  # the prefix removed by strip_path (for X-Forwarded-Prefix)
+    postfix: str  # request path remainder after stripping
     captures: dict
 
 
@@ -33,7 +34,7 @@ def _host_match(patterns, host: str) -> bool:
 def _match_path(route, path: str):
     """Returns (kind, sort_key, matched, captures) for the best path of the route or None."""
     best = None
-    for kind, pat, original in route.compiled:
+    for kind, pat, _original in route.compiled:
         if kind == "regex":
             m = pat.match(path)
             if m:
@@ -84,13 +85,12 @@ def find_route(routes, method: str, host: str, path: str, get_header):
     matched = pm[1] if pm else None
     captures = pm[2] if pm else {"unnamed": [], "named": {}}
     if route.strip_path and matched:
-        postfix = path[len(matched):]
+        postfix = path[len(matched) :]
         stripped = matched
     else:
         postfix = path
         stripped = None
-    return Match(route=route, matched_path=matched, stripped_prefix=stripped, postfix=postfix,
-                 captures=captures)
+    return Match(route=route, matched_path=matched, stripped_prefix=stripped, postfix=postfix, captures=captures)
 
 
 def upstream_path(match: Match, service_path: str | None, request_path: str) -> str:

@@ -8,6 +8,7 @@
 * strings are packed as msgpack str, ``bytes`` (raw bodies, Kong's ``fix_raw``) as bin;
   unpacking uses ``raw=False``.
 """
+
 from __future__ import annotations
 
 import socket

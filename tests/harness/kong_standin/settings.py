@@ -7,6 +7,7 @@ Mirrors kong/conf_loader/init.lua (3.9+) and kong/runloop/plugin_servers/process
     query ``/usr/local/bin/<name> -dump`` if it exists.
   * no query command is a fatal error ("query_command undefined for pluginserver <name>").
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,7 @@ class ServerDef:
 @dataclass
 class Settings:
     prefix: str
-    plugins: list[str]          # KONG_PLUGINS items (may include "bundled")
+    plugins: list[str]  # KONG_PLUGINS items (may include "bundled")
     servers: list[ServerDef]
     warnings: list[str]
 
@@ -65,7 +66,6 @@ def read_settings(env: dict[str, str], *, file_exists=os.path.exists) -> Setting
         if not query_cmd:
             raise ConfigError(f"query_command undefined for pluginserver {name}")
         if not start_cmd:
-            warnings.append(f"start_command undefined for pluginserver {name}; "
-                            "assuming external process management")
+            warnings.append(f"start_command undefined for pluginserver {name}; assuming external process management")
         servers.append(ServerDef(name=name, socket=socket, start_cmd=start_cmd, query_cmd=query_cmd))
     return Settings(prefix=prefix, plugins=plugins, servers=servers, warnings=warnings)

@@ -1,5 +1,6 @@
 """kong.tools.uri.normalize: decode percent-encoded unreserved characters (upper-case the hex of
 the others), merge slashes, remove dot segments (RFC 3986 §5.2.4)."""
+
 from __future__ import annotations
 
 import re

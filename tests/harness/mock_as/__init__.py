@@ -86,6 +86,7 @@ Standalone: python -m tests.harness.mock_as --port 9090 [--issuer-path /x] [--re
     (see __main__.py) enables dev_endpoints: POST /_mint[?alg=ES256] and POST /_opaque, JSON claims ->
     {"access_token": ...}. dev_endpoints is False on the class.
 """
+
 from .keys import Key
 from .mock import MockAuthorizationServer
 from .state import Recorded

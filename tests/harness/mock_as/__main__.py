@@ -1,4 +1,5 @@
 """python -m tests.harness.mock_as: run the mock authorization server standalone (docker-compose service)."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,16 @@ def main(argv=None) -> int:
     p.add_argument("--client-id", default="mcp-gateway")
     p.add_argument("--client-secret", default="gateway-secret")
     a = p.parse_args(argv)
-    mock = MockAuthorizationServer(a.issuer_path, a.port, a.tls, a.resource, host=a.host, mtls_port=a.mtls_port,
-                                   public_base=a.public_base, mtls_public_base=a.mtls_public_base)
+    mock = MockAuthorizationServer(
+        a.issuer_path,
+        a.port,
+        a.tls,
+        a.resource,
+        host=a.host,
+        mtls_port=a.mtls_port,
+        public_base=a.public_base,
+        mtls_public_base=a.mtls_public_base,
+    )
     mock.dev_endpoints = True
     mock.add_client(a.client_id, "client_secret_basic", secret=a.client_secret)
     mock.add_client(a.client_id + "-post", "client_secret_post", secret=a.client_secret)
@@ -33,16 +42,28 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     with mock:
-        print(json.dumps({"issuer": mock.issuer, "jwks_uri": mock.jwks_uri,
-                          "introspection_endpoint": mock.introspection_endpoint,
-                          "token_endpoint": mock.token_endpoint,
-                          "mtls_introspection_endpoint": mock.mtls_introspection_endpoint,
-                          "clients": [{"client_id": a.client_id, "client_secret": a.client_secret,
-                                       "method": "client_secret_basic"},
-                                      {"client_id": a.client_id + "-post", "client_secret": a.client_secret,
-                                       "method": "client_secret_post"},
-                                      {"client_id": a.client_id + "-public", "method": "none"}],
-                          "dev_endpoints": [mock.url("/_mint"), mock.url("/_opaque")]}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "issuer": mock.issuer,
+                    "jwks_uri": mock.jwks_uri,
+                    "introspection_endpoint": mock.introspection_endpoint,
+                    "token_endpoint": mock.token_endpoint,
+                    "mtls_introspection_endpoint": mock.mtls_introspection_endpoint,
+                    "clients": [
+                        {"client_id": a.client_id, "client_secret": a.client_secret, "method": "client_secret_basic"},
+                        {
+                            "client_id": a.client_id + "-post",
+                            "client_secret": a.client_secret,
+                            "method": "client_secret_post",
+                        },
+                        {"client_id": a.client_id + "-public", "method": "none"},
+                    ],
+                    "dev_endpoints": [mock.url("/_mint"), mock.url("/_opaque")],
+                }
+            ),
+            flush=True,
+        )
         if a.tls:
             print(mock.ca_pem, flush=True)
         done.wait()

@@ -17,6 +17,7 @@
   ``client_secret_jwt``: HS256/384/512 with the secret; ``private_key_jwt``: asymmetric alg fitting the
   registered ``public_jwk`` (and its ``alg`` if it names one). ``none`` is refused.
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,8 +32,15 @@ from . import keys as K
 from .tls import cert_der
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-METHODS = ("client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt",
-           "tls_client_auth", "self_signed_tls_client_auth", "none")
+METHODS = (
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+    "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+    "none",
+)
 _FORM_SAFE = re.compile(r"^[A-Za-z0-9\-._~*%+]*$")
 LEEWAY = 60
 
@@ -68,8 +76,14 @@ class ClientRegistry:
             raise ValueError("private_key_jwt needs public_jwk")
         if method in ("tls_client_auth", "self_signed_tls_client_auth") and not cert_pem:
             raise ValueError(f"{method} needs cert_pem")
-        c = Client(client_id, method, secret, dict(public_jwk) if public_jwk else None, cert_pem,
-                   cert_der(cert_pem) if cert_pem else None)
+        c = Client(
+            client_id,
+            method,
+            secret,
+            dict(public_jwk) if public_jwk else None,
+            cert_pem,
+            cert_der(cert_pem) if cert_pem else None,
+        )
         with self._lock:
             self._clients[client_id] = c
         return c
@@ -112,8 +126,9 @@ def _parse_basic(value: str) -> tuple[str, str]:
     return unquote_plus(rid), unquote_plus(rsecret)
 
 
-def authenticate(registry: ClientRegistry, headers: dict, form: dict, peer_cert_der: bytes | None,
-                 audiences: set[str]) -> tuple[str, str]:
+def authenticate(
+    registry: ClientRegistry, headers: dict, form: dict, peer_cert_der: bytes | None, audiences: set[str]
+) -> tuple[str, str]:
     auth = headers.get("authorization", "")
     scheme, _, cred = auth.partition(" ")
     used = []

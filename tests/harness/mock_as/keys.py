@@ -5,6 +5,7 @@ build any header they like (a header ``alg`` that differs from the signing algor
 ``typ``, HMAC with an RSA public key PEM as the secret, ...) and so that short HMAC secrets never trigger
 PyJWT's key-length warnings (pytest runs with warnings as errors).
 """
+
 from __future__ import annotations
 
 import base64
@@ -42,6 +43,7 @@ def _json(obj: Any) -> bytes:
 @dataclass
 class Key:
     """One signing key. ``public_jwk`` is what the JWKS publishes (never private members)."""
+
     kid: str
     alg: str
     private_key: Any
@@ -152,8 +154,9 @@ def alg_fits_key(alg: str, key_obj) -> bool:
     if alg in RSA_ALGS:
         return isinstance(key_obj, (rsa.RSAPublicKey, rsa.RSAPrivateKey))
     if alg in EC_ALGS:
-        return isinstance(key_obj, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)) and \
-            isinstance(key_obj.curve, EC_ALGS[alg])
+        return isinstance(key_obj, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)) and isinstance(
+            key_obj.curve, EC_ALGS[alg]
+        )
     if alg in OKP_ALGS:
         return isinstance(key_obj, (ed25519.Ed25519PublicKey, ed25519.Ed25519PrivateKey))
     return False

@@ -1,4 +1,5 @@
 """MockAuthorizationServer: state (keys, tokens, clients, faults, records) and the OAuth endpoints."""
+
 from __future__ import annotations
 
 import json
@@ -11,16 +12,22 @@ from typing import Iterable
 from urllib.parse import urlsplit
 
 from . import keys as K
-from .clientauth import METHODS as CLIENT_AUTH_METHODS, ClientAuthError, ClientRegistry, authenticate
+from .clientauth import METHODS as CLIENT_AUTH_METHODS
+from .clientauth import ClientAuthError, ClientRegistry, authenticate
 from .server import Listener, Request, Response
-from .state import FaultTable, RecordLog, Recorded
+from .state import FaultTable, Recorded, RecordLog
 from .tls import Pki
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 TT_ACCESS = "urn:ietf:params:oauth:token-type:access_token"
-TOKEN_TYPES = (TT_ACCESS, "urn:ietf:params:oauth:token-type:refresh_token",
-               "urn:ietf:params:oauth:token-type:id_token", "urn:ietf:params:oauth:token-type:saml1",
-               "urn:ietf:params:oauth:token-type:saml2", "urn:ietf:params:oauth:token-type:jwt")
+TOKEN_TYPES = (
+    TT_ACCESS,
+    "urn:ietf:params:oauth:token-type:refresh_token",
+    "urn:ietf:params:oauth:token-type:id_token",
+    "urn:ietf:params:oauth:token-type:saml1",
+    "urn:ietf:params:oauth:token-type:saml2",
+    "urn:ietf:params:oauth:token-type:jwt",
+)
 _WWW_AUTH = {"WWW-Authenticate": 'Basic realm="mock-as"'}
 
 
@@ -39,9 +46,18 @@ class _OAuthError(Exception):
 class MockAuthorizationServer:
     dev_endpoints = False  # POST /_mint and /_opaque; the CLI turns them on
 
-    def __init__(self, issuer_path: str = "", port: int = 0, tls: bool = False,
-                 resource: str = "http://localhost:8000/mcp", *, host: str = "127.0.0.1",
-                 mtls_port: int = 0, public_base: str | None = None, mtls_public_base: str | None = None):
+    def __init__(
+        self,
+        issuer_path: str = "",
+        port: int = 0,
+        tls: bool = False,
+        resource: str = "http://localhost:8000/mcp",
+        *,
+        host: str = "127.0.0.1",
+        mtls_port: int = 0,
+        public_base: str | None = None,
+        mtls_public_base: str | None = None,
+    ):
         if issuer_path and (not issuer_path.startswith("/") or issuer_path.endswith("/")):
             raise ValueError("issuer_path must be '' or start with '/' and not end with '/'")
         self.issuer_path, self.resource, self.tls = issuer_path, resource, tls
@@ -61,8 +77,9 @@ class MockAuthorizationServer:
         self._main: Listener | None = None
         self._mtls: Listener | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
-        extra_hosts = tuple(h for h in {urlsplit(b).hostname for b in (self._public_base, self._mtls_public_base) if b}
-                            if h)
+        extra_hosts = tuple(
+            h for h in {urlsplit(b).hostname for b in (self._public_base, self._mtls_public_base) if b} if h
+        )
         self._pki = Pki(extra_hosts)
         # knobs
         self.discovery = {"oauth": True, "openid_inserted": True, "openid_appended": True}
@@ -178,9 +195,11 @@ class MockAuthorizationServer:
     @property
     def metadata_urls(self) -> dict:
         b, p = self._base(), self.issuer_path
-        return {"oauth": f"{b}/.well-known/oauth-authorization-server{p}",
-                "openid_inserted": f"{b}/.well-known/openid-configuration{p}",
-                "openid_appended": f"{b}{p}/.well-known/openid-configuration"}
+        return {
+            "oauth": f"{b}/.well-known/oauth-authorization-server{p}",
+            "openid_inserted": f"{b}/.well-known/openid-configuration{p}",
+            "openid_appended": f"{b}{p}/.well-known/openid-configuration",
+        }
 
     def issue_client_cert(self, cn: str = "mcp-client", self_signed: bool = False) -> tuple[str, str]:
         return self._pki.issue_client_cert(cn, self_signed)
@@ -234,13 +253,23 @@ class MockAuthorizationServer:
 
     def jwks(self) -> dict:
         with self._lock:
-            return {"keys": [dict(k.public_jwk) for k in self._keys if k.published] + [dict(j) for j in self.jwks_extra]}
+            return {
+                "keys": [dict(k.public_jwk) for k in self._keys if k.published] + [dict(j) for j in self.jwks_extra]
+            }
 
     # ------------------------------------------------------------------ minting
     def _default_claims(self) -> dict:
         now = int(time.time())
-        return {"iss": self.issuer, "aud": self.resource, "sub": "user-1", "client_id": "mcp-client",
-                "scope": "mcp:tools", "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}
+        return {
+            "iss": self.issuer,
+            "aud": self.resource,
+            "sub": "user-1",
+            "client_id": "mcp-client",
+            "scope": "mcp:tools",
+            "iat": now,
+            "exp": now + 300,
+            "jti": str(uuid.uuid4()),
+        }
 
     def _claims(self, claims: dict | None, omit: Iterable[str] = ()) -> dict:
         c = self._default_claims()
@@ -253,8 +282,15 @@ class MockAuthorizationServer:
                 c[k] = v
         return c
 
-    def mint(self, claims: dict | None = None, alg: str = "RS256", kid: str | None = None, key: K.Key | None = None,
-             headers: dict | None = None, omit: Iterable[str] = ()) -> str:
+    def mint(
+        self,
+        claims: dict | None = None,
+        alg: str = "RS256",
+        kid: str | None = None,
+        key: K.Key | None = None,
+        headers: dict | None = None,
+        omit: Iterable[str] = (),
+    ) -> str:
         if key is None:
             key = self.key(kid) if kid is not None and any(k.kid == kid for k in self.keys) else self.current_key(alg)
         alg = key.alg
@@ -268,8 +304,14 @@ class MockAuthorizationServer:
         h = {k: v for k, v in h.items() if v is not None}
         return K.encode_segments(h, self._claims(claims)).decode("ascii") + "."
 
-    def mint_hmac(self, secret: bytes | str, claims: dict | None = None, alg: str = "HS256", kid: str | None = None,
-                  headers: dict | None = None) -> str:
+    def mint_hmac(
+        self,
+        secret: bytes | str,
+        claims: dict | None = None,
+        alg: str = "HS256",
+        kid: str | None = None,
+        headers: dict | None = None,
+    ) -> str:
         if alg not in K.HMAC_ALGS:
             raise ValueError(f"{alg} is not an HMAC algorithm")
         header = {"alg": alg, "typ": "at+jwt", "kid": kid}
@@ -317,8 +359,14 @@ class MockAuthorizationServer:
         return claims
 
     # ------------------------------------------------------------------ clients, faults, records
-    def add_client(self, client_id: str, method: str, secret: str | None = None, public_jwk: dict | None = None,
-                   cert_pem: str | None = None):
+    def add_client(
+        self,
+        client_id: str,
+        method: str,
+        secret: str | None = None,
+        public_jwk: dict | None = None,
+        cert_pem: str | None = None,
+    ):
         c = self._clients.add(client_id, method, secret, public_jwk, cert_pem)
         ctx = getattr(self, "_mtls_ctx", None)
         if cert_pem and ctx is not None and self._mtls is not None:
@@ -354,12 +402,17 @@ class MockAuthorizationServer:
     # ------------------------------------------------------------------ HTTP dispatch
     def _routes(self) -> dict:
         p = self.issuer_path
-        r = {f"/.well-known/oauth-authorization-server{p}": ("metadata", "oauth"),
-             f"{p}/.well-known/openid-configuration": ("metadata", "openid_appended"),
-             f"/.well-known/openid-configuration{p}": ("metadata", "openid_inserted"),
-             f"{p}/jwks": ("jwks", None), f"{p}/introspect": ("introspection", None),
-             f"{p}/token": ("token", None), f"{p}/authorize": ("authorize", None),
-             "/_mint": ("dev", "mint"), "/_opaque": ("dev", "opaque")}
+        r = {
+            f"/.well-known/oauth-authorization-server{p}": ("metadata", "oauth"),
+            f"{p}/.well-known/openid-configuration": ("metadata", "openid_appended"),
+            f"/.well-known/openid-configuration{p}": ("metadata", "openid_inserted"),
+            f"{p}/jwks": ("jwks", None),
+            f"{p}/introspect": ("introspection", None),
+            f"{p}/token": ("token", None),
+            f"{p}/authorize": ("authorize", None),
+            "/_mint": ("dev", "mint"),
+            "/_opaque": ("dev", "opaque"),
+        }
         if not p:  # inserted and appended OpenID forms are the same URL
             r["/.well-known/openid-configuration"] = ("metadata", "openid_any")
         return r
@@ -368,9 +421,21 @@ class MockAuthorizationServer:
         endpoint, sub = self._routes().get(req.path, ("other", None))
         if endpoint == "dev" and not self.dev_endpoints:
             endpoint, sub = "other", None
-        rec = self._records.add(Recorded(endpoint, req.method, req.path, dict(req.headers),
-                                         {k: list(v) for k, v in req.form.items()}, None, None, req.peer_cert_der,
-                                         req.query, req.body, req.listener.name))
+        rec = self._records.add(
+            Recorded(
+                endpoint,
+                req.method,
+                req.path,
+                dict(req.headers),
+                {k: list(v) for k, v in req.form.items()},
+                None,
+                None,
+                req.peer_cert_der,
+                req.query,
+                req.body,
+                req.listener.name,
+            )
+        )
         resp = self._apply_fault(endpoint, rec, req)
         if resp is None:
             try:
@@ -404,8 +469,11 @@ class MockAuthorizationServer:
 
     def _handle(self, endpoint: str, sub: str | None, req: Request, rec: Recorded) -> Response:
         if endpoint == "metadata":
-            enabled = (self.discovery.get("openid_inserted") or self.discovery.get("openid_appended")) \
-                if sub == "openid_any" else self.discovery.get(sub)
+            enabled = (
+                (self.discovery.get("openid_inserted") or self.discovery.get("openid_appended"))
+                if sub == "openid_any"
+                else self.discovery.get(sub)
+            )
             if not enabled:
                 raise _OAuthError(404, "not_found", "discovery document disabled")
             self._only(req, "GET", "HEAD")
@@ -432,23 +500,25 @@ class MockAuthorizationServer:
         """The discovery document (same for RFC 8414 and OpenID)."""
         mt = {"introspection_endpoint": self.mtls_introspection_endpoint, "token_endpoint": self.mtls_token_endpoint}
         auth_algs = list(K.HMAC_ALGS) + list(K.ASYMMETRIC_ALGS)
-        m = {"issuer": self.metadata_issuer_override if self.metadata_issuer_override is not None else self.issuer,
-             "authorization_endpoint": self.issuer + "/authorize",
-             "token_endpoint": self.token_endpoint,
-             "jwks_uri": self.jwks_uri,
-             "introspection_endpoint": self.introspection_endpoint,
-             "scopes_supported": ["openid", "mcp:tools", "mcp:resources", "mcp:prompts"],
-             "response_types_supported": ["code"],
-             "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token", TOKEN_EXCHANGE],
-             "token_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
-             "token_endpoint_auth_signing_alg_values_supported": auth_algs,
-             "introspection_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
-             "introspection_endpoint_auth_signing_alg_values_supported": auth_algs,
-             "code_challenge_methods_supported": ["S256"],
-             "subject_types_supported": ["public"],
-             "id_token_signing_alg_values_supported": list(K.ASYMMETRIC_ALGS),
-             "tls_client_certificate_bound_access_tokens": False,
-             "mtls_endpoint_aliases": mt}
+        m = {
+            "issuer": self.metadata_issuer_override if self.metadata_issuer_override is not None else self.issuer,
+            "authorization_endpoint": self.issuer + "/authorize",
+            "token_endpoint": self.token_endpoint,
+            "jwks_uri": self.jwks_uri,
+            "introspection_endpoint": self.introspection_endpoint,
+            "scopes_supported": ["openid", "mcp:tools", "mcp:resources", "mcp:prompts"],
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token", TOKEN_EXCHANGE],
+            "token_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
+            "token_endpoint_auth_signing_alg_values_supported": auth_algs,
+            "introspection_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
+            "introspection_endpoint_auth_signing_alg_values_supported": auth_algs,
+            "code_challenge_methods_supported": ["S256"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": list(K.ASYMMETRIC_ALGS),
+            "tls_client_certificate_bound_access_tokens": False,
+            "mtls_endpoint_aliases": mt,
+        }
         m.update(self.metadata_extra)
         return m
 
@@ -457,8 +527,13 @@ class MockAuthorizationServer:
         if req.content_type != "application/x-www-form-urlencoded":
             raise _OAuthError(400, "invalid_request", "content-type must be application/x-www-form-urlencoded")
         try:
-            audiences = {self.issuer, self.issuer + "/", self.token_endpoint, self.mtls_token_endpoint,
-                         req.listener.name == "mtls" and self.mtls_url(req.path) or self.url(req.path)}
+            audiences = {
+                self.issuer,
+                self.issuer + "/",
+                self.token_endpoint,
+                self.mtls_token_endpoint,
+                req.listener.name == "mtls" and self.mtls_url(req.path) or self.url(req.path),
+            }
             cid, method = authenticate(self._clients, req.headers, req.form, req.peer_cert_der, audiences)
             rec.client_id_authenticated, rec.auth_method_used = cid, method
         except ClientAuthError as e:
@@ -520,9 +595,12 @@ class MockAuthorizationServer:
                 raise _OAuthError(400, self.exchange_invalid_error, "actor_token invalid")
         audiences = req.form.get("audience") or []
         resources = req.form.get("resource") or []
-        claims = {"sub": sclaims.get("sub"), "aud": (audiences or resources or [self.resource])[0],
-                  "scope": scope if scope is not None else sclaims.get("scope"),
-                  "client_id": rec.client_id_authenticated or sclaims.get("client_id")}
+        claims = {
+            "sub": sclaims.get("sub"),
+            "aud": (audiences or resources or [self.resource])[0],
+            "scope": scope if scope is not None else sclaims.get("scope"),
+            "client_id": rec.client_id_authenticated or sclaims.get("client_id"),
+        }
         if aclaims is not None:
             act = {"sub": aclaims.get("sub")}
             if isinstance(sclaims.get("act"), dict):

@@ -5,6 +5,7 @@ The listener knows nothing about OAuth: it parses a request into ``Request``, ha
 the connection / hangs as the response says. TLS handshakes run in the connection's own thread, and every
 live connection is tracked so that ``close()`` can cut keep-alive and hanging connections at once.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,9 @@ class Request:
     method: str
     path: str
     query: str
-    headers: dict            # lowercase name -> value (repeated headers joined with ", ")
+    headers: dict  # lowercase name -> value (repeated headers joined with ", ")
     body: bytes
-    form: dict               # parsed application/x-www-form-urlencoded body, else {}
+    form: dict  # parsed application/x-www-form-urlencoded body, else {}
     peer_cert_der: bytes | None
     listener: "Listener"
 
@@ -39,7 +40,7 @@ class Response:
     status: int = 200
     body: bytes = b""
     headers: dict = field(default_factory=dict)
-    action: str | None = None      # None | "drop" | "hang"
+    action: str | None = None  # None | "drop" | "hang"
 
     @classmethod
     def json(cls, obj, status: int = 200, headers: dict | None = None) -> "Response":
@@ -138,6 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class Listener(ThreadingHTTPServer):
     """``owner`` must provide ``_dispatch(Request) -> Response``, ``_note_error(str)`` and ``_faults.hang()``."""
+
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
@@ -187,14 +189,16 @@ class Listener(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         import sys
+
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError, OSError)):
             return
         self.owner._note_error(f"{type(exc).__name__}: {exc}")
 
     def start(self):
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"mock-as-{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, name=f"mock-as-{self.name}", daemon=True
+        )
         self._thread.start()
 
     def close(self):

@@ -1,8 +1,9 @@
 """Thread-safe fault table and request records."""
+
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 ENDPOINTS = ("metadata", "jwks", "introspection", "token")
 FAULT_MODES = ("500", "503", "404", "hang", "drop", "garbage", "wrong_json", "slow", "401")
@@ -11,21 +12,21 @@ HANG_MAX_SECONDS = 30.0
 
 @dataclass
 class Recorded:
-    endpoint: str                    # metadata | jwks | introspection | token | authorize | dev | other
+    endpoint: str  # metadata | jwks | introspection | token | authorize | dev | other
     method: str
     path: str
-    headers: dict                    # lowercase names
-    form: dict                       # dict[str, list[str]]
+    headers: dict  # lowercase names
+    form: dict  # dict[str, list[str]]
     client_id_authenticated: str | None = None
     auth_method_used: str | None = None
     peer_cert_der: bytes | None = None
     query: str = ""
     body: bytes = b""
-    listener: str = "main"           # "main" or "mtls"
-    fault: str | None = None         # fault mode applied to this request, if any
-    status: int | None = None        # status answered (None: dropped / hung)
-    error: str | None = None         # OAuth error code answered, if any
-    auth_error: str | None = None    # why client authentication failed, if it did
+    listener: str = "main"  # "main" or "mtls"
+    fault: str | None = None  # fault mode applied to this request, if any
+    status: int | None = None  # status answered (None: dropped / hung)
+    error: str | None = None  # OAuth error code answered, if any
+    auth_error: str | None = None  # why client authentication failed, if it did
 
 
 class RecordLog:
@@ -54,7 +55,7 @@ class RecordLog:
 class FaultTable:
     def __init__(self):
         self._lock = threading.Lock()
-        self._faults: dict[str, list] = {}     # endpoint -> [mode, remaining or None]
+        self._faults: dict[str, list] = {}  # endpoint -> [mode, remaining or None]
         self._release = threading.Event()
         self._stopping = False
 

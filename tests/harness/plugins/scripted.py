@@ -3,6 +3,7 @@
 make in the access phase, in order. A call to kong.response.exit/error ends the handler (returned).
 With ``echo_results`` the results received are sent upstream as header ``x-scripted-results`` (JSON;
 bytes as {"bytes": hex})."""
+
 import json
 
 import kong_pdk.cli

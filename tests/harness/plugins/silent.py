@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Self-test plugin whose access handler raises: kong-pdk then never replies to HandleEvent
 (the "silent plugin" case; Kong fails open after its socket read timeout)."""
+
 import kong_pdk.cli
 
 version = "0.0.1"
