@@ -31,12 +31,89 @@ from dataclasses import dataclass, field
 from urllib.parse import quote_plus
 
 import jwt
+from jwt.exceptions import PyJWKError
 
-from .config import Config, _private_jwk_alg
 from .errors import ConfigError
+from .jwks import ASYMMETRIC_ALGS, key_algorithms
+from .schema import Config
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 60
+HMAC_ALGS = ("HS256", "HS384", "HS512")
+SECRET_METHODS = ("client_secret_basic", "client_secret_post", "client_secret_jwt")
+TLS_METHODS = ("tls_client_auth", "self_signed_tls_client_auth")
+
+
+def auth_method(config: Config) -> str:
+    """``client_auth``, or by default (behaviour §6) ``client_secret_basic`` with a secret, else ``none``."""
+    if config.client_auth:
+        return config.client_auth
+    return "client_secret_basic" if config.client_secret else "none"
+
+
+def check_client(config: Config) -> None:
+    """Each method needs its credentials (RFC 6749 §2.3, RFC 7523 §2.2, RFC 8705 §2), checked when the
+    top-level client is used (introspection, or an exchange that inherits it)."""
+    auth = auth_method(config)
+
+    def need(name: str) -> None:
+        if not getattr(config, name):
+            raise ConfigError(name, f"required when client_auth is {auth}")
+
+    if auth == "none":
+        return
+    need("client_id")
+    if auth in SECRET_METHODS:
+        need("client_secret")
+    if auth == "client_secret_jwt":
+        alg = config.client_alg or "HS256"
+        if alg not in HMAC_ALGS:
+            raise ConfigError("client_alg", "client_secret_jwt needs an HS256, HS384 or HS512 client_alg")
+        # RFC 7518 §3.2: a key of the same size as the hash output (or larger) MUST be used.
+        if len((config.client_secret or "").encode()) < int(alg[2:]) // 8:
+            raise ConfigError("client_secret", f"must be at least {int(alg[2:]) // 8} bytes for {alg} (RFC 7518 §3.2)")
+    if auth == "private_key_jwt":
+        need("client_jwk")
+    if auth in TLS_METHODS:
+        need("tls_client_auth_cert")
+        need("tls_client_auth_key")
+
+
+def check_exchange_client(config: Config) -> None:
+    """``token_exchange.client_auth``'s credentials (RFC 6749 §2.3.1), or the top-level client it inherits."""
+    exchange = config.token_exchange
+    if exchange.client_auth in ("client_secret_basic", "client_secret_post"):
+        if not exchange.client_id:
+            raise ConfigError("token_exchange.client_id", f"required when client_auth is {exchange.client_auth}")
+        if not exchange.client_secret:
+            raise ConfigError("token_exchange.client_secret", f"required when client_auth is {exchange.client_auth}")
+    if exchange.client_auth == "inherit":
+        if not config.client_id:
+            raise ConfigError("client_id", "required when token_exchange.client_auth is inherit")
+        check_client(config)
+
+
+def signing_algorithm(jwk: str, client_alg: str | None) -> str:
+    """Parse ``client_jwk`` (a JSON string since Kong 3.14.0.7) and return the algorithm to sign with:
+    ``client_alg``, else the JWK's ``alg``, else its key type's default (RFC 7518 §3.1, RFC 8037 §3.1)."""
+    try:
+        data = json.loads(jwk)
+    except ValueError:
+        raise ConfigError("client_jwk", "is not a JSON-encoded JWK") from None
+    if not isinstance(data, dict):
+        raise ConfigError("client_jwk", "is not a JSON-encoded JWK")
+    if "d" not in data:
+        raise ConfigError("client_jwk", "must be a private key (no 'd' member)")
+    alg = client_alg or data.get("alg")
+    if alg is None:
+        alg = next(iter(key_algorithms(data)), None)
+    if alg not in ASYMMETRIC_ALGS:
+        raise ConfigError("client_alg", "must be an asymmetric algorithm matching client_jwk")
+    try:
+        jwt.PyJWK(data, algorithm=alg)
+    except (PyJWKError, ValueError, TypeError, KeyError):
+        raise ConfigError("client_jwk", f"is not a usable {alg} key") from None
+    return str(alg)
 
 
 def basic_authorization(client_id: str, secret: str) -> str:
@@ -65,7 +142,7 @@ class ClientAuth:
     """
 
     def __init__(self, config: Config, clock: Callable[[], float]) -> None:
-        self.method = config.effective_client_auth
+        self.method = auth_method(config)
         self.client_id = config.client_id or ""
         self.secret = config.client_secret or ""
         self.clock = clock
@@ -76,9 +153,9 @@ class ClientAuth:
         self.mtls_url = config.mtls_introspection_endpoint
         self.mtls_verify: bool | None = config.tls_client_auth_ssl_verify
         if self.method == "private_key_jwt" and config.client_jwk:
-            self.alg = _private_jwk_alg(config.client_jwk, config.client_alg)
+            self.alg = signing_algorithm(config.client_jwk, config.client_alg)
             self.jwk = json.loads(config.client_jwk)
-        if self.method in ("tls_client_auth", "self_signed_tls_client_auth"):
+        if self.method in TLS_METHODS:
             self.files = MemoryFiles(config.tls_client_auth_cert or "", config.tls_client_auth_key or "")
             self.cert = self.files.paths
 
@@ -95,7 +172,7 @@ class ClientAuth:
                 ("client_assertion_type", ASSERTION_TYPE),
                 ("client_assertion", self._assertion(url)),
             ])  # fmt: skip
-        if method in ("tls_client_auth", "self_signed_tls_client_auth"):
+        if method in TLS_METHODS:
             alias = self.mtls_url if mtls_alias else None
             # tls_client_auth_ssl_verify governs the mTLS alias only; other endpoints follow ssl_verify
             return ClientRequest(

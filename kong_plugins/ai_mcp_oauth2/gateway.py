@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import bearer, claims, metadata
-from .config import Config, parse_config
+from .config import parse_config
 from .errors import (
     JSON,
     ConfigError,
@@ -35,6 +35,7 @@ from .errors import (
     json_body,
 )
 from .http import HttpClient, request_budget
+from .schema import Config
 from .token_exchange import TokenExchanger
 from .tokens import TokenValidator
 
@@ -108,11 +109,13 @@ class Gateway:
         self.config: Config | None = None
         self.error: ConfigError | None = None
         self.metadata_body = b""
+        self.metadata_paths: frozenset[str] = frozenset()
         self.verifier: TokenVerifier | None = None
         self.exchanger: Exchanger | None = None
         try:
             self.config = parse_config(raw_config)
             self.metadata_body = metadata.document(self.config)
+            _, self.metadata_paths = metadata.paths(self.config)
             self.verifier, self.exchanger = services(self.config)
         except ConfigError as exc:
             self.error = exc
@@ -138,7 +141,7 @@ class Gateway:
                 # Kong's get_headers() silently drops what is past its limit: a spoofed claim header,
                 # a second Authorization or the Content-Length could hide there.
                 raise InvalidRequest("The request has too many headers")
-            if path in config.metadata_paths:
+            if path in self.metadata_paths:
                 return self._metadata(request, headers)
             check_body_size(headers, config.max_request_body_size)
             token = bearer.extract_token(headers)
@@ -169,11 +172,11 @@ def actor_token(config: Config, headers: Mapping[str, Sequence[str]]) -> str | N
     token: no spaces, no bytes outside ASCII) is the client's malformed request, 400
     ``invalid_request``; it is never sent to the token endpoint.
     """
-    exchange = config.token_exchange
-    if exchange.actor_token_source == "config":
-        return exchange.actor_token
-    if exchange.actor_token_source == "header" and exchange.actor_token_header:
-        values = headers.get(exchange.actor_token_header.lower()) or []
+    request = config.token_exchange.request
+    if request.actor_token_source == "config":
+        return request.actor_token
+    if request.actor_token_source == "header" and request.actor_token_header:
+        values = headers.get(request.actor_token_header.lower()) or []
         if not values or not values[0]:
             return None
         if not bearer.well_formed(values[0]):
@@ -248,9 +251,10 @@ def upstream_changes(
             elif value is None:
                 clear.append(name)  # the same name: set_headers replaces it when there is a value
 
-    for mapping in config.claim_headers:
-        control(mapping.header, claims.header_value(claims.resolve(token_claims, mapping.path)))
-    actor_header = config.token_exchange.actor_token_header
+    mapped = header_claims(config)
+    for header, path in mapped:
+        control(header, claims.header_value(claims.resolve(token_claims, path)))
+    actor_header = config.token_exchange.request.actor_token_header
     if actor_header:
         control(actor_header, None)
     if upstream_token is not None:
@@ -270,13 +274,21 @@ def upstream_changes(
         "X-Anonymous-Consumer": None,
         "X-Consumer-Groups": None,
     }
-    configured = {_wsgi_name(mapping.header) for mapping in config.claim_headers}
+    configured = {_wsgi_name(header) for header, _ in mapped}
     for name, value in identity.items():
         if _wsgi_name(name) in configured:
             continue  # the operator's own mapping of that header wins
         control(name, claims.header_value(value) if isinstance(value, str) and value else None)
     return Proxy(
         set_headers=values, clear_headers=tuple(dict.fromkeys(clear)), consumer=consumer, credential=credential
+    )
+
+
+def header_claims(config: Config) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Behaviour §8: each configured header and the path of its claim (``claim_to_header`` names a
+    top-level claim, ``upstream_headers`` a path into nested objects)."""
+    return tuple((m.header, (m.claim,)) for m in config.claim_to_header) + tuple(
+        (m.header, m.path) for m in config.upstream_headers
     )
 
 
@@ -320,7 +332,7 @@ def render(refusal: Refusal, config: Config | None, request: RequestView | None)
     if refusal.challenges and config is not None and request is not None:
         origin = metadata.origin(config, *request.forwarded_origin())
         headers["WWW-Authenticate"] = bearer.challenge(
-            refusal.challenge_params(), origin + config.metadata_path, config.scopes_supported
+            refusal.challenge_params(), origin + metadata.paths(config)[0], config.scopes_supported
         )
     headers.update(refusal.extra_headers())
     return Response(refusal.status, headers, json_body(refusal.error, refusal.description))

@@ -58,8 +58,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
-from .config import Config
 from .errors import Unavailable
+from .schema import Config
 
 MAX_BODY = 1024 * 1024
 log = logging.getLogger("ai_mcp_oauth2")
@@ -409,7 +409,7 @@ class HttpClient:
     """The instance's outbound session."""
 
     def __init__(self, config: Config) -> None:
-        self.timeout = config.timeout_ms / 1000.0
+        self.timeout = config.timeout / 1000.0  # milliseconds in Kong's schema
         self.ca_bundle: str | bool = system_ca_bundle() or True
         self.verify: str | bool = self.ca_bundle if config.ssl_verify else False
         self.session = requests.Session()

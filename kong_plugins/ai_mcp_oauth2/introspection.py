@@ -22,11 +22,11 @@ from typing import Any
 
 from .claims import numeric_member
 from .client_auth import ClientAuth
-from .config import Config
 from .discovery import same_identifier
 from .errors import InvalidToken, Unavailable
 from .http import HttpClient, HttpResponse, Unreachable
 from .jwt_validator import check_audience
+from .schema import Config
 
 MAX_TTL_WITHOUT_EXP = 3600.0
 INACTIVE_TTL = 5.0

@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,11 +41,8 @@ MAX_RSA_BITS = 8192
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 FAILURE_BACKOFF = 5.0
 MAX_KEYS = 100
-ALGORITHMS: dict[str, Algorithm] = {
-    name: alg
-    for name, alg in get_default_algorithms().items()
-    if name in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
-}
+# RFC 7518 §3.1 and RFC 8037 §3.1: the asymmetric algorithms each kind of key may be used with, the
+# first one a key's default. The one declaration of the algorithms tokens and client assertions may use.
 _BY_KTY: dict[tuple[Any, Any], tuple[str, ...]] = {
     ("RSA", None): ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
     ("EC", "P-256"): ("ES256",),
@@ -54,6 +51,16 @@ _BY_KTY: dict[tuple[Any, Any], tuple[str, ...]] = {
     ("OKP", "Ed25519"): ("EdDSA",),
     ("OKP", "Ed448"): ("EdDSA",),
 }
+ASYMMETRIC_ALGS = tuple(sorted({alg for algs in _BY_KTY.values() for alg in algs}))
+ALGORITHMS: dict[str, Algorithm] = {
+    name: alg for name, alg in get_default_algorithms().items() if name in ASYMMETRIC_ALGS
+}
+
+
+def key_algorithms(jwk: Mapping[str, Any]) -> tuple[str, ...]:
+    """The algorithms a JWK's ``kty`` (and ``crv``) may be used with, its default first; () if none."""
+    kty = jwk.get("kty")
+    return _BY_KTY.get((kty, jwk.get("crv") if kty != "RSA" else None), ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +82,8 @@ def bind_key(jwk: Any) -> BoundKey | None:
     if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
         return None
     kty = jwk.get("kty")
-    crv = jwk.get("crv") if kty != "RSA" else None
-    allowed = _BY_KTY.get((kty, crv))
-    if allowed is None:
+    allowed = key_algorithms(jwk)
+    if not allowed:
         return None
     alg = jwk.get("alg")
     if alg is not None:

@@ -35,11 +35,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .claims import numeric_member
-from .config import Config
 from .discovery import Discovery, same_identifier
 from .errors import InvalidToken, Unavailable
 from .http import HttpClient, Unreachable
 from .jwks import ALGORITHMS, KeySet
+from .schema import Config
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]*$")
 _TYP = frozenset({"jwt", "at+jwt", "application/at+jwt"})

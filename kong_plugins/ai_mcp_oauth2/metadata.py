@@ -18,13 +18,31 @@ import json
 import re
 from urllib.parse import urlsplit
 
-from .config import Config
 from .errors import JSON, Response
+from .schema import Config
 
+WELL_KNOWN = "/.well-known/oauth-protected-resource"
 CACHE_CONTROL = "public, max-age=300"
 CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
 _HOST = re.compile(r"^(?:[A-Za-z0-9\-._~]+|\[[0-9A-Fa-f:.]+\])$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def paths(config: Config) -> tuple[str, frozenset[str]]:
+    """Where the document is served: the path challenges point to, and every path that serves it.
+
+    RFC 9728 §3.1 inserts the well-known path between the host and the resource's path (a
+    terminating slash after the host is removed); Kong's default is the suffixed form, which
+    ``metadata_endpoint`` replaces. Both the pointed-to path and the inserted form are served.
+    """
+    resource_path = urlsplit(config.resource).path
+    if resource_path in ("", "/"):
+        inserted = suffixed = WELL_KNOWN
+    else:
+        inserted = WELL_KNOWN + resource_path
+        suffixed = resource_path.rstrip("/") + WELL_KNOWN
+    primary = config.metadata_endpoint or suffixed
+    return primary, frozenset({primary, inserted})
 
 
 def document(config: Config) -> bytes:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import PRIORITY, __version__
+from .config import warnings
 from .errors import InternalError, Response
 from .gateway import MAX_HEADERS, Gateway, Proxy, render
 from .schema import SCHEMA
@@ -89,7 +90,7 @@ class Plugin:
         if self.gateway.error is not None:
             log.error("invalid configuration, every request will be refused: %s", self.gateway.error)
         elif self.gateway.config is not None:
-            for warning in self.gateway.config.warnings:
+            for warning in warnings(self.gateway.config):
                 log.warning("%s", warning)
 
     def access(self, kong: Any) -> None:

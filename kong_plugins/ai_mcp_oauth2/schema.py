@@ -1,439 +1,389 @@
-"""Kong schema declaration of the plugin's configuration (data only).
+"""The plugin's configuration, declared once: each field's name, Python type, Kong type, default,
+allowed values and description, and the format Kong's schema cannot say.
 
-The fields, types, defaults, ``one_of`` values, ``required`` flags and length rules are
-those of Kong Gateway 3.14's ``ai-mcp-oauth2`` (3.15 is identical), written in Kong's
-schema DSL, the form kong-pdk hands to Kong in the plugin-info dump. ``len_min`` stands
-for the ``minLength`` of Kong's published JSON schema; ``referenceable`` lets Kong resolve
-vault references before the config reaches the plugin. Every field has a description
-(Kong's metaschema requires 10 to 500 characters), which also feeds the README's
-configuration reference. ``tests/unit/test_schema.py`` checks this file field by field
-against Kong's published JSON schema kept in ``tests/fixtures``.
+The fields, types, defaults, ``one_of`` values, ``required`` flags and length rules are those of
+Kong Gateway 3.14's ``ai-mcp-oauth2`` (3.15 is identical). Each record is a frozen dataclass whose
+fields are declared with :func:`string`, :func:`boolean`, :func:`integer`, :func:`number`,
+:func:`array`, :func:`string_map` and :func:`record`; :data:`SCHEMA`, the form kong-pdk hands to
+Kong in the plugin-info dump (Kong's schema DSL), is generated from them, and
+:func:`~.config.parse_config` reads Kong's config into them. ``len_min`` stands for the
+``minLength`` of Kong's published JSON schema; ``referenceable`` lets Kong resolve vault references
+before the config reaches the plugin; ``secret`` keeps a value out of ``repr``. Every field has a
+description (Kong's metaschema requires 10 to 500 characters), which also feeds the configuration
+reference. ``tests/unit/test_schema.py`` checks the generated schema field by field against Kong's
+published JSON schema kept in ``tests/fixtures``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-SCHEMA: list[dict[str, Any]] = [
-    {
-        "args": {
-            "type": "map",
-            "keys": {"type": "string"},
-            "values": {"type": "string"},
-            "description": "Additional arguments to send in the POST body.",
-        }
-    },
-    {
-        "authorization_servers": {
-            "type": "array",
-            "elements": {"type": "string", "description": "The authorization server identifier."},
-            "required": True,
-            "len_min": 1,
-            "description": "The issuer identifiers of the authorization servers that may issue tokens for this resource (RFC 9728 authorization_servers; also the accepted `iss` values).",
-        }
-    },
-    {
-        "cache_introspection": {
-            "type": "boolean",
-            "default": True,
-            "description": "If enabled, the plugin will cache the introspection response for the access token. This can improve performance by reducing the number of introspection requests to the authorization server.",
-        }
-    },
-    {
-        "claim_to_header": {
-            "type": "array",
-            "elements": {
-                "type": "record",
-                "fields": [
-                    {
-                        "claim": {
-                            "type": "string",
-                            "required": True,
-                            "description": "The claim name to be used in the access token.",
-                        }
-                    },
-                    {
-                        "header": {
-                            "type": "string",
-                            "required": True,
-                            "description": "The HTTP header name to be used for forwarding the claim value to the upstream.",
-                        }
-                    },
-                ],
-            },
-            "len_min": 1,
-            "description": "Map top-level token claims to upstream headers. Mutually exclusive with upstream_headers.",
-        }
-    },
-    {
-        "client_alg": {
-            "type": "string",
-            "one_of": [
-                "ES256",
-                "ES384",
-                "ES512",
-                "EdDSA",
-                "HS256",
-                "HS384",
-                "HS512",
-                "PS256",
-                "PS384",
-                "PS512",
-                "RS256",
-                "RS384",
-                "RS512",
-            ],
-            "description": "The client JWT signing algorithm.",
-        }
-    },
-    {
-        "client_auth": {
-            "type": "string",
-            "one_of": [
-                "client_secret_basic",
-                "client_secret_jwt",
-                "client_secret_post",
-                "none",
-                "private_key_jwt",
-                "self_signed_tls_client_auth",
-                "tls_client_auth",
-            ],
-            "description": "The client authentication method.",
-        }
-    },
-    {"client_id": {"type": "string", "referenceable": True, "description": "The client ID for authentication."}},
-    {
-        "client_jwk": {
-            "type": "string",
-            "referenceable": True,
-            "encrypted": True,
-            "description": "The client JWK for private_key_jwt authentication.",
-        }
-    },
-    {
-        "client_secret": {
-            "type": "string",
-            "referenceable": True,
-            "encrypted": True,
-            "description": "The client secret for authentication.",
-        }
-    },
-    {
-        "consumer_by": {
-            "type": "array",
-            "elements": {"type": "string", "one_of": ["custom_id", "id", "username"]},
-            "default": ["custom_id", "username"],
-            "len_min": 1,
-            "description": "Consumer fields used for mapping: - `id`: try to find the matching Consumer by `id` - `username`: try to find the matching Consumer by `username` - `custom_id`: try to find the matching Consumer by `custom_id`.",
-        }
-    },
-    {
-        "consumer_claim": {
-            "type": "array",
-            "elements": {"type": "string"},
-            "len_min": 1,
-            "description": "The claim used for consumer mapping. If multiple values are set, it means the claim is inside a nested object of the token payload.",
-        }
-    },
-    {
-        "consumer_groups_claim": {
-            "type": "array",
-            "elements": {"type": "string"},
-            "len_min": 1,
-            "description": "The claim used for consumer groups mapping. If multiple values are set, it means the claim is inside a nested object of the token payload.",
-        }
-    },
-    {
-        "consumer_groups_optional": {
-            "type": "boolean",
-            "default": False,
-            "description": "Do not terminate the request if consumer groups mapping fails.",
-        }
-    },
-    {
-        "consumer_optional": {
-            "type": "boolean",
-            "default": False,
-            "description": "Do not terminate the request if consumer mapping fails.",
-        }
-    },
-    {
-        "credential_claim": {
-            "type": "array",
-            "elements": {"type": "string"},
-            "default": ["sub"],
-            "description": "The claim used to derive virtual credentials (e.g. to be consumed by the rate-limiting plugin), in case the consumer mapping is not used. If multiple values are set, it means the claim is inside a nested object of the token payload.",
-        }
-    },
-    {
-        "headers": {
-            "type": "map",
-            "keys": {"type": "string"},
-            "values": {"type": "string"},
-            "description": "Additional headers for the introspection request.",
-        }
-    },
-    {"http_proxy": {"type": "string", "description": "HTTP proxy to use."}},
-    {"http_proxy_authorization": {"type": "string", "description": "HTTP proxy authorization header."}},
-    {"http_version": {"type": "number", "default": 1.1, "description": "The HTTP version used for requests."}},
-    {"https_proxy": {"type": "string", "description": "HTTPS proxy to use."}},
-    {"https_proxy_authorization": {"type": "string", "description": "HTTPS proxy authorization header."}},
-    {
-        "insecure_relaxed_audience_validation": {
-            "type": "boolean",
-            "default": False,
-            "description": "If enabled, the plugin will not validate the audience of the access token. Disable it if the authorization server does not correctly set the audience claim according to RFC 8707 and MCP specification.",
-        }
-    },
-    {
-        "introspection_endpoint": {
-            "type": "string",
-            "description": "The Token Introspection Endpoint. If not provided, the plugin will attempt to use JWKS to verify the token. If the token is opaque, this field must be provided.",
-        }
-    },
-    {
-        "introspection_format": {
-            "type": "string",
-            "one_of": ["base64", "base64url", "string"],
-            "description": "Controls introspection response format.",
-        }
-    },
-    {"jwks_cache_ttl": {"type": "integer", "default": 3600, "description": "The cache TTL in seconds for JWKS."}},
-    {
-        "jwks_endpoint": {
-            "type": "string",
-            "description": "The JWKS endpoint URL for fetching the authorization server's public keys. If not provided, the plugin will attempt to discover it from the authorization server metadata.",
-        }
-    },
-    {
-        "jwt_claims_leeway": {
-            "type": "integer",
-            "default": 0,
-            "description": "The leeway in seconds for JWT claims validation (exp, nbf). This allows tokens that are slightly expired or not yet valid due to clock skew.",
-        }
-    },
-    {"keepalive": {"type": "boolean", "default": True, "description": "Enable HTTP keepalive for requests."}},
-    {
-        "max_request_body_size": {
-            "type": "integer",
-            "default": 1048576,
-            "description": "max allowed body size allowed to be handled as MCP request. 0 means unlimited, but the size of this body will still be limited by Nginx's client_max_body_size.",
-        }
-    },
-    {
-        "metadata_cache_ttl": {
-            "type": "integer",
-            "default": 3600,
-            "description": "The cache TTL in seconds for discovered authorization server metadata.",
-        }
-    },
-    {
-        "metadata_discovery_endpoint": {
-            "type": "string",
-            "description": "Custom OAuth 2.0 authorization server metadata discovery URL. If provided, the plugin will use this URL directly instead of trying standard well-known discovery paths. The custom endpoint URL should end with either '/.well-known/openid-configuration' or '/.well-known/oauth-authorization-server'.",
-        }
-    },
-    {
-        "metadata_discovery_retry": {
-            "type": "integer",
-            "default": 3,
-            "description": "The number of retry attempts for metadata discovery requests per URL.",
-        }
-    },
-    {
-        "metadata_endpoint": {
-            "type": "string",
-            "description": "The path for OAuth 2.0 Protected Resource Metadata. Default to $resource/.well-known/oauth-protected-resource. For example, if the configured resource is https://api.example.com/mcp, the metadata endpoint is /mcp/.well-known/oauth-protected-resource.",
-        }
-    },
-    {
-        "mtls_introspection_endpoint": {
-            "type": "string",
-            "description": "The mTLS alias for the introspection endpoint.",
-        }
-    },
-    {"no_proxy": {"type": "string", "description": "Comma-separated list of hosts to exclude from proxy."}},
-    {
-        "passthrough_credentials": {
-            "type": "boolean",
-            "default": False,
-            "description": "Keep the credentials used for authentication in the request. If multiple credentials are sent with the same request, the plugin will keep those that were used for successful authentication.",
-        }
-    },
-    {"resource": {"type": "string", "required": True, "description": "The resource identifier."}},
-    {
-        "scopes_supported": {
-            "type": "array",
-            "elements": {
-                "type": "string",
-                "description": "Recommended scopes that are used in authorization requests to request access to this protected resource.",
-            },
-            "len_min": 1,
-            "description": "Scopes advertised in the protected resource metadata and in the `scope` parameter of challenges.",
-        }
-    },
-    {"ssl_verify": {"type": "boolean", "default": True, "description": "Verify the SSL certificate."}},
-    {"timeout": {"type": "number", "default": 10000, "description": "Network I/O timeout in milliseconds."}},
-    {"tls_client_auth_cert": {"type": "string", "description": "PEM-encoded client certificate for mTLS."}},
-    {"tls_client_auth_key": {"type": "string", "description": "PEM-encoded private key for mTLS."}},
-    {
-        "tls_client_auth_ssl_verify": {
-            "type": "boolean",
-            "default": True,
-            "description": "Verify server certificate in mTLS.",
-        }
-    },
-    {
-        "token_exchange": {
-            "type": "record",
-            "fields": [
-                {
-                    "cache": {
-                        "type": "record",
-                        "fields": [
-                            {
-                                "enabled": {
-                                    "type": "boolean",
-                                    "default": True,
-                                    "description": "Whether to cache exchanged token",
-                                }
-                            },
-                            {
-                                "ttl": {
-                                    "type": "integer",
-                                    "default": 3600,
-                                    "description": "The default cache TTL to store exchanged token. If the exchange endpoint does not provide 'expires_in' data when token is exchanged this TTL value will be used to cache it.",
-                                }
-                            },
-                        ],
-                        "description": "Caching of exchanged tokens.",
-                    }
-                },
-                {
-                    "client_auth": {
-                        "type": "string",
-                        "default": "client_secret_basic",
-                        "one_of": ["client_secret_basic", "client_secret_post", "inherit", "none"],
-                        "description": "The type of authentication method to use with the exchange endpoint. Use 'inherit' to use the same client_id, and secret as in introspection_endpoint.",
-                    }
-                },
-                {
-                    "client_id": {
-                        "type": "string",
-                        "referenceable": True,
-                        "description": "The client ID for authentication.",
-                    }
-                },
-                {
-                    "client_secret": {
-                        "type": "string",
-                        "referenceable": True,
-                        "encrypted": True,
-                        "description": "The client secret for authentication.",
-                    }
-                },
-                {
-                    "enabled": {
-                        "type": "boolean",
-                        "default": False,
-                        "description": "Whether Token Exchange should be enabled",
-                    }
-                },
-                {
-                    "request": {
-                        "type": "record",
-                        "fields": [
-                            {
-                                "actor_token": {
-                                    "type": "string",
-                                    "description": "Static actor token value (when source is config).",
-                                }
-                            },
-                            {
-                                "actor_token_header": {
-                                    "type": "string",
-                                    "description": "Header name containing actor token (when source is header).",
-                                }
-                            },
-                            {
-                                "actor_token_source": {
-                                    "type": "string",
-                                    "default": "none",
-                                    "one_of": ["config", "header", "none"],
-                                    "description": "Where to obtain actor token.",
-                                }
-                            },
-                            {
-                                "actor_token_type": {
-                                    "type": "string",
-                                    "default": "urn:ietf:params:oauth:token-type:access_token",
-                                    "description": "The token type identifier of actor token.",
-                                }
-                            },
-                            {
-                                "audience": {
-                                    "type": "array",
-                                    "elements": {"type": "string"},
-                                    "len_min": 1,
-                                    "description": "Audiences used in the token exchange request.",
-                                }
-                            },
-                            {
-                                "requested_token_type": {
-                                    "type": "string",
-                                    "default": "urn:ietf:params:oauth:token-type:access_token",
-                                    "description": "The desired output token type.",
-                                }
-                            },
-                            {
-                                "resource": {
-                                    "type": "string",
-                                    "description": "The absolute URI of target MCP service where token will be used.",
-                                }
-                            },
-                            {
-                                "scopes": {
-                                    "type": "array",
-                                    "elements": {"type": "string"},
-                                    "len_min": 1,
-                                    "description": "Scopes used in the token exchange request.",
-                                }
-                            },
-                            {
-                                "subject_token_type": {
-                                    "type": "string",
-                                    "default": "urn:ietf:params:oauth:token-type:access_token",
-                                    "description": "The type of token to be exchanged.",
-                                }
-                            },
-                        ],
-                        "description": "Parameters of the RFC 8693 token exchange request.",
-                    }
-                },
-                {"token_endpoint": {"type": "string", "required": True, "description": "The token exchange endopint."}},
-            ],
-            "description": "Configuration details about token exchange that should happen before reaching upstream MCP server",
-        }
-    },
-    {
-        "upstream_headers": {
-            "type": "array",
-            "elements": {
-                "type": "record",
-                "fields": [
-                    {"header": {"type": "string", "required": True, "description": "The name of the header."}},
-                    {
-                        "path": {
-                            "type": "array",
-                            "elements": {"type": "string"},
-                            "required": True,
-                            "len_min": 1,
-                            "description": "The path of the header value.",
-                        }
-                    },
-                ],
-            },
-            "description": "Map token claims to upstream headers using path-based access. Each entry specifies a header name and a path (array of strings) to traverse the token claims. Mutually exclusive with claim_to_header.",
-        }
-    },
-]
+from . import formats
+
+Check = Callable[[str, Any], None]
+"""A format check: called with the field's name (for the error) and its value; raises ConfigError."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one field is declared: Kong's DSL for it, plus what Python needs to read it."""
+
+    kong: dict[str, Any]  # the field in Kong's schema DSL, as Kong receives it (records without "fields")
+    record: type | None = None  # the dataclass of a record, or of an array's record elements
+    check: Check | None = None  # a format of the whole value
+    element_check: Check | None = None  # a format of each element of an array
+    minimum: int | None = None  # integers: the smallest value (every integer here counts seconds, bytes or tries)
+
+
+@dataclass(frozen=True)
+class Element:
+    """The elements of an array of strings."""
+
+    kong: dict[str, Any]
+    check: Check | None = None
+
+
+def _declare(spec: Spec, secret: bool = False) -> Any:
+    return dataclasses.field(repr=not secret, metadata={"spec": spec})
+
+
+def _dsl(kind: str, description: str | None, **options: Any) -> dict[str, Any]:
+    dsl: dict[str, Any] = {"type": kind}
+    dsl.update({key: value for key, value in options.items() if value not in (None, False, ())})
+    if description is not None:
+        dsl["description"] = description
+    return dsl
+
+
+def string(
+    description: str,
+    *,
+    required: bool = False,
+    default: str | None = None,
+    one_of: Sequence[str] = (),
+    referenceable: bool = False,
+    encrypted: bool = False,
+    secret: bool = False,
+    check: Check | None = None,
+) -> Any:
+    """A string field (``str``, or ``str | None`` without a default)."""
+    one = list(one_of) or None
+    dsl = _dsl("string", description, required=required, default=default, one_of=one,
+               referenceable=referenceable, encrypted=encrypted)  # fmt: skip
+    return _declare(Spec(dsl, check=check), secret or encrypted)
+
+
+def boolean(description: str, *, default: bool) -> Any:
+    """A boolean field."""
+    dsl = {"type": "boolean", "default": default, "description": description}
+    return _declare(Spec(dsl))
+
+
+def integer(description: str, *, default: int, minimum: int = 0) -> Any:
+    """An integer field; Kong's whole numbers arrive as ``int`` or as a float with no fraction."""
+    dsl = {"type": "integer", "default": default, "description": description}
+    return _declare(Spec(dsl, minimum=minimum))
+
+
+def number(description: str, *, default: float, check: Check | None = None) -> Any:
+    """A number field, read as ``float``."""
+    dsl = {"type": "number", "default": default, "description": description}
+    return _declare(Spec(dsl, check=check))
+
+
+def text(*, description: str | None = None, one_of: Sequence[str] = (), check: Check | None = None) -> Element:
+    """The elements of an array of strings (never empty, as Kong's strings)."""
+    return Element(_dsl("string", description, one_of=list(one_of) or None), check)
+
+
+def array(
+    description: str,
+    elements: Element | type,
+    *,
+    required: bool = False,
+    default: list[str] | None = None,
+    len_min: int | None = None,
+    check: Check | None = None,
+) -> Any:
+    """An array (a ``tuple``) of strings (:func:`text`) or of records (a declared dataclass)."""
+    if isinstance(elements, Element):
+        element_dsl, record_type, element_check = elements.kong, None, elements.check
+    else:
+        element_dsl, record_type, element_check = {"type": "record"}, elements, None
+    dsl = _dsl("array", description, elements=element_dsl, required=required, default=default, len_min=len_min)
+    return _declare(Spec(dsl, record=record_type, check=check, element_check=element_check))
+
+
+def string_map(description: str, *, secret: bool = False, check: Check | None = None) -> Any:
+    """A map of strings to strings, read as a tuple of (key, value) pairs."""
+    dsl = {"type": "map", "keys": {"type": "string"}, "values": {"type": "string"}, "description": description}
+    return _declare(Spec(dsl, check=check), secret)
+
+
+def record(record_type: type, description: str) -> Any:
+    """A nested record; Kong leaves it ``null`` when the user omits it, which means its defaults."""
+    return _declare(Spec({"type": "record", "description": description}, record=record_type))
+
+
+def spec(field: dataclasses.Field[Any]) -> Spec:
+    """The declaration of one field of a declared record."""
+    declared: Spec = field.metadata["spec"]
+    return declared
+
+
+def kong_fields(record_type: type) -> list[dict[str, Any]]:
+    """Kong's DSL for the fields of a declared record, in declaration order."""
+    out: list[dict[str, Any]] = []
+    for field in dataclasses.fields(record_type):
+        declared = spec(field)
+        dsl = dict(declared.kong)
+        if declared.record is not None and dsl["type"] == "record":
+            dsl["fields"] = kong_fields(declared.record)
+        elif declared.record is not None:
+            dsl["elements"] = {"type": "record", "fields": kong_fields(declared.record)}
+        out.append({field.name: dsl})
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimToHeader:
+    """One ``claim_to_header`` entry: a top-level claim forwarded as an upstream header (behaviour §8)."""
+
+    claim: str = string("The claim name to be used in the access token.", required=True)
+    header: str = string(
+        "The HTTP header name to be used for forwarding the claim value to the upstream.",
+        required=True,
+        check=formats.header_name,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExchangeCache:
+    """``token_exchange.cache``: how long exchanged tokens are reused (behaviour §9)."""
+
+    enabled: bool = boolean("Whether to cache exchanged token", default=True)
+    ttl: int = integer(
+        "The default cache TTL to store exchanged token. If the exchange endpoint does not provide 'expires_in' data when token is exchanged this TTL value will be used to cache it.",
+        default=3600,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExchangeRequest:
+    """``token_exchange.request``: the parameters of the RFC 8693 §2.1 request."""
+
+    actor_token: str | None = string("Static actor token value (when source is config).", secret=True)
+    actor_token_header: str | None = string(
+        "Header name containing actor token (when source is header).", check=formats.header_name
+    )
+    actor_token_source: str = string(
+        "Where to obtain actor token.", default="none", one_of=("config", "header", "none")
+    )
+    actor_token_type: str = string(
+        "The token type identifier of actor token.", default="urn:ietf:params:oauth:token-type:access_token"
+    )
+    audience: tuple[str, ...] = array("Audiences used in the token exchange request.", text(), len_min=1)
+    requested_token_type: str = string(
+        "The desired output token type.", default="urn:ietf:params:oauth:token-type:access_token"
+    )
+    resource: str | None = string("The absolute URI of target MCP service where token will be used.", check=formats.url)
+    scopes: tuple[str, ...] = array(
+        "Scopes used in the token exchange request.", text(), len_min=1, check=formats.scope_tokens
+    )
+    subject_token_type: str = string(
+        "The type of token to be exchanged.", default="urn:ietf:params:oauth:token-type:access_token"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenExchange:
+    """``token_exchange`` (RFC 8693). ``token_endpoint`` is required whenever the record is given;
+    it is ``None`` only when Kong left the whole record ``null`` (then exchange is off)."""
+
+    cache: ExchangeCache = record(ExchangeCache, "Caching of exchanged tokens.")
+    client_auth: str = string(
+        "The type of authentication method to use with the exchange endpoint. Use 'inherit' to use the same client_id, and secret as in introspection_endpoint.",
+        default="client_secret_basic",
+        one_of=("client_secret_basic", "client_secret_post", "inherit", "none"),
+    )
+    client_id: str | None = string("The client ID for authentication.", referenceable=True)
+    client_secret: str | None = string("The client secret for authentication.", referenceable=True, encrypted=True)
+    enabled: bool = boolean("Whether Token Exchange should be enabled", default=False)
+    request: ExchangeRequest = record(ExchangeRequest, "Parameters of the RFC 8693 token exchange request.")
+    token_endpoint: str | None = string("The token exchange endopint.", required=True, check=formats.url)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamHeader:
+    """One ``upstream_headers`` entry: a claim found by its path forwarded as a header (behaviour §8)."""
+
+    header: str = string("The name of the header.", required=True, check=formats.header_name)
+    path: tuple[str, ...] = array("The path of the header value.", text(), required=True, len_min=1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """One plugin instance's configuration: Kong 3.14's fields, read and checked by ``config.py``, frozen."""
+
+    args: tuple[tuple[str, str], ...] = string_map("Additional arguments to send in the POST body.")
+    authorization_servers: tuple[str, ...] = array(
+        "The issuer identifiers of the authorization servers that may issue tokens for this resource (RFC 9728 authorization_servers; also the accepted `iss` values).",
+        text(description="The authorization server identifier.", check=formats.issuer),
+        required=True,
+        len_min=1,
+    )
+    cache_introspection: bool = boolean(
+        "If enabled, the plugin will cache the introspection response for the access token. This can improve performance by reducing the number of introspection requests to the authorization server.",
+        default=True,
+    )
+    claim_to_header: tuple[ClaimToHeader, ...] = array(
+        "Map top-level token claims to upstream headers. Mutually exclusive with upstream_headers.",
+        ClaimToHeader,
+        len_min=1,
+    )
+    client_alg: str | None = string(
+        "The client JWT signing algorithm.",
+        one_of=(
+            "ES256",
+            "ES384",
+            "ES512",
+            "EdDSA",
+            "HS256",
+            "HS384",
+            "HS512",
+            "PS256",
+            "PS384",
+            "PS512",
+            "RS256",
+            "RS384",
+            "RS512",
+        ),
+    )
+    client_auth: str | None = string(
+        "The client authentication method.",
+        one_of=(
+            "client_secret_basic",
+            "client_secret_jwt",
+            "client_secret_post",
+            "none",
+            "private_key_jwt",
+            "self_signed_tls_client_auth",
+            "tls_client_auth",
+        ),
+    )
+    client_id: str | None = string("The client ID for authentication.", referenceable=True)
+    client_jwk: str | None = string(
+        "The client JWK for private_key_jwt authentication.", referenceable=True, encrypted=True
+    )
+    client_secret: str | None = string("The client secret for authentication.", referenceable=True, encrypted=True)
+    consumer_by: tuple[str, ...] = array(
+        "Consumer fields used for mapping: - `id`: try to find the matching Consumer by `id` - `username`: try to find the matching Consumer by `username` - `custom_id`: try to find the matching Consumer by `custom_id`.",
+        text(one_of=("custom_id", "id", "username")),
+        default=["custom_id", "username"],
+        len_min=1,
+    )
+    consumer_claim: tuple[str, ...] = array(
+        "The claim used for consumer mapping. If multiple values are set, it means the claim is inside a nested object of the token payload.",
+        text(),
+        len_min=1,
+    )
+    consumer_groups_claim: tuple[str, ...] = array(
+        "The claim used for consumer groups mapping. If multiple values are set, it means the claim is inside a nested object of the token payload.",
+        text(),
+        len_min=1,
+    )
+    consumer_groups_optional: bool = boolean(
+        "Do not terminate the request if consumer groups mapping fails.", default=False
+    )
+    consumer_optional: bool = boolean("Do not terminate the request if consumer mapping fails.", default=False)
+    credential_claim: tuple[str, ...] = array(
+        "The claim used to derive virtual credentials (e.g. to be consumed by the rate-limiting plugin), in case the consumer mapping is not used. If multiple values are set, it means the claim is inside a nested object of the token payload.",
+        text(),
+        default=["sub"],
+    )
+    headers: tuple[tuple[str, str], ...] = string_map(
+        "Additional headers for the introspection request.", secret=True, check=formats.header_names
+    )
+    http_proxy: str | None = string("HTTP proxy to use.", check=formats.url)
+    http_proxy_authorization: str | None = string("HTTP proxy authorization header.", secret=True)
+    http_version: float = number("The HTTP version used for requests.", default=1.1, check=formats.http_version)
+    https_proxy: str | None = string("HTTPS proxy to use.", check=formats.url)
+    https_proxy_authorization: str | None = string("HTTPS proxy authorization header.", secret=True)
+    insecure_relaxed_audience_validation: bool = boolean(
+        "If enabled, the plugin will not validate the audience of the access token. Disable it if the authorization server does not correctly set the audience claim according to RFC 8707 and MCP specification.",
+        default=False,
+    )
+    introspection_endpoint: str | None = string(
+        "The Token Introspection Endpoint. If not provided, the plugin will attempt to use JWKS to verify the token. If the token is opaque, this field must be provided.",
+        check=formats.url,
+    )
+    introspection_format: str | None = string(
+        "Controls introspection response format.", one_of=("base64", "base64url", "string")
+    )
+    jwks_cache_ttl: int = integer("The cache TTL in seconds for JWKS.", default=3600)
+    jwks_endpoint: str | None = string(
+        "The JWKS endpoint URL for fetching the authorization server's public keys. If not provided, the plugin will attempt to discover it from the authorization server metadata.",
+        check=formats.url,
+    )
+    jwt_claims_leeway: int = integer(
+        "The leeway in seconds for JWT claims validation (exp, nbf). This allows tokens that are slightly expired or not yet valid due to clock skew.",
+        default=0,
+    )
+    keepalive: bool = boolean("Enable HTTP keepalive for requests.", default=True)
+    max_request_body_size: int = integer(
+        "max allowed body size allowed to be handled as MCP request. 0 means unlimited, but the size of this body will still be limited by Nginx's client_max_body_size.",
+        default=1048576,
+    )
+    metadata_cache_ttl: int = integer(
+        "The cache TTL in seconds for discovered authorization server metadata.", default=3600
+    )
+    metadata_discovery_endpoint: str | None = string(
+        "Custom OAuth 2.0 authorization server metadata discovery URL. If provided, the plugin will use this URL directly instead of trying standard well-known discovery paths. The custom endpoint URL should end with either '/.well-known/openid-configuration' or '/.well-known/oauth-authorization-server'.",
+        check=formats.url,
+    )
+    metadata_discovery_retry: int = integer(
+        "The number of retry attempts for metadata discovery requests per URL.", default=3
+    )
+    metadata_endpoint: str | None = string(
+        "The path for OAuth 2.0 Protected Resource Metadata. Default to $resource/.well-known/oauth-protected-resource. For example, if the configured resource is https://api.example.com/mcp, the metadata endpoint is /mcp/.well-known/oauth-protected-resource.",
+        check=formats.normal_path,
+    )
+    mtls_introspection_endpoint: str | None = string(
+        "The mTLS alias for the introspection endpoint.", check=formats.url
+    )
+    no_proxy: str | None = string("Comma-separated list of hosts to exclude from proxy.")
+    passthrough_credentials: bool = boolean(
+        "Keep the credentials used for authentication in the request. If multiple credentials are sent with the same request, the plugin will keep those that were used for successful authentication.",
+        default=False,
+    )
+    resource: str = string("The resource identifier.", required=True, check=formats.resource_identifier)
+    scopes_supported: tuple[str, ...] = array(
+        "Scopes advertised in the protected resource metadata and in the `scope` parameter of challenges.",
+        text(
+            description="Recommended scopes that are used in authorization requests to request access to this protected resource."
+        ),
+        len_min=1,
+        check=formats.scope_tokens,
+    )
+    ssl_verify: bool = boolean("Verify the SSL certificate.", default=True)
+    timeout: float = number("Network I/O timeout in milliseconds.", default=10000, check=formats.positive)
+    tls_client_auth_cert: str | None = string("PEM-encoded client certificate for mTLS.", check=formats.pem_certificate)
+    tls_client_auth_key: str | None = string(
+        "PEM-encoded private key for mTLS.", secret=True, check=formats.pem_private_key
+    )
+    tls_client_auth_ssl_verify: bool = boolean("Verify server certificate in mTLS.", default=True)
+    token_exchange: TokenExchange = record(
+        TokenExchange,
+        "Configuration details about token exchange that should happen before reaching upstream MCP server",
+    )
+    upstream_headers: tuple[UpstreamHeader, ...] = array(
+        "Map token claims to upstream headers using path-based access. Each entry specifies a header name and a path (array of strings) to traverse the token claims. Mutually exclusive with claim_to_header.",
+        UpstreamHeader,
+    )
+
+
+SCHEMA: list[dict[str, Any]] = kong_fields(Config)
+"""The plugin's config fields in Kong's schema DSL, as kong-pdk hands them to Kong."""

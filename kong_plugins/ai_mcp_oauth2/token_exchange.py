@@ -48,9 +48,9 @@ from cachetools import TLRUCache
 
 from .claims import number
 from .client_auth import ClientAuth
-from .config import Config
 from .errors import InvalidToken, Unavailable
 from .http import HttpClient, SingleFlight, Unreachable
+from .schema import Config
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -71,12 +71,12 @@ class TokenExchanger:
     def __init__(self, config: Config, http: HttpClient, clock: Callable[[], float]) -> None:
         self.exchange_config = config.token_exchange
         self.endpoint = config.token_exchange.token_endpoint or ""
-        self.requested_type = config.token_exchange.requested_token_type or ACCESS_TOKEN_TYPE
+        self.requested_type = config.token_exchange.request.requested_token_type or ACCESS_TOKEN_TYPE
         self.http = http
         self.clock = clock
         self.client = ClientAuth.for_exchange(config, clock)
         self.cache: TLRUCache[bytes, tuple[str, float]] | None = (
-            TLRUCache(MAX_ENTRIES, ttu=_until, timer=clock) if config.token_exchange.cache_enabled else None
+            TLRUCache(MAX_ENTRIES, ttu=_until, timer=clock) if config.token_exchange.cache.enabled else None
         )
         self.lock = threading.Lock()
         self.flight = SingleFlight()
@@ -88,7 +88,7 @@ class TokenExchanger:
         self.http.close()
 
     def form(self, subject_token: str, actor_token: str | None) -> list[tuple[str, str]]:
-        request = self.exchange_config
+        request = self.exchange_config.request
         form = [("grant_type", GRANT_TYPE), ("subject_token", subject_token),
                 ("subject_token_type", request.subject_token_type)]  # fmt: skip
         if request.requested_token_type:
@@ -167,7 +167,7 @@ class TokenExchanger:
 
     def _ttl(self, expires_in: Any) -> float:
         if expires_in is None:
-            return float(self.exchange_config.cache_ttl)
+            return float(self.exchange_config.cache.ttl)
         seconds = number(expires_in)
         if seconds is None:
             raise Unavailable("The token exchange answer's expires_in is not a number")

@@ -17,11 +17,11 @@ from typing import Any
 
 from cachetools import TLRUCache
 
-from .config import Config
 from .errors import InvalidToken
 from .http import HttpClient, SingleFlight
 from .introspection import Introspector
 from .jwt_validator import JwtValidator
+from .schema import Config
 
 MAX_ENTRIES = 10_000
 

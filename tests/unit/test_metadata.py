@@ -7,7 +7,7 @@ import json
 import pytest
 
 from kong_plugins.ai_mcp_oauth2.config import parse_config
-from kong_plugins.ai_mcp_oauth2.metadata import document, metadata_response, origin, preflight_response
+from kong_plugins.ai_mcp_oauth2.metadata import document, metadata_response, origin, paths, preflight_response
 
 from .conftest import kong_config
 
@@ -62,3 +62,25 @@ def test_origin_comes_from_forwarded_getters_and_never_carries_unsafe_text(
     scheme: object, host: object, port: object, expected: str
 ) -> None:
     assert origin(CONFIG, scheme, host, port) == expected
+
+
+def test_metadata_paths_default_to_kongs_suffix_plus_the_rfc_9728_inserted_form() -> None:
+    config = parse_config(kong_config())
+    assert paths(config)[0] == "/mcp/.well-known/oauth-protected-resource"
+    assert paths(config)[1] == {
+        "/mcp/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+    }
+
+
+@pytest.mark.parametrize("resource", ["https://mcp.example.com", "https://mcp.example.com/"])
+def test_resource_without_path_serves_the_root_document(resource: str) -> None:
+    config = parse_config(kong_config(resource=resource))
+    assert paths(config)[0] == "/.well-known/oauth-protected-resource"
+    assert paths(config)[1] == {"/.well-known/oauth-protected-resource"}
+
+
+def test_metadata_endpoint_replaces_the_default_suffix_path() -> None:
+    config = parse_config(kong_config(metadata_endpoint="/.well-known/oauth-protected-resource/mcp"))
+    assert paths(config)[0] == "/.well-known/oauth-protected-resource/mcp"
+    assert paths(config)[1] == {"/.well-known/oauth-protected-resource/mcp"}

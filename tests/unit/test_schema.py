@@ -5,6 +5,7 @@ Compared with Kong's published JSON schema of the plugin, kept in tests/fixtures
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -15,7 +16,8 @@ from typing import Any
 import pytest
 
 from kong_plugins.ai_mcp_oauth2 import NAME, PRIORITY, __version__
-from kong_plugins.ai_mcp_oauth2.schema import SCHEMA
+from kong_plugins.ai_mcp_oauth2.config import parse_config
+from kong_plugins.ai_mcp_oauth2.schema import SCHEMA, Config, TokenExchange, spec
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "kong-3.14-ai-mcp-oauth2.schema.json"
 KONG = json.loads(FIXTURE.read_text())["properties"]["config"]
@@ -128,3 +130,62 @@ def test_dump_prints_kongs_plugin_info_json_and_nothing_else(flag: str) -> None:
     assert plugin["Schema"]["name"] == NAME
     assert plugin["Schema"]["fields"] == [{"config": {"type": "record", "fields": SCHEMA}}]
     assert "Protocol" not in plugin  # Kong then uses MsgPack:1
+
+
+def declared_fields(record_type: type, path: str = "") -> list[tuple[str, Any]]:
+    """Every field of the typed records, with its declaration (records and record elements walked)."""
+    out = []
+    for field in dataclasses.fields(record_type):
+        declared = spec(field)
+        out.append((path + field.name, declared))
+        if declared.record is not None:
+            inner = "." if declared.kong["type"] == "record" else "[]."
+            out += declared_fields(declared.record, path + field.name + inner)
+    return out
+
+
+def test_the_typed_config_and_the_schema_kong_receives_have_the_same_fields() -> None:
+    """One declaration: every field of the typed records is in SCHEMA, and every SCHEMA field is typed."""
+    typed = [path for path, _ in declared_fields(Config)]
+    in_schema = [path for path, _ in descriptions(SCHEMA)]
+    assert typed == in_schema
+    assert len(typed) == 67
+
+
+def test_a_config_of_nulls_reads_as_every_declared_default() -> None:
+    """The walker takes its defaults from the declarations only: Kong's nulls read as the schema's defaults."""
+    nulls = {name: None for name, _ in declared_fields(Config) if "." not in name and "[" not in name}
+    config = parse_config(
+        {**nulls, "resource": "https://mcp.example.com/mcp", "authorization_servers": ["https://as.example.com"]}
+    )
+    checked = 0
+    for path, declared in declared_fields(Config):
+        if "[]" in path or "default" not in declared.kong:
+            continue
+        value: Any = config
+        for part in path.split("."):
+            value = getattr(value, part)
+        default = declared.kong["default"]
+        assert value == (tuple(default) if isinstance(default, list) else default), path
+        checked += 1
+    assert checked == 25
+
+
+@pytest.mark.parametrize("path,declared", declared_fields(Config))
+def test_each_field_reads_its_declared_kong_type_into_its_python_type(path: str, declared: Any) -> None:
+    python_type = {"string": "str", "boolean": "bool", "integer": "int", "number": "float"}
+    record_type = Config
+    *parents, name = path.replace("[]", "").split(".")
+    for parent in parents:
+        record_type = spec(next(f for f in dataclasses.fields(record_type) if f.name == parent)).record
+    annotation = next(f for f in dataclasses.fields(record_type) if f.name == name).type
+    kind = declared.kong["type"]
+    if kind in python_type:
+        optional = "default" not in declared.kong and not (
+            declared.kong.get("required") and record_type is not TokenExchange
+        )
+        assert annotation == python_type[kind] + (" | None" if optional else ""), path
+    elif kind in ("array", "map"):
+        assert annotation.startswith("tuple["), path
+    else:
+        assert annotation == declared.record.__name__, path
