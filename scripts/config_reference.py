@@ -24,7 +24,7 @@ REFERENCE = ROOT / "docs" / "configuration.md"
 
 
 def type_of(field: dict[str, Any]) -> str:
-    kind = field["type"]
+    kind: str = field["type"]
     if kind == "array":
         return f"array of {type_of(field['elements'])}"
     if kind == "map":
