@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BEHAVIOUR = ROOT / "docs" / "behaviour.md"
-CITING = ("kong_plugins", "tests", "scripts")
+CITING = ("kong_plugins", "tests", "scripts", "bench")  # bench/: the benchmark, once it lives there
 SKIP_DIRS = {"node_modules", "__pycache__", ".venv", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 
 _SECTION = r"§\d+(?:\.\d+)?"
@@ -42,7 +42,7 @@ def sections() -> dict[str, str]:
 def citing_files() -> list[Path]:
     files = []
     for top in CITING:
-        for path in sorted((ROOT / top).rglob("*")):
+        for path in sorted((ROOT / top).rglob("*")):  # an absent directory yields nothing
             if path.is_file() and not SKIP_DIRS.intersection(path.relative_to(ROOT).parts):
                 files.append(path)
     return [*files, ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
