@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from .errors import InvalidRequest, InvalidToken, MissingToken, header_safe
 
-MAX_TOKEN_BYTES = 16 * 1024  # behaviour §5: larger tokens are refused before any parsing
+MAX_TOKEN_BYTES = 16 * 1024  # behaviour §4.1: larger tokens are refused before any parsing
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 
 
