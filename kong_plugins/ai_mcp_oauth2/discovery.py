@@ -10,7 +10,7 @@
 - ``metadata_discovery_retry`` is how many times each URL is tried when the server fails
   (connection error, timeout, 5xx); a 404 or another 4xx moves on to the next URL at once.
 - Found metadata is cached ``metadata_cache_ttl`` seconds; a failure is remembered for
-  :data:`FAILURE_BACKOFF` seconds so that a down server is not asked again on every request, and
+  :data:`~.cache.FAILURE_BACKOFF` seconds so that a down server is not asked again on every request, and
   metadata already held is used meanwhile. Behaviour §7: concurrent requests share one
   discovery, and its leader first looks at the cache again, so a request that found the cache
   expired just as another discovery ended or failed uses that outcome instead of asking again.
@@ -22,11 +22,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .http import HttpClient, SingleFlight, Unreachable
+from .cache import FailureBackoff, SingleFlight
+from .http import HttpClient, Unreachable
 
 OAUTH = "/.well-known/oauth-authorization-server"
 OPENID = "/.well-known/openid-configuration"
-FAILURE_BACKOFF = 5.0
 
 
 def same_identifier(a: str, b: str) -> bool:
@@ -65,7 +65,7 @@ class Discovery:
         self.ttl = ttl
         self.clock = clock
         self.cache: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.failures: dict[str, float] = {}
+        self.failures = FailureBackoff(clock)
         self.flight = SingleFlight()
 
     def metadata(self, issuer: str) -> dict[str, Any]:
@@ -84,7 +84,7 @@ class Discovery:
         cached = self.cache.get(issuer)
         if cached is not None and now - cached[0] < self.ttl:
             return cached[1]
-        if now - self.failures.get(issuer, float("-inf")) < FAILURE_BACKOFF:
+        if self.failures.backing_off(issuer, now):
             if cached is not None:
                 return cached[1]
             raise Unreachable("discovery failed recently")
@@ -103,9 +103,9 @@ class Discovery:
             if not isinstance(document.get("issuer"), str) or not same_identifier(document["issuer"], issuer):
                 continue  # RFC 8414 §3.3: MUST NOT be used
             self.cache[issuer] = (self.clock(), document)
-            self.failures.pop(issuer, None)
+            self.failures.forget(issuer)
             return document
-        self.failures[issuer] = self.clock()
+        self.failures.failed(issuer)
         cached = self.cache.get(issuer)
         if cached is not None:
             return cached[1]  # stale metadata beats none while the server is down

@@ -1,4 +1,4 @@
-"""Outbound HTTP to the authorization server (behaviour §7), and single-flight sharing of fetches.
+"""Outbound HTTP to the authorization server (behaviour §7).
 
 One pooled ``requests`` session per plugin instance, configured by the plugin's config alone:
 
@@ -49,7 +49,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -59,7 +59,6 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
 from .config import Config
-from .errors import Unavailable
 
 MAX_BODY = 1024 * 1024
 log = logging.getLogger("ai_mcp_oauth2")
@@ -101,9 +100,6 @@ SYSTEM_CA_BUNDLES = (
 def system_ca_bundle() -> str | None:
     """The first CA bundle of the operating system that exists, if any."""
     return next((path for path in SYSTEM_CA_BUNDLES if os.path.isfile(path)), None)
-
-
-T = TypeVar("T")
 
 
 class Unreachable(Exception):
@@ -508,41 +504,3 @@ class HttpClient:
 
     def close(self) -> None:
         self.session.close()
-
-
-class _Call:
-    __slots__ = ("event", "result", "error")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-
-class SingleFlight:
-    """Concurrent calls with the same key share one execution (behaviour §7)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._calls: dict[object, _Call] = {}
-
-    def do(self, key: object, fn: Callable[[], T]) -> T:
-        with self._lock:
-            call = self._calls.get(key)
-            leader = call is None
-            if call is None:
-                call = self._calls[key] = _Call()
-        if leader:
-            try:
-                call.result = fn()
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiter
-                call.error = exc
-            finally:
-                with self._lock:
-                    del self._calls[key]
-                call.event.set()
-        elif not call.event.wait(remaining()):
-            raise Unavailable("Timed out waiting for the authorization server")
-        if call.error is not None:
-            raise call.error
-        return call.result  # type: ignore[no-any-return]

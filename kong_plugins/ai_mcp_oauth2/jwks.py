@@ -14,7 +14,7 @@
   minutes of CPU for a 16 KB JWK), which would stall every request of the plugin server until
   Kong gives up and proxies them.
 - Behaviour §5: the set is cached ``jwks_cache_ttl`` seconds; a failed fetch keeps the keys
-  already held and is not retried for :data:`FAILURE_BACKOFF` seconds. An unknown ``kid`` (a key
+  already held and is not retried for :data:`~.cache.FAILURE_BACKOFF` seconds. An unknown ``kid`` (a key
   rotated in) refetches the set at most once per :data:`REFRESH_COOLDOWN` seconds, so tokens with
   made-up kids cannot make the gateway hammer the server. Behaviour §7: concurrent requests
   share one fetch; a request that finds no key waits for the fetch in flight, or uses the keys
@@ -34,12 +34,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import Algorithm, get_default_algorithms
 
-from .http import HttpClient, SingleFlight, Unreachable
+from .cache import FailureBackoff, SingleFlight
+from .http import HttpClient, Unreachable
 
 REFRESH_COOLDOWN = 10.0
 MAX_RSA_BITS = 8192
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
-FAILURE_BACKOFF = 5.0
 MAX_KEYS = 100
 ALGORITHMS: dict[str, Algorithm] = {
     name: alg
@@ -141,7 +141,7 @@ class KeySet:
         self.keys: list[BoundKey] | None = None
         self.fetched_at = 0.0
         self.last_attempt = float("-inf")
-        self.last_failure = float("-inf")
+        self.failures = FailureBackoff(clock)
         self.failed = False  # the latest fetch failed
         self.generation = 0
         self.flight = SingleFlight()
@@ -166,7 +166,7 @@ class KeySet:
                 self.generation += 1
                 self.failed = keys is None
                 if keys is None:
-                    self.last_failure = self.clock()
+                    self.failures.failed(self.uri)
                 else:
                     self.keys = keys
                     self.fetched_at = self.clock()
@@ -178,10 +178,11 @@ class KeySet:
         when the key is unknown and the latest fetch failed.
         """
         with self.lock:
-            seen, keys, fetched_at, last_failure = self.generation, self.keys, self.fetched_at, self.last_failure
-        now = self.clock()
+            seen, keys, fetched_at = self.generation, self.keys, self.fetched_at
+            now = self.clock()
+            backing_off = self.failures.backing_off(self.uri, now)
         if keys is None or now - fetched_at >= self.ttl:
-            if now - last_failure >= FAILURE_BACKOFF:
+            if not backing_off:
                 try:
                     self.flight.do("fetch", lambda: self._fetch(seen, cooldown=False))
                 except Unreachable:

@@ -31,8 +31,9 @@ from typing import Any
 import jwt
 from jwt.algorithms import get_default_algorithms
 
+from kong_plugins.ai_mcp_oauth2.cache import MAX_ENTRIES
 from kong_plugins.ai_mcp_oauth2.config import parse_config
-from kong_plugins.ai_mcp_oauth2.tokens import MAX_ENTRIES, TokenValidator
+from kong_plugins.ai_mcp_oauth2.tokens import TokenValidator
 from tests.harness.kong_standin import KongStandIn
 from tests.harness.mock_as import MockAuthorizationServer
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from kong_plugins.ai_mcp_oauth2.discovery import FAILURE_BACKOFF, Discovery
+from kong_plugins.ai_mcp_oauth2.cache import FAILURE_BACKOFF
+from kong_plugins.ai_mcp_oauth2.discovery import Discovery
 from kong_plugins.ai_mcp_oauth2.http import HttpResponse
 
 from .fakes import DOWN, ISSUER, Clock, FakeHttp, Gate, in_threads, join, ok, settle

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kong_plugins.ai_mcp_oauth2.config import parse_config
-from kong_plugins.ai_mcp_oauth2.http import MAX_BODY, HttpClient, SingleFlight, Unreachable, _no_proxy_matcher
+from kong_plugins.ai_mcp_oauth2.http import MAX_BODY, HttpClient, Unreachable, _no_proxy_matcher
 
 from .conftest import kong_config
 
@@ -128,13 +128,6 @@ def test_unreachable_server_is_unreachable() -> None:
     http.close()
 
 
-def test_single_flight_shares_errors_too() -> None:
-    flight = SingleFlight()
-    with pytest.raises(ValueError):
-        flight.do("k", lambda: (_ for _ in ()).throw(ValueError("x")))
-    assert flight.do("k", lambda: 5) == 5
-
-
 def test_the_request_budget_cuts_off_an_answer_that_keeps_dripping(server: str) -> None:
     """Kong proxies a request whose plugin answers too late: no outbound call may outlive the budget."""
     from kong_plugins.ai_mcp_oauth2.http import request_budget
@@ -147,22 +140,6 @@ def test_the_request_budget_cuts_off_an_answer_that_keeps_dripping(server: str) 
     with request_budget(0.0), pytest.raises(Unreachable):
         http.get(server + "/")  # a spent budget makes no call at all
     http.close()
-
-
-def test_waiting_on_a_shared_fetch_stops_at_the_budget() -> None:
-    from kong_plugins.ai_mcp_oauth2.errors import Unavailable
-    from kong_plugins.ai_mcp_oauth2.http import request_budget
-
-    flight = SingleFlight()
-    release = threading.Event()
-    leader = threading.Thread(target=lambda: flight.do("k", lambda: release.wait(5)))
-    leader.start()
-    while not flight._calls:
-        threading.Event().wait(0.01)
-    with request_budget(0.2), pytest.raises(Unavailable):
-        flight.do("k", lambda: True)
-    release.set()
-    leader.join(5)
 
 
 def test_a_name_that_does_not_resolve_in_time_costs_the_budget_and_no_more(monkeypatch: pytest.MonkeyPatch) -> None:

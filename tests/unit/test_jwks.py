@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from kong_plugins.ai_mcp_oauth2.cache import FAILURE_BACKOFF
 from kong_plugins.ai_mcp_oauth2.http import Unreachable
-from kong_plugins.ai_mcp_oauth2.jwks import FAILURE_BACKOFF, REFRESH_COOLDOWN, KeySet
+from kong_plugins.ai_mcp_oauth2.jwks import REFRESH_COOLDOWN, KeySet
 
 from .fakes import DOWN, Clock, FakeHttp, Gate, Key, PausingLock, in_threads, join, make_key, ok, settle
 

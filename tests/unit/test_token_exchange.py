@@ -304,7 +304,7 @@ def test_a_request_that_missed_the_cache_as_an_exchange_ended_uses_its_result() 
     this request reached the shared call: it made a second exchange."""
     te, http, _ = exchanger()
     lock = PausingLock()
-    te.lock = lock  # type: ignore[assignment]
+    te.cache.lock = lock  # type: ignore[assignment,union-attr]
     gate, leader = held_exchange(te, http, ok(ISSUED))
     finish = lock.run_late(lambda: te.exchange("s", None))
     assert lock.paused.is_set()  # it missed the cache

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from kong_plugins.ai_mcp_oauth2.cache import ExpiringCache
 from kong_plugins.ai_mcp_oauth2.config import parse_config
 from kong_plugins.ai_mcp_oauth2.errors import InvalidToken
 from kong_plugins.ai_mcp_oauth2.http import HttpResponse
@@ -51,7 +52,7 @@ def test_a_repeated_jwt_is_not_verified_again_until_it_expires() -> None:
 
 def test_the_cache_holds_hashes_not_tokens_and_is_bounded() -> None:
     validator, _, clock = jwt_validator()
-    validator.cache = type(validator.cache)(3, ttu=validator.cache.ttu, timer=clock)  # type: ignore[attr-defined]
+    validator.cache = ExpiringCache(clock, max_entries=3)
     tokens = [KEY.mint({"jti": str(i)}, now=clock.now) for i in range(5)]
     for token in tokens:
         validator.verify(token)
@@ -193,7 +194,7 @@ def test_a_request_that_missed_the_cache_as_an_introspection_ended_uses_its_resu
     before this request reached the shared call: it started a second introspection."""
     validator, http, clock = introspecting()
     lock = PausingLock()
-    validator.lock = lock  # type: ignore[assignment]
+    validator.cache.lock = lock  # type: ignore[assignment]
     gate, leader = held(validator, http, active(clock.now + 60), "t")
     finish = lock.run_late(lambda: validator.verify("t"))
     assert lock.paused.is_set()  # it missed the cache
