@@ -17,8 +17,8 @@ from typing import Any, Generic, TypeVar
 
 from cachetools import TLRUCache
 
+from .budget import remaining
 from .errors import Unavailable
-from .http import remaining
 
 MAX_ENTRIES = 10_000
 FAILURE_BACKOFF = 5.0  # seconds

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import bearer, claims, metadata
+from .budget import request_budget
 from .config import Config, parse_config
 from .errors import (
     JSON,
@@ -34,7 +35,7 @@ from .errors import (
     Response,
     json_body,
 )
-from .http import HttpClient, request_budget
+from .http import HttpClient
 from .token_exchange import TokenExchanger
 from .tokens import TokenValidator
 

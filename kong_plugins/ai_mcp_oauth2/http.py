@@ -16,12 +16,8 @@ One pooled ``requests`` session per plugin instance, configured by the plugin's 
 Every failure of the exchange with the server (connection, timeout, TLS, an oversized or
 non-JSON body) is raised as :class:`Unreachable`, which the gateway turns into a 503.
 
-**Time budget.** Kong waits for the plugin server at most ``lua_socket_read_timeout`` (60 s by
-default) and then *proxies the request unauthenticated*. Discovery retries, key fetches,
-introspection and exchange can each take ``timeout``, and a server can drip its answer, so one
-request's outbound work could exceed that. :func:`request_budget` gives each request a deadline
-(:data:`REQUEST_BUDGET`, 45 s, settable with ``--request-budget``), and every outbound call ends by
-it, whole, not per socket operation (``timeout`` in ``requests`` limits each connect and each read,
+**Time budget.** Every outbound call ends by the current request's deadline (``budget.py``),
+whole, not per socket operation (``timeout`` in ``requests`` limits each connect and each read,
 so an answer sent a byte at a time never times out):
 
 - name resolution waits at most what is left (:func:`resolve`: a lookup runs in a small pool of
@@ -30,7 +26,7 @@ so an answer sent a byte at a time never times out):
   for at most what is left (urllib3 gives each address the full ``timeout``);
 - at the deadline, a watchdog shuts down the sockets the call uses, which ends a TLS handshake,
   a request being sent, headers or a body being dripped in, in thread and gevent mode alike;
-- waiting on a shared fetch stops at the deadline too, and a spent budget is a 503.
+- a spent budget makes no call at all.
 """
 
 from __future__ import annotations
@@ -44,10 +40,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -58,37 +53,11 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
+from .budget import remaining
 from .config import Config
 
 MAX_BODY = 1024 * 1024
 log = logging.getLogger("ai_mcp_oauth2")
-REQUEST_BUDGET = 45.0  # seconds; below Kong's default 60 s plugin-server read timeout
-_budget = threading.local()
-
-
-def set_request_budget(seconds: float) -> None:
-    """The budget of every request from now on (the ``--request-budget`` flag)."""
-    global REQUEST_BUDGET
-    REQUEST_BUDGET = seconds
-
-
-@contextmanager
-def request_budget(seconds: float | None = None) -> Iterator[None]:
-    """A deadline for the outbound work done while handling one request (in this thread)."""
-    previous = getattr(_budget, "deadline", None)
-    _budget.deadline = time.monotonic() + (REQUEST_BUDGET if seconds is None else seconds)
-    try:
-        yield
-    finally:
-        _budget.deadline = previous
-
-
-def remaining() -> float | None:
-    """Seconds left of the current request's budget, or None outside of a request."""
-    deadline = getattr(_budget, "deadline", None)
-    return None if deadline is None else deadline - time.monotonic()
-
-
 SYSTEM_CA_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu (Kong's images), Alpine
     "/etc/pki/tls/certs/ca-bundle.crt",  # RHEL, Amazon Linux

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
+from kong_plugins.ai_mcp_oauth2.budget import request_budget
 from kong_plugins.ai_mcp_oauth2.cache import FAILURE_BACKOFF, ExpiringCache, FailureBackoff, SingleFlight
 from kong_plugins.ai_mcp_oauth2.errors import Unavailable
-from kong_plugins.ai_mcp_oauth2.http import request_budget
 
 from .fakes import Clock
 

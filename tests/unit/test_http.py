@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from kong_plugins.ai_mcp_oauth2.budget import request_budget
 from kong_plugins.ai_mcp_oauth2.config import parse_config
 from kong_plugins.ai_mcp_oauth2.http import MAX_BODY, HttpClient, Unreachable, _no_proxy_matcher
 
@@ -130,8 +131,6 @@ def test_unreachable_server_is_unreachable() -> None:
 
 def test_the_request_budget_cuts_off_an_answer_that_keeps_dripping(server: str) -> None:
     """Kong proxies a request whose plugin answers too late: no outbound call may outlive the budget."""
-    from kong_plugins.ai_mcp_oauth2.http import request_budget
-
     http = client()  # timeout 10 s: each byte arrives well within it
     with request_budget(0.5), pytest.raises(Unreachable):
         http.get(server + "/drip")  # would take 5 s to finish
@@ -146,8 +145,6 @@ def test_a_name_that_does_not_resolve_in_time_costs_the_budget_and_no_more(monke
     """The system resolver can take 5 s per try and name server; the lookup is waited for only
     as long as the request's budget lasts, and the lookup left behind ends on its own."""
     import socket
-
-    from kong_plugins.ai_mcp_oauth2.http import request_budget
 
     real = socket.getaddrinfo
     asked, release, returned = threading.Event(), threading.Event(), threading.Event()
@@ -182,7 +179,7 @@ def test_an_ip_literal_is_not_looked_up(server: str, monkeypatch: pytest.MonkeyP
         lambda self, fn, host, *a: looked_up.append(host) or real_submit(self, fn, host, *a),
     )
     http = client()
-    with module.request_budget(5):
+    with request_budget(5):
         assert http.get(server + "/").status == 200  # 127.0.0.1
         assert socket.gethostbyname("localhost") == "127.0.0.1"
         assert http.get(server.replace("127.0.0.1", "localhost") + "/").status == 200
@@ -197,7 +194,7 @@ def test_a_stalled_name_holds_one_resolver_worker_and_other_names_still_resolve(
     must not take every resolver worker from the other authorization servers."""
     import socket
 
-    from kong_plugins.ai_mcp_oauth2.http import RESOLVER_THREADS, request_budget
+    from kong_plugins.ai_mcp_oauth2.http import RESOLVER_THREADS
 
     real = socket.getaddrinfo
     release = threading.Event()
@@ -284,7 +281,6 @@ def test_the_deadline_watchdog_survives_a_call_through_an_https_proxy_and_keeps_
     """Through an https:// proxy, urllib3 wraps the server's TLS in an SSLTransport, which has no
     shutdown(): cutting such a call at its deadline killed the watchdog, and every later call of the
     process lost its deadline (a dripping server then held its request as long as it dripped)."""
-    from kong_plugins.ai_mcp_oauth2.http import request_budget
     from tests.harness.hostile import DripServer, SilentHttps, TlsProxy
 
     errors: list[str] = []
