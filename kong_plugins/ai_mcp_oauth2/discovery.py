@@ -23,15 +23,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .cache import FailureBackoff, SingleFlight
+from .claims import same_identifier
 from .http import HttpClient, Unreachable
 
 OAUTH = "/.well-known/oauth-authorization-server"
 OPENID = "/.well-known/openid-configuration"
-
-
-def same_identifier(a: str, b: str) -> bool:
-    """Issuers and audiences compare as exact strings, except that one trailing ``/`` is ignored."""
-    return a == b or (a.endswith("/") and a[:-1] == b) or (b.endswith("/") and b[:-1] == a)
 
 
 def candidate_urls(issuer: str) -> list[str]:

@@ -20,13 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .claims import numeric_member
+from .claims import ClaimRules
 from .client_auth import ClientAuth
 from .config import Config
-from .discovery import same_identifier
 from .errors import InvalidToken, Unavailable
 from .http import HttpClient, HttpResponse, Unreachable
-from .jwt_validator import check_audience
 
 MAX_TTL_WITHOUT_EXP = 3600.0
 INACTIVE_TTL = 5.0
@@ -41,11 +39,6 @@ def _error(response: HttpResponse) -> object:
     return answer.get("error") if isinstance(answer, dict) else None
 
 
-def _malformed(name: str) -> Unavailable:
-    """§2.2 ``exp``/``nbf`` of an introspection answer that is no usable number: the server's fault."""
-    return Unavailable(f"The introspection answer's {name} is not a number")
-
-
 class Introspector:
     """Asks the authorization server about opaque (or any) tokens."""
 
@@ -54,6 +47,10 @@ class Introspector:
         self.http = http
         self.clock = clock
         self.client = ClientAuth(config, clock)
+        # §2.2 ``exp``/``nbf`` that is no usable number: the server's fault, not the token's.
+        self.rules = ClaimRules(
+            config, unusable=lambda name: Unavailable(f"The introspection answer's {name} is not a number")
+        )
         self.endpoint = config.introspection_endpoint or ""
 
     def close(self) -> None:
@@ -94,17 +91,12 @@ class Introspector:
         return answer, self._check(answer, now)
 
     def _check(self, claims: dict[str, Any], now: float) -> float:
-        leeway = self.config.jwt_claims_leeway
-        exp = numeric_member(claims, "exp", _malformed)
-        if exp is not None and now >= exp + leeway:
-            raise InvalidToken("The access token has expired")
-        nbf = numeric_member(claims, "nbf", _malformed)
-        if nbf is not None and now + leeway < nbf:
-            raise InvalidToken("The access token is not valid yet")
-        issuer = claims.get("iss")
-        if issuer is not None and not (
-            isinstance(issuer, str) and any(same_identifier(issuer, s) for s in self.config.authorization_servers)
-        ):
-            raise InvalidToken("The access token was not issued by a trusted authorization server")
-        check_audience(claims.get("aud"), self.config)
-        return min(exp + leeway, now + MAX_TTL_WITHOUT_EXP) if exp is not None else now + MAX_TTL_WITHOUT_EXP
+        """The JWT claim rules, for the claims the answer carries: ``aud`` (unless relaxed) must be
+        there, the others may be absent."""
+        expires_at = self.rules.expires_at(claims, now)
+        self.rules.check_not_before(claims, now)
+        if claims.get("iss") is not None:
+            self.rules.trusted_issuer(claims["iss"])
+        self.rules.check_audience(claims)
+        cap = now + MAX_TTL_WITHOUT_EXP
+        return min(expires_at, cap) if expires_at is not None else cap
