@@ -79,7 +79,6 @@ class Unreachable(Exception):
 class HttpResponse:
     status: int
     body: bytes
-    content_type: str
 
     def json(self) -> Any:
         try:
@@ -466,7 +465,7 @@ class HttpClient:
             if call is not None:
                 call.finish()  # before the connection goes back to the pool
             response.close()
-        return HttpResponse(response.status_code, b"".join(chunks), response.headers.get("Content-Type", ""))
+        return HttpResponse(response.status_code, b"".join(chunks))
 
     def get(self, url: str) -> HttpResponse:
         return self.request("GET", url)
