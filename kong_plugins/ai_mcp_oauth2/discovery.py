@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .cache import FailureBackoff, SingleFlight
 from .claims import same_identifier
-from .http import HttpClient, Unreachable
+from .http import HttpClient, OutboundCallFailed
 
 OAUTH = "/.well-known/oauth-authorization-server"
 OPENID = "/.well-known/openid-configuration"
@@ -65,7 +65,7 @@ class Discovery:
         self.flight = SingleFlight()
 
     def metadata(self, issuer: str) -> dict[str, Any]:
-        """The issuer's metadata; raises Unreachable when it cannot be had (a 503)."""
+        """The issuer's metadata; raises OutboundCallFailed when it cannot be had (a 503)."""
         known = self._known(issuer)
         if known is not None:
             return known
@@ -74,7 +74,7 @@ class Discovery:
     def _known(self, issuer: str) -> dict[str, Any] | None:
         """Metadata that needs no discovery now: fresh, or held while a failure is remembered.
 
-        None when it must be discovered; raises Unreachable within the backoff with nothing held.
+        None when it must be discovered; raises OutboundCallFailed within the backoff with nothing held.
         """
         now = self.clock()
         cached = self.cache.get(issuer)
@@ -83,7 +83,7 @@ class Discovery:
         if self.failures.backing_off(issuer, now):
             if cached is not None:
                 return cached[1]
-            raise Unreachable("discovery failed recently")
+            raise OutboundCallFailed("discovery failed recently")
         return None
 
     def _discover(self, issuer: str) -> dict[str, Any]:
@@ -105,13 +105,13 @@ class Discovery:
         cached = self.cache.get(issuer)
         if cached is not None:
             return cached[1]  # stale metadata beats none while the server is down
-        raise Unreachable("no usable metadata was found for the issuer")
+        raise OutboundCallFailed("no usable metadata was found for the issuer")
 
     def _fetch(self, url: str) -> dict[str, Any] | None:
         for _ in range(self.attempts):
             try:
                 response = self.http.get(url)
-            except Unreachable:
+            except OutboundCallFailed:
                 continue
             if response.status >= 500:
                 continue
@@ -119,7 +119,7 @@ class Discovery:
                 return None
             try:
                 document = response.json()
-            except Unreachable:
+            except OutboundCallFailed:
                 return None
             return document if isinstance(document, dict) else None
         return None

@@ -14,7 +14,8 @@ One pooled ``requests`` session per plugin instance, configured by the plugin's 
 - Response bodies are read up to :data:`MAX_BODY` bytes; a larger answer is a failure.
 
 Every failure of the exchange with the server (connection, timeout, TLS, an oversized or
-non-JSON body) is raised as :class:`Unreachable`, which the gateway turns into a 503.
+non-JSON body) is raised as :class:`OutboundCallFailed`; each caller turns it into its refusal,
+a 503 (:class:`~.errors.Unavailable`).
 
 **Time budget.** Every outbound call ends by the current request's deadline (``budget.py``),
 whole, not per socket operation (``timeout`` in ``requests`` limits each connect and each read,
@@ -71,8 +72,11 @@ def system_ca_bundle() -> str | None:
     return next((path for path in SYSTEM_CA_BUNDLES if os.path.isfile(path)), None)
 
 
-class Unreachable(Exception):
-    """The remote server could not be asked, or its answer could not be read."""
+class OutboundCallFailed(Exception):
+    """An outbound call failed: the remote server could not be asked, or its answer could not be read.
+
+    Not a refusal itself: the caller decides what the request is answered (the 503
+    :class:`~.errors.Unavailable`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +88,7 @@ class HttpResponse:
         try:
             return json.loads(self.body)
         except (ValueError, RecursionError):
-            raise Unreachable("the answer is not JSON") from None
+            raise OutboundCallFailed("the answer is not JSON") from None
 
 
 def _no_proxy_matcher(no_proxy: str | None) -> Callable[[str], bool]:
@@ -241,14 +245,14 @@ class _Watchdog:
         self.thread: threading.Thread | None = None
 
     def watch(self, call: _Outbound) -> None:
-        """Raises Unreachable when the watchdog cannot run: a call that cannot be bounded is not made."""
+        """Raises OutboundCallFailed when the watchdog cannot run: a call that cannot be bounded is not made."""
         with self.cond:
             if self.thread is None:
                 thread = threading.Thread(target=self._run, name="ai-mcp-oauth2-deadlines", daemon=True)
                 try:
                     thread.start()
                 except RuntimeError:  # no thread to be had (a process limit): try again next call
-                    raise Unreachable("the outbound call's deadline cannot be kept") from None
+                    raise OutboundCallFailed("the outbound call's deadline cannot be kept") from None
                 self.thread = thread
             heapq.heappush(self.heap, (call.deadline, next(self.seq), call))
             self.cond.notify()
@@ -412,7 +416,7 @@ class HttpClient:
         if left is None:
             return self._send(method, url, data, headers, cert, verify, self.timeout, None)
         if left <= 0.01:
-            raise Unreachable("the request's time budget is spent")
+            raise OutboundCallFailed("the request's time budget is spent")
         call = _Outbound(time.monotonic() + left)
         _watchdog.watch(call)
         _calls.call = call
@@ -422,7 +426,7 @@ class HttpClient:
             _calls.call = None
             call.finish()
         if call.expired or call.left() <= 0:
-            raise Unreachable("the request's time budget was spent on the call")
+            raise OutboundCallFailed("the request's time budget was spent on the call")
         return answer
 
     def _send(
@@ -450,17 +454,17 @@ class HttpClient:
                 stream=True,
             )
         except (requests.RequestException, OSError, ValueError) as exc:
-            raise Unreachable(type(exc).__name__) from None
+            raise OutboundCallFailed(type(exc).__name__) from None
         try:
             chunks = []
             size = 0
             for chunk in response.iter_content(65536):
                 size += len(chunk)
                 if size > MAX_BODY:
-                    raise Unreachable("the answer is too large")
+                    raise OutboundCallFailed("the answer is too large")
                 chunks.append(chunk)
         except (requests.RequestException, OSError, ValueError, AttributeError) as exc:
-            raise Unreachable(type(exc).__name__) from None
+            raise OutboundCallFailed(type(exc).__name__) from None
         finally:
             if call is not None:
                 call.finish()  # before the connection goes back to the pool

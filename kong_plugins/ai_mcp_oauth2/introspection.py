@@ -24,7 +24,7 @@ from .claims import ClaimRules
 from .client_auth import ClientAuth
 from .config import Config
 from .errors import InvalidToken, Unavailable
-from .http import HttpClient, HttpResponse, Unreachable
+from .http import HttpClient, HttpResponse, OutboundCallFailed
 
 MAX_TTL_WITHOUT_EXP = 3600.0
 INACTIVE_TTL = 5.0
@@ -34,7 +34,7 @@ TOKEN_ERRORS = frozenset({"unsupported_token_type", "invalid_token"})
 def _error(response: HttpResponse) -> object:
     try:
         answer = response.json()
-    except Unreachable:
+    except OutboundCallFailed:
         return None
     return answer.get("error") if isinstance(answer, dict) else None
 
@@ -69,7 +69,7 @@ class Introspector:
             response = self.http.request(
                 "POST", client.url, data=form, headers=headers, cert=client.cert, verify=client.verify
             )
-        except Unreachable:
+        except OutboundCallFailed:
             raise Unavailable("The authorization server could not be reached") from None
         if response.status in (401, 403):
             raise Unavailable("The authorization server refused the gateway's credentials")
@@ -81,7 +81,7 @@ class Introspector:
             raise Unavailable("The authorization server could not introspect the token")
         try:
             answer = response.json()
-        except Unreachable:
+        except OutboundCallFailed:
             raise Unavailable("The authorization server's introspection answer is not JSON") from None
         if not isinstance(answer, dict) or not isinstance(answer.get("active"), bool):
             raise Unavailable("The authorization server's introspection answer is malformed")

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import Algorithm, get_default_algorithms
 
 from .cache import FailureBackoff, SingleFlight
-from .http import HttpClient, Unreachable
+from .http import HttpClient, OutboundCallFailed
 
 REFRESH_COOLDOWN = 10.0
 MAX_RSA_BITS = 8192
@@ -117,9 +117,9 @@ def _small_enough(value: Any, bits: int) -> bool:
 
 
 def parse_jwks(document: Any) -> list[BoundKey]:
-    """The usable keys of a JWKS document (RFC 7517 §5); raises Unreachable if it is not one."""
+    """The usable keys of a JWKS document (RFC 7517 §5); raises OutboundCallFailed if it is not one."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise Unreachable("the JWKS document has no keys array")
+        raise OutboundCallFailed("the JWKS document has no keys array")
     keys = [bound for jwk in document["keys"][:MAX_KEYS] if (bound := bind_key(jwk)) is not None]
     return keys
 
@@ -159,7 +159,7 @@ class KeySet:
         try:
             response = self.http.get(self.uri)
             if response.status != 200:
-                raise Unreachable(f"JWKS answered {response.status}")
+                raise OutboundCallFailed(f"JWKS answered {response.status}")
             keys = parse_jwks(response.json())
         finally:
             with self.lock:
@@ -174,7 +174,7 @@ class KeySet:
     def candidates(self, kid: str | None, alg: str) -> list[BoundKey]:
         """Keys that may verify a token with this ``kid`` and ``alg``; refetches when due.
 
-        An empty list is a 401. Raises Unreachable (a 503) when no keys were ever obtained, or
+        An empty list is a 401. Raises OutboundCallFailed (a 503) when no keys were ever obtained, or
         when the key is unknown and the latest fetch failed.
         """
         with self.lock:
@@ -185,12 +185,12 @@ class KeySet:
             if not backing_off:
                 try:
                     self.flight.do("fetch", lambda: self._fetch(seen, cooldown=False))
-                except Unreachable:
+                except OutboundCallFailed:
                     pass  # the keys already held stay in use
                 with self.lock:
                     seen, keys = self.generation, self.keys
             if keys is None:
-                raise Unreachable("the JWKS could not be fetched")
+                raise OutboundCallFailed("the JWKS could not be fetched")
         while True:
             found = _match(keys, kid, alg)
             if found:
@@ -209,7 +209,7 @@ class KeySet:
             if led or generation != seen:
                 found = _match(keys, kid, alg)
                 if not found and failed:
-                    raise Unreachable("the JWKS could not be refetched")
+                    raise OutboundCallFailed("the JWKS could not be refetched")
                 return found
             # It waited on a request that had nothing to do for an older key set: decide anew.
 

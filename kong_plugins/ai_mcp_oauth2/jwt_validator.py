@@ -41,7 +41,7 @@ from .claims import ClaimRules
 from .config import Config
 from .discovery import Discovery
 from .errors import InvalidToken, Unavailable
-from .http import HttpClient, Unreachable
+from .http import HttpClient, OutboundCallFailed
 from .jwks import ALGORITHMS, KeySet
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]*$")
@@ -106,7 +106,7 @@ class JwtValidator:
         else:
             try:
                 jwks_uri = self.discovery.metadata(issuer).get("jwks_uri")
-            except Unreachable:
+            except OutboundCallFailed:
                 raise Unavailable("The authorization server's metadata could not be obtained") from None
             if not isinstance(jwks_uri, str):
                 raise Unavailable("The authorization server's metadata has no usable jwks_uri")
@@ -149,7 +149,7 @@ class JwtValidator:
         self.rules.check_audience(claims)
         try:
             keys = self._keyset(issuer).candidates(kid, alg)
-        except Unreachable:
+        except OutboundCallFailed:
             raise Unavailable("The authorization server's keys could not be obtained") from None
         if not keys:
             raise InvalidToken("The access token's signing key is unknown")

@@ -48,7 +48,7 @@ from .claims import number
 from .client_auth import ClientAuth
 from .config import Config
 from .errors import InvalidToken, Unavailable
-from .http import HttpClient, Unreachable
+from .http import HttpClient, OutboundCallFailed
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -120,11 +120,11 @@ class TokenExchanger:
                 cert=client.cert,
                 verify=client.verify,
             )
-        except Unreachable:
+        except OutboundCallFailed:
             raise Unavailable("The token exchange endpoint could not be reached") from None
         try:
             answer: Any = response.json()
-        except Unreachable:
+        except OutboundCallFailed:
             answer = None
         if response.status != 200:
             error = answer.get("error") if isinstance(answer, dict) else None

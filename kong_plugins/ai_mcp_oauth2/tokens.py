@@ -24,8 +24,9 @@ from .jwt_validator import JwtValidator
 Entry = tuple[dict[str, Any] | None, float]
 
 
-class TokenValidator:
-    """Implements :class:`~.gateway.TokenVerifier` for one plugin instance."""
+class CachingTokenVerifier:
+    """The :class:`~.gateway.TokenVerifier` of one plugin instance: JWT validation or introspection,
+    behind the cache of validated tokens."""
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from kong_plugins.ai_mcp_oauth2.http import HttpResponse, Unreachable
+from kong_plugins.ai_mcp_oauth2.http import HttpResponse, OutboundCallFailed
 
 ISSUER = "https://as.example.com"
 RESOURCE = "https://mcp.example.com/mcp"
@@ -68,7 +68,7 @@ class FakeHttp:
         return sum(1 for _, u, _ in self.calls if u == url)
 
 
-DOWN = Unreachable("ConnectionError")
+DOWN = OutboundCallFailed("ConnectionError")
 
 
 class Gate:

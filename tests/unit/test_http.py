@@ -11,7 +11,7 @@ import pytest
 
 from kong_plugins.ai_mcp_oauth2.budget import request_budget
 from kong_plugins.ai_mcp_oauth2.config import parse_config
-from kong_plugins.ai_mcp_oauth2.http import MAX_BODY, HttpClient, Unreachable, _no_proxy_matcher
+from kong_plugins.ai_mcp_oauth2.http import MAX_BODY, HttpClient, OutboundCallFailed, _no_proxy_matcher
 
 from .conftest import kong_config
 
@@ -109,7 +109,7 @@ def test_no_proxy_matching(entries: str, host: str, bypass: bool) -> None:
 def test_redirects_are_not_followed_and_large_answers_refused(server: str) -> None:
     http = client()
     assert http.get(server + "/redirect").status == 302
-    with pytest.raises(Unreachable):
+    with pytest.raises(OutboundCallFailed):
         http.get(server + "/big")
     http.close()
 
@@ -122,9 +122,9 @@ def test_keepalive_false_closes_connections(server: str) -> None:
     http.close()
 
 
-def test_unreachable_server_is_unreachable() -> None:
+def test_an_unreachable_server_is_a_failed_outbound_call() -> None:
     http = client(timeout=500)
-    with pytest.raises(Unreachable):
+    with pytest.raises(OutboundCallFailed):
         http.get("http://127.0.0.1:9/")
     http.close()
 
@@ -132,11 +132,11 @@ def test_unreachable_server_is_unreachable() -> None:
 def test_the_request_budget_cuts_off_an_answer_that_keeps_dripping(server: str) -> None:
     """Kong proxies a request whose plugin answers too late: no outbound call may outlive the budget."""
     http = client()  # timeout 10 s: each byte arrives well within it
-    with request_budget(0.5), pytest.raises(Unreachable):
+    with request_budget(0.5), pytest.raises(OutboundCallFailed):
         http.get(server + "/drip")  # would take 5 s to finish
     assert Handler.drip_finished.wait(10)
     assert Handler.drip_completed is False  # the client hung up mid-answer instead of reading it all
-    with request_budget(0.0), pytest.raises(Unreachable):
+    with request_budget(0.0), pytest.raises(OutboundCallFailed):
         http.get(server + "/")  # a spent budget makes no call at all
     http.close()
 
@@ -158,7 +158,7 @@ def test_a_name_that_does_not_resolve_in_time_costs_the_budget_and_no_more(monke
 
     monkeypatch.setattr(socket, "getaddrinfo", stalling)
     http = client(timeout=60000)
-    with request_budget(0.3), pytest.raises(Unreachable):
+    with request_budget(0.3), pytest.raises(OutboundCallFailed):
         http.get("http://stalls.example/jwks")
     assert asked.is_set() and not returned.is_set()  # the lookup was made, and abandoned at the budget
     release.set()
@@ -216,7 +216,7 @@ def test_a_stalled_name_holds_one_resolver_worker_and_other_names_still_resolve(
         with request_budget(1.0):
             try:
                 http.get("http://stalls.example/jwks")
-            except Unreachable:
+            except OutboundCallFailed:
                 failures.append("unreachable")
 
     threads = [threading.Thread(target=stalls) for _ in range(RESOLVER_THREADS * 3)]
@@ -289,7 +289,7 @@ def test_the_deadline_watchdog_survives_a_call_through_an_https_proxy_and_keeps_
     silent, proxy, drip = SilentHttps(), TlsProxy(), DripServer("headers").start()
     try:
         proxied = client(https_proxy=f"https://127.0.0.1:{proxy.port}", ssl_verify=False, timeout=60000)
-        with request_budget(1.0), pytest.raises(Unreachable):
+        with request_budget(1.0), pytest.raises(OutboundCallFailed):
             proxied.get(f"https://127.0.0.1:{silent.port}/jwks")
         direct = client(timeout=60000)
         outcome: list[str] = []
@@ -298,7 +298,7 @@ def test_the_deadline_watchdog_survives_a_call_through_an_https_proxy_and_keeps_
             with request_budget(1.0):
                 try:
                     direct.get(drip.url())
-                except Unreachable:
+                except OutboundCallFailed:
                     outcome.append("unreachable")
 
         thread = threading.Thread(target=dripped)
@@ -323,7 +323,7 @@ def test_a_watchdog_that_cannot_start_makes_no_call_and_is_started_again_later(m
         raise RuntimeError("can't start new thread")
 
     monkeypatch.setattr(threading.Thread, "start", refuse)
-    with pytest.raises(Unreachable):
+    with pytest.raises(OutboundCallFailed):
         watchdog.watch(_Outbound(0.0))
     assert watchdog.thread is None and watchdog.heap == []
     monkeypatch.undo()

@@ -13,7 +13,7 @@ from kong_plugins.ai_mcp_oauth2.config import parse_config
 from kong_plugins.ai_mcp_oauth2.errors import InvalidToken
 from kong_plugins.ai_mcp_oauth2.http import HttpResponse
 from kong_plugins.ai_mcp_oauth2.introspection import INACTIVE_TTL
-from kong_plugins.ai_mcp_oauth2.tokens import TokenValidator
+from kong_plugins.ai_mcp_oauth2.tokens import CachingTokenVerifier
 
 from .conftest import kong_config
 from .fakes import ISSUER, RESOURCE, Clock, FakeHttp, Gate, PausingLock, in_threads, join, make_key, ok, settle
@@ -23,16 +23,16 @@ INTROSPECT = "https://as.example.com/introspect"
 KEY = make_key("ES256")
 
 
-def jwt_validator(**config: Any) -> tuple[TokenValidator, FakeHttp, Clock]:
+def jwt_validator(**config: Any) -> tuple[CachingTokenVerifier, FakeHttp, Clock]:
     clock, http = Clock(), FakeHttp().on(JWKS, ok({"keys": [KEY.public_jwk()]}))
     options = {"jwks_endpoint": JWKS, "resource": RESOURCE, "authorization_servers": [ISSUER], **config}
-    return TokenValidator(parse_config(kong_config(**options)), http, clock), http, clock  # type: ignore[arg-type]
+    return CachingTokenVerifier(parse_config(kong_config(**options)), http, clock), http, clock  # type: ignore[arg-type]
 
 
-def introspecting(*answers: Any, **config: Any) -> tuple[TokenValidator, FakeHttp, Clock]:
+def introspecting(*answers: Any, **config: Any) -> tuple[CachingTokenVerifier, FakeHttp, Clock]:
     clock, http = Clock(), FakeHttp().on(INTROSPECT, *answers)
     options = {"introspection_endpoint": INTROSPECT, "client_id": "gw", "client_secret": "s", **config}
-    return TokenValidator(parse_config(kong_config(**options)), http, clock), http, clock  # type: ignore[arg-type]
+    return CachingTokenVerifier(parse_config(kong_config(**options)), http, clock), http, clock  # type: ignore[arg-type]
 
 
 def test_a_repeated_jwt_is_not_verified_again_until_it_expires() -> None:
@@ -127,7 +127,9 @@ def outcome(result: Any) -> Any:
     return type(result).__name__ if isinstance(result, BaseException) else result["sub"]
 
 
-def held(validator: TokenValidator, http: FakeHttp, answer: Any, token: str) -> tuple[Gate, list[threading.Thread]]:
+def held(
+    validator: CachingTokenVerifier, http: FakeHttp, answer: Any, token: str
+) -> tuple[Gate, list[threading.Thread]]:
     gate = Gate(answer)
     http.on(INTROSPECT, gate)
     threads, _ = in_threads(1, lambda _: validator.verify(token))
@@ -135,7 +137,7 @@ def held(validator: TokenValidator, http: FakeHttp, answer: Any, token: str) -> 
     return gate, threads
 
 
-def burst(validator: TokenValidator, gate: Gate, leader: list[threading.Thread], token: str) -> list[Any]:
+def burst(validator: CachingTokenVerifier, gate: Gate, leader: list[threading.Thread], token: str) -> list[Any]:
     threads, results = in_threads(WIDTH, lambda _: validator.verify(token))
     settle(threads)
     gate.open()
