@@ -10,7 +10,7 @@
 - ``metadata_discovery_retry`` is how many times each URL is tried when the server fails
   (connection error, timeout, 5xx); a 404 or another 4xx moves on to the next URL at once.
 - Found metadata is cached ``metadata_cache_ttl`` seconds; a failure is remembered for
-  :data:`FAILURE_BACKOFF` seconds so that a down server is not asked again on every request, and
+  :data:`~.cache.FAILURE_BACKOFF` seconds so that a down server is not asked again on every request, and
   metadata already held is used meanwhile. Behaviour §7: concurrent requests share one
   discovery, and its leader first looks at the cache again, so a request that found the cache
   expired just as another discovery ended or failed uses that outcome instead of asking again.
@@ -22,16 +22,12 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .http import HttpClient, SingleFlight, Unreachable
+from .cache import FailureBackoff, SingleFlight
+from .claims import same_identifier
+from .http import HttpClient, OutboundCallFailed
 
 OAUTH = "/.well-known/oauth-authorization-server"
 OPENID = "/.well-known/openid-configuration"
-FAILURE_BACKOFF = 5.0
-
-
-def same_identifier(a: str, b: str) -> bool:
-    """Issuers and audiences compare as exact strings, except that one trailing ``/`` is ignored."""
-    return a == b or (a.endswith("/") and a[:-1] == b) or (b.endswith("/") and b[:-1] == a)
 
 
 def candidate_urls(issuer: str) -> list[str]:
@@ -65,11 +61,11 @@ class Discovery:
         self.ttl = ttl
         self.clock = clock
         self.cache: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.failures: dict[str, float] = {}
+        self.failures = FailureBackoff(clock)
         self.flight = SingleFlight()
 
     def metadata(self, issuer: str) -> dict[str, Any]:
-        """The issuer's metadata; raises Unreachable when it cannot be had (a 503)."""
+        """The issuer's metadata; raises OutboundCallFailed when it cannot be had (a 503)."""
         known = self._known(issuer)
         if known is not None:
             return known
@@ -78,16 +74,16 @@ class Discovery:
     def _known(self, issuer: str) -> dict[str, Any] | None:
         """Metadata that needs no discovery now: fresh, or held while a failure is remembered.
 
-        None when it must be discovered; raises Unreachable within the backoff with nothing held.
+        None when it must be discovered; raises OutboundCallFailed within the backoff with nothing held.
         """
         now = self.clock()
         cached = self.cache.get(issuer)
         if cached is not None and now - cached[0] < self.ttl:
             return cached[1]
-        if now - self.failures.get(issuer, float("-inf")) < FAILURE_BACKOFF:
+        if self.failures.backing_off(issuer, now):
             if cached is not None:
                 return cached[1]
-            raise Unreachable("discovery failed recently")
+            raise OutboundCallFailed("discovery failed recently")
         return None
 
     def _discover(self, issuer: str) -> dict[str, Any]:
@@ -103,19 +99,19 @@ class Discovery:
             if not isinstance(document.get("issuer"), str) or not same_identifier(document["issuer"], issuer):
                 continue  # RFC 8414 §3.3: MUST NOT be used
             self.cache[issuer] = (self.clock(), document)
-            self.failures.pop(issuer, None)
+            self.failures.forget(issuer)
             return document
-        self.failures[issuer] = self.clock()
+        self.failures.failed(issuer)
         cached = self.cache.get(issuer)
         if cached is not None:
             return cached[1]  # stale metadata beats none while the server is down
-        raise Unreachable("no usable metadata was found for the issuer")
+        raise OutboundCallFailed("no usable metadata was found for the issuer")
 
     def _fetch(self, url: str) -> dict[str, Any] | None:
         for _ in range(self.attempts):
             try:
                 response = self.http.get(url)
-            except Unreachable:
+            except OutboundCallFailed:
                 continue
             if response.status >= 500:
                 continue
@@ -123,7 +119,7 @@ class Discovery:
                 return None
             try:
                 document = response.json()
-            except Unreachable:
+            except OutboundCallFailed:
                 return None
             return document if isinstance(document, dict) else None
         return None

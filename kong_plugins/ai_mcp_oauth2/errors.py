@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 # RFC 6750 §3: error, error_description and scope values are %x20-21 / %x23-5B / %x5D-7E.
@@ -55,11 +56,23 @@ class ConfigError(Exception):
 
 
 class Refusal(Exception):
-    """A request the plugin answers itself instead of proxying it."""
+    """A request the plugin answers itself instead of proxying it.
+
+    Each kind of refusal is a subclass that declares in its class statement its ``status``, its
+    ``error`` code and its default ``description``; in its body, where they differ from its
+    parent's, whether the response carries a ``WWW-Authenticate`` challenge (``challenges``) and
+    the fixed ``headers`` it adds.
+    """
 
     status = 500
     error = "server_error"
     description = "The gateway could not process the request"
+    challenges = False  # whether the response carries a ``WWW-Authenticate`` challenge
+    headers: Mapping[str, str] = {}
+
+    def __init_subclass__(cls, *, status: int, error: str, description: str) -> None:
+        super().__init_subclass__()
+        cls.status, cls.error, cls.description = status, error, description
 
     def __init__(self, description: str | None = None) -> None:
         super().__init__(description or self.description)
@@ -70,108 +83,74 @@ class Refusal(Exception):
         """The auth-params this refusal adds to ``WWW-Authenticate`` (none by default)."""
         return []
 
-    @property
-    def challenges(self) -> bool:
-        """Whether the response carries a ``WWW-Authenticate`` challenge."""
-        return False
-
     def extra_headers(self) -> dict[str, str]:
-        return {}
+        return dict(self.headers)
 
 
-class MissingToken(Refusal):
+class MissingToken(Refusal, status=401, error="unauthorized", description="Missing access token"):
     """No bearer token at all: RFC 6750 §3.1, no error code in the challenge."""
 
-    status = 401
-    error = "unauthorized"
-    description = "Missing access token"
-
-    @property
-    def challenges(self) -> bool:
-        return True
+    challenges = True
 
 
-class InvalidRequest(Refusal):
+class InvalidRequest(Refusal, status=400, error="invalid_request", description="The request is malformed"):
     """Malformed credentials (several Authorization headers, an ill-formed token): RFC 6750 §3.1."""
 
-    status = 400
-    error = "invalid_request"
-    description = "The request is malformed"
-
-    @property
-    def challenges(self) -> bool:
-        return True
+    challenges = True
 
     def challenge_params(self) -> list[tuple[str, str]]:
         return [("error", self.error), ("error_description", header_safe(self.description))]
 
 
-class InvalidToken(InvalidRequest):
+class InvalidToken(InvalidRequest, status=401, error="invalid_token", description="The access token is invalid"):
     """A token is present but not acceptable (RFC 6750 §3.1 ``invalid_token``)."""
 
-    status = 401
-    error = "invalid_token"
-    description = "The access token is invalid"
 
-
-class PayloadTooLarge(Refusal):
+class PayloadTooLarge(
+    Refusal, status=413, error="request_too_large", description="The request body is larger than this resource accepts"
+):
     """``Content-Length`` above ``max_request_body_size``."""
 
-    status = 413
-    error = "request_too_large"
-    description = "The request body is larger than this resource accepts"
 
-
-class LengthRequired(Refusal):
+class LengthRequired(
+    Refusal,
+    status=411,
+    error="length_required",
+    description="A Content-Length is required for request bodies on this resource",
+):
     """A body of unknown length while ``max_request_body_size`` limits bodies."""
 
-    status = 411
-    error = "length_required"
-    description = "A Content-Length is required for request bodies on this resource"
 
-
-class Forbidden(Refusal):
+class Forbidden(
+    Refusal,
+    status=403,
+    error="access_denied",
+    description="The access token does not map to a consumer of this gateway",
+):
     """The token is valid but maps to no Kong consumer (behaviour §10, unless ``consumer_optional``)."""
 
-    status = 403
-    error = "access_denied"
-    description = "The access token does not map to a consumer of this gateway"
 
-
-class Unavailable(Refusal):
+class Unavailable(
+    Refusal, status=503, error="temporarily_unavailable", description="The authorization server could not be reached"
+):
     """The authorization server (or JWKS, discovery, exchange endpoint) failed: never a 401."""
 
-    status = 503
-    error = "temporarily_unavailable"
-    description = "The authorization server could not be reached"
-    retry_after = 5
-
-    def extra_headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
+    headers = {"Retry-After": "5"}
 
 
-class MethodNotAllowed(Refusal):
+class MethodNotAllowed(
+    Refusal, status=405, error="method_not_allowed", description="The protected resource metadata supports GET and HEAD"
+):
     """A method other than GET, HEAD or OPTIONS on a protected-resource metadata path."""
 
-    status = 405
-    error = "method_not_allowed"
-    description = "The protected resource metadata supports GET and HEAD"
-
-    def extra_headers(self) -> dict[str, str]:
-        return {"Allow": "GET, HEAD, OPTIONS"}
+    headers = {"Allow": "GET, HEAD, OPTIONS"}
 
 
-class Misconfigured(Refusal):
+class Misconfigured(
+    Refusal, status=500, error="server_error", description="The gateway's authorization plugin is misconfigured"
+):
     """The instance's configuration is invalid: fail closed on every request."""
 
-    status = 500
-    error = "server_error"
-    description = "The gateway's authorization plugin is misconfigured"
 
-
-class InternalError(Refusal):
+class InternalError(Refusal, status=500, error="server_error", description="The gateway could not process the request"):
     """An unexpected error inside the plugin: fail closed."""
-
-    status = 500
-    error = "server_error"
-    description = "The gateway could not process the request"

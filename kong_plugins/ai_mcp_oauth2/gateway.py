@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import bearer, claims, metadata
+from .budget import request_budget
 from .config import parse_config
 from .errors import (
     JSON,
@@ -34,10 +35,10 @@ from .errors import (
     Response,
     json_body,
 )
-from .http import HttpClient, request_budget
+from .http import HttpClient
 from .schema import Config
 from .token_exchange import TokenExchanger
-from .tokens import TokenValidator
+from .tokens import CachingTokenVerifier
 
 
 class RequestView(Protocol):
@@ -61,8 +62,9 @@ class RequestView(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Proxy:
-    """Let the request through, after these changes to the upstream request and Kong's identity."""
+class LetThrough:
+    """The decision to let the request through, after these changes to the upstream request and
+    Kong's identity (the other decision is a :class:`~.errors.Response` the plugin sends itself)."""
 
     set_headers: Mapping[str, str] = field(default_factory=dict)
     clear_headers: tuple[str, ...] = ()
@@ -70,7 +72,7 @@ class Proxy:
     credential: Mapping[str, str] | None = None
 
 
-Decision = Response | Proxy
+Decision = Response | LetThrough
 
 
 class TokenVerifier(Protocol):
@@ -94,7 +96,7 @@ def default_services(config: Config) -> Services:
     """The instance's verifier and exchanger, sharing one outbound HTTP session."""
     http = HttpClient(config)
     exchanger = TokenExchanger(config, http, time.time) if config.token_exchange.enabled else None
-    return TokenValidator(config, http), exchanger
+    return CachingTokenVerifier(config, http), exchanger
 
 
 _PREFIX = "ai-mcp-oauth2: "
@@ -217,7 +219,7 @@ def upstream_changes(
     token_claims: Mapping[str, Any],
     upstream_token: str | None = None,
     consumer: Mapping[str, Any] | None = None,
-) -> Proxy:
+) -> LetThrough:
     """Behaviour §8–§10: what the upstream request and Kong's identity become.
 
     Like Kong's own authentication plugins, the upstream learns the identity Kong settled on from
@@ -279,7 +281,7 @@ def upstream_changes(
         if _wsgi_name(name) in configured:
             continue  # the operator's own mapping of that header wins
         control(name, claims.header_value(value) if isinstance(value, str) and value else None)
-    return Proxy(
+    return LetThrough(
         set_headers=values, clear_headers=tuple(dict.fromkeys(clear)), consumer=consumer, credential=credential
     )
 

@@ -1,4 +1,4 @@
-"""Outbound HTTP to the authorization server (behaviour §7), and single-flight sharing of fetches.
+"""Outbound HTTP to the authorization server (behaviour §7).
 
 One pooled ``requests`` session per plugin instance, configured by the plugin's config alone:
 
@@ -14,14 +14,11 @@ One pooled ``requests`` session per plugin instance, configured by the plugin's 
 - Response bodies are read up to :data:`MAX_BODY` bytes; a larger answer is a failure.
 
 Every failure of the exchange with the server (connection, timeout, TLS, an oversized or
-non-JSON body) is raised as :class:`Unreachable`, which the gateway turns into a 503.
+non-JSON body) is raised as :class:`OutboundCallFailed`; each caller turns it into its refusal,
+a 503 (:class:`~.errors.Unavailable`).
 
-**Time budget.** Kong waits for the plugin server at most ``lua_socket_read_timeout`` (60 s by
-default) and then *proxies the request unauthenticated*. Discovery retries, key fetches,
-introspection and exchange can each take ``timeout``, and a server can drip its answer, so one
-request's outbound work could exceed that. :func:`request_budget` gives each request a deadline
-(:data:`REQUEST_BUDGET`, 45 s, settable with ``--request-budget``), and every outbound call ends by
-it, whole, not per socket operation (``timeout`` in ``requests`` limits each connect and each read,
+**Time budget.** Every outbound call ends by the current request's deadline (``budget.py``),
+whole, not per socket operation (``timeout`` in ``requests`` limits each connect and each read,
 so an answer sent a byte at a time never times out):
 
 - name resolution waits at most what is left (:func:`resolve`: a lookup runs in a small pool of
@@ -30,7 +27,7 @@ so an answer sent a byte at a time never times out):
   for at most what is left (urllib3 gives each address the full ``timeout``);
 - at the deadline, a watchdog shuts down the sockets the call uses, which ends a TLS handshake,
   a request being sent, headers or a body being dripped in, in thread and gevent mode alike;
-- waiting on a shared fetch stops at the deadline too, and a spent budget is a 503.
+- a spent budget makes no call at all.
 """
 
 from __future__ import annotations
@@ -44,12 +41,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -58,38 +54,11 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
-from .errors import Unavailable
+from .budget import remaining
 from .schema import Config
 
 MAX_BODY = 1024 * 1024
 log = logging.getLogger("ai_mcp_oauth2")
-REQUEST_BUDGET = 45.0  # seconds; below Kong's default 60 s plugin-server read timeout
-_budget = threading.local()
-
-
-def set_request_budget(seconds: float) -> None:
-    """The budget of every request from now on (the ``--request-budget`` flag)."""
-    global REQUEST_BUDGET
-    REQUEST_BUDGET = seconds
-
-
-@contextmanager
-def request_budget(seconds: float | None = None) -> Iterator[None]:
-    """A deadline for the outbound work done while handling one request (in this thread)."""
-    previous = getattr(_budget, "deadline", None)
-    _budget.deadline = time.monotonic() + (REQUEST_BUDGET if seconds is None else seconds)
-    try:
-        yield
-    finally:
-        _budget.deadline = previous
-
-
-def remaining() -> float | None:
-    """Seconds left of the current request's budget, or None outside of a request."""
-    deadline = getattr(_budget, "deadline", None)
-    return None if deadline is None else deadline - time.monotonic()
-
-
 SYSTEM_CA_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu (Kong's images), Alpine
     "/etc/pki/tls/certs/ca-bundle.crt",  # RHEL, Amazon Linux
@@ -103,24 +72,23 @@ def system_ca_bundle() -> str | None:
     return next((path for path in SYSTEM_CA_BUNDLES if os.path.isfile(path)), None)
 
 
-T = TypeVar("T")
+class OutboundCallFailed(Exception):
+    """An outbound call failed: the remote server could not be asked, or its answer could not be read.
 
-
-class Unreachable(Exception):
-    """The remote server could not be asked, or its answer could not be read."""
+    Not a refusal itself: the caller decides what the request is answered (the 503
+    :class:`~.errors.Unavailable`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
     status: int
     body: bytes
-    content_type: str
 
     def json(self) -> Any:
         try:
             return json.loads(self.body)
         except (ValueError, RecursionError):
-            raise Unreachable("the answer is not JSON") from None
+            raise OutboundCallFailed("the answer is not JSON") from None
 
 
 def _no_proxy_matcher(no_proxy: str | None) -> Callable[[str], bool]:
@@ -277,14 +245,14 @@ class _Watchdog:
         self.thread: threading.Thread | None = None
 
     def watch(self, call: _Outbound) -> None:
-        """Raises Unreachable when the watchdog cannot run: a call that cannot be bounded is not made."""
+        """Raises OutboundCallFailed when the watchdog cannot run: a call that cannot be bounded is not made."""
         with self.cond:
             if self.thread is None:
                 thread = threading.Thread(target=self._run, name="ai-mcp-oauth2-deadlines", daemon=True)
                 try:
                     thread.start()
                 except RuntimeError:  # no thread to be had (a process limit): try again next call
-                    raise Unreachable("the outbound call's deadline cannot be kept") from None
+                    raise OutboundCallFailed("the outbound call's deadline cannot be kept") from None
                 self.thread = thread
             heapq.heappush(self.heap, (call.deadline, next(self.seq), call))
             self.cond.notify()
@@ -448,7 +416,7 @@ class HttpClient:
         if left is None:
             return self._send(method, url, data, headers, cert, verify, self.timeout, None)
         if left <= 0.01:
-            raise Unreachable("the request's time budget is spent")
+            raise OutboundCallFailed("the request's time budget is spent")
         call = _Outbound(time.monotonic() + left)
         _watchdog.watch(call)
         _calls.call = call
@@ -458,7 +426,7 @@ class HttpClient:
             _calls.call = None
             call.finish()
         if call.expired or call.left() <= 0:
-            raise Unreachable("the request's time budget was spent on the call")
+            raise OutboundCallFailed("the request's time budget was spent on the call")
         return answer
 
     def _send(
@@ -486,63 +454,25 @@ class HttpClient:
                 stream=True,
             )
         except (requests.RequestException, OSError, ValueError) as exc:
-            raise Unreachable(type(exc).__name__) from None
+            raise OutboundCallFailed(type(exc).__name__) from None
         try:
             chunks = []
             size = 0
             for chunk in response.iter_content(65536):
                 size += len(chunk)
                 if size > MAX_BODY:
-                    raise Unreachable("the answer is too large")
+                    raise OutboundCallFailed("the answer is too large")
                 chunks.append(chunk)
         except (requests.RequestException, OSError, ValueError, AttributeError) as exc:
-            raise Unreachable(type(exc).__name__) from None
+            raise OutboundCallFailed(type(exc).__name__) from None
         finally:
             if call is not None:
                 call.finish()  # before the connection goes back to the pool
             response.close()
-        return HttpResponse(response.status_code, b"".join(chunks), response.headers.get("Content-Type", ""))
+        return HttpResponse(response.status_code, b"".join(chunks))
 
     def get(self, url: str) -> HttpResponse:
         return self.request("GET", url)
 
     def close(self) -> None:
         self.session.close()
-
-
-class _Call:
-    __slots__ = ("event", "result", "error")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-
-class SingleFlight:
-    """Concurrent calls with the same key share one execution (behaviour §7)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._calls: dict[object, _Call] = {}
-
-    def do(self, key: object, fn: Callable[[], T]) -> T:
-        with self._lock:
-            call = self._calls.get(key)
-            leader = call is None
-            if call is None:
-                call = self._calls[key] = _Call()
-        if leader:
-            try:
-                call.result = fn()
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiter
-                call.error = exc
-            finally:
-                with self._lock:
-                    del self._calls[key]
-                call.event.set()
-        elif not call.event.wait(remaining()):
-            raise Unavailable("Timed out waiting for the authorization server")
-        if call.error is not None:
-            raise call.error
-        return call.result  # type: ignore[no-any-return]

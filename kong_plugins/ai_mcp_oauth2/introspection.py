@@ -20,12 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .claims import numeric_member
+from .claims import ClaimRules
 from .client_auth import ClientAuth
-from .discovery import same_identifier
 from .errors import InvalidToken, Unavailable
-from .http import HttpClient, HttpResponse, Unreachable
-from .jwt_validator import check_audience
+from .http import HttpClient, HttpResponse, OutboundCallFailed
 from .schema import Config
 
 MAX_TTL_WITHOUT_EXP = 3600.0
@@ -36,14 +34,9 @@ TOKEN_ERRORS = frozenset({"unsupported_token_type", "invalid_token"})
 def _error(response: HttpResponse) -> object:
     try:
         answer = response.json()
-    except Unreachable:
+    except OutboundCallFailed:
         return None
     return answer.get("error") if isinstance(answer, dict) else None
-
-
-def _malformed(name: str) -> Unavailable:
-    """§2.2 ``exp``/``nbf`` of an introspection answer that is no usable number: the server's fault."""
-    return Unavailable(f"The introspection answer's {name} is not a number")
 
 
 class Introspector:
@@ -54,6 +47,10 @@ class Introspector:
         self.http = http
         self.clock = clock
         self.client = ClientAuth(config, clock)
+        # §2.2 ``exp``/``nbf`` that is no usable number: the server's fault, not the token's.
+        self.rules = ClaimRules(
+            config, unusable=lambda name: Unavailable(f"The introspection answer's {name} is not a number")
+        )
         self.endpoint = config.introspection_endpoint or ""
 
     def close(self) -> None:
@@ -72,7 +69,7 @@ class Introspector:
             response = self.http.request(
                 "POST", client.url, data=form, headers=headers, cert=client.cert, verify=client.verify
             )
-        except Unreachable:
+        except OutboundCallFailed:
             raise Unavailable("The authorization server could not be reached") from None
         if response.status in (401, 403):
             raise Unavailable("The authorization server refused the gateway's credentials")
@@ -84,7 +81,7 @@ class Introspector:
             raise Unavailable("The authorization server could not introspect the token")
         try:
             answer = response.json()
-        except Unreachable:
+        except OutboundCallFailed:
             raise Unavailable("The authorization server's introspection answer is not JSON") from None
         if not isinstance(answer, dict) or not isinstance(answer.get("active"), bool):
             raise Unavailable("The authorization server's introspection answer is malformed")
@@ -94,17 +91,12 @@ class Introspector:
         return answer, self._check(answer, now)
 
     def _check(self, claims: dict[str, Any], now: float) -> float:
-        leeway = self.config.jwt_claims_leeway
-        exp = numeric_member(claims, "exp", _malformed)
-        if exp is not None and now >= exp + leeway:
-            raise InvalidToken("The access token has expired")
-        nbf = numeric_member(claims, "nbf", _malformed)
-        if nbf is not None and now + leeway < nbf:
-            raise InvalidToken("The access token is not valid yet")
-        issuer = claims.get("iss")
-        if issuer is not None and not (
-            isinstance(issuer, str) and any(same_identifier(issuer, s) for s in self.config.authorization_servers)
-        ):
-            raise InvalidToken("The access token was not issued by a trusted authorization server")
-        check_audience(claims.get("aud"), self.config)
-        return min(exp + leeway, now + MAX_TTL_WITHOUT_EXP) if exp is not None else now + MAX_TTL_WITHOUT_EXP
+        """The JWT claim rules, for the claims the answer carries: ``aud`` (unless relaxed) must be
+        there, the others may be absent."""
+        expires_at = self.rules.expires_at(claims, now)
+        self.rules.check_not_before(claims, now)
+        if claims.get("iss") is not None:
+            self.rules.trusted_issuer(claims["iss"])
+        self.rules.check_audience(claims)
+        cap = now + MAX_TTL_WITHOUT_EXP
+        return min(expires_at, cap) if expires_at is not None else cap

@@ -14,7 +14,7 @@
   minutes of CPU for a 16 KB JWK), which would stall every request of the plugin server until
   Kong gives up and proxies them.
 - Behaviour §5: the set is cached ``jwks_cache_ttl`` seconds; a failed fetch keeps the keys
-  already held and is not retried for :data:`FAILURE_BACKOFF` seconds. An unknown ``kid`` (a key
+  already held and is not retried for :data:`~.cache.FAILURE_BACKOFF` seconds. An unknown ``kid`` (a key
   rotated in) refetches the set at most once per :data:`REFRESH_COOLDOWN` seconds, so tokens with
   made-up kids cannot make the gateway hammer the server. Behaviour §7: concurrent requests
   share one fetch; a request that finds no key waits for the fetch in flight, or uses the keys
@@ -34,12 +34,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import Algorithm, get_default_algorithms
 
-from .http import HttpClient, SingleFlight, Unreachable
+from .cache import FailureBackoff, SingleFlight
+from .http import HttpClient, OutboundCallFailed
 
 REFRESH_COOLDOWN = 10.0
 MAX_RSA_BITS = 8192
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
-FAILURE_BACKOFF = 5.0
 MAX_KEYS = 100
 # RFC 7518 §3.1 and RFC 8037 §3.1: the asymmetric algorithms each kind of key may be used with, the
 # first one a key's default. The one declaration of the algorithms tokens and client assertions may use.
@@ -123,9 +123,9 @@ def _small_enough(value: Any, bits: int) -> bool:
 
 
 def parse_jwks(document: Any) -> list[BoundKey]:
-    """The usable keys of a JWKS document (RFC 7517 §5); raises Unreachable if it is not one."""
+    """The usable keys of a JWKS document (RFC 7517 §5); raises OutboundCallFailed if it is not one."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise Unreachable("the JWKS document has no keys array")
+        raise OutboundCallFailed("the JWKS document has no keys array")
     keys = [bound for jwk in document["keys"][:MAX_KEYS] if (bound := bind_key(jwk)) is not None]
     return keys
 
@@ -147,7 +147,7 @@ class KeySet:
         self.keys: list[BoundKey] | None = None
         self.fetched_at = 0.0
         self.last_attempt = float("-inf")
-        self.last_failure = float("-inf")
+        self.failures = FailureBackoff(clock)
         self.failed = False  # the latest fetch failed
         self.generation = 0
         self.flight = SingleFlight()
@@ -165,14 +165,14 @@ class KeySet:
         try:
             response = self.http.get(self.uri)
             if response.status != 200:
-                raise Unreachable(f"JWKS answered {response.status}")
+                raise OutboundCallFailed(f"JWKS answered {response.status}")
             keys = parse_jwks(response.json())
         finally:
             with self.lock:
                 self.generation += 1
                 self.failed = keys is None
                 if keys is None:
-                    self.last_failure = self.clock()
+                    self.failures.failed(self.uri)
                 else:
                     self.keys = keys
                     self.fetched_at = self.clock()
@@ -180,22 +180,23 @@ class KeySet:
     def candidates(self, kid: str | None, alg: str) -> list[BoundKey]:
         """Keys that may verify a token with this ``kid`` and ``alg``; refetches when due.
 
-        An empty list is a 401. Raises Unreachable (a 503) when no keys were ever obtained, or
+        An empty list is a 401. Raises OutboundCallFailed (a 503) when no keys were ever obtained, or
         when the key is unknown and the latest fetch failed.
         """
         with self.lock:
-            seen, keys, fetched_at, last_failure = self.generation, self.keys, self.fetched_at, self.last_failure
-        now = self.clock()
+            seen, keys, fetched_at = self.generation, self.keys, self.fetched_at
+            now = self.clock()
+            backing_off = self.failures.backing_off(self.uri, now)
         if keys is None or now - fetched_at >= self.ttl:
-            if now - last_failure >= FAILURE_BACKOFF:
+            if not backing_off:
                 try:
                     self.flight.do("fetch", lambda: self._fetch(seen, cooldown=False))
-                except Unreachable:
+                except OutboundCallFailed:
                     pass  # the keys already held stay in use
                 with self.lock:
                     seen, keys = self.generation, self.keys
             if keys is None:
-                raise Unreachable("the JWKS could not be fetched")
+                raise OutboundCallFailed("the JWKS could not be fetched")
         while True:
             found = _match(keys, kid, alg)
             if found:
@@ -214,7 +215,7 @@ class KeySet:
             if led or generation != seen:
                 found = _match(keys, kid, alg)
                 if not found and failed:
-                    raise Unreachable("the JWKS could not be refetched")
+                    raise OutboundCallFailed("the JWKS could not be refetched")
                 return found
             # It waited on a request that had nothing to do for an older key set: decide anew.
 

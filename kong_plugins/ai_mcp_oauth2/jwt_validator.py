@@ -15,10 +15,13 @@ Rules, with the text they implement:
   ``application/at+jwt`` (case-insensitive); many providers issue ``JWT``, so it is not required.
 - RFC 7519 §4.1.4/§4.1.5/§4.1.6: ``exp`` is required and checked, ``nbf`` and an ``iat`` in the
   future are checked, all with ``jwt_claims_leeway``.
-- RFC 9068 §4 / RFC 8725 §3.8: ``iss`` must be one of ``authorization_servers``; the issuer is
-  checked *before* any key is fetched, so a token cannot make the gateway contact a server.
+- RFC 9068 §4 / RFC 8725 §3.8: ``iss`` is required and must be one of ``authorization_servers``;
+  the issuer is checked *before* any key is fetched, so a token cannot make the gateway contact a
+  server.
 - RFC 8707 §2, MCP authorization: ``aud`` (string or list) must contain ``resource`` unless
-  ``insecure_relaxed_audience_validation``. Identifiers compare exactly but for one trailing ``/``.
+  ``insecure_relaxed_audience_validation``.
+
+The claim rules themselves are :class:`~.claims.ClaimRules`, shared with introspection.
 
 The token is parsed once; PyJWT's algorithm objects do the cryptography.
 """
@@ -34,10 +37,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from .claims import numeric_member
-from .discovery import Discovery, same_identifier
+from .claims import ClaimRules
+from .discovery import Discovery
 from .errors import InvalidToken, Unavailable
-from .http import HttpClient, Unreachable
+from .http import HttpClient, OutboundCallFailed
 from .jwks import ALGORITHMS, KeySet
 from .schema import Config
 
@@ -76,10 +79,6 @@ def _json_object(segment: str) -> dict[str, Any]:
     return value
 
 
-def _not_a_number(name: str) -> InvalidToken:
-    return InvalidToken(f"The access token's {name} claim is not a number")
-
-
 class JwtValidator:
     """Checks JWT access tokens for one plugin instance."""
 
@@ -87,6 +86,9 @@ class JwtValidator:
         self.config = config
         self.http = http
         self.clock = clock
+        self.rules = ClaimRules(
+            config, unusable=lambda name: InvalidToken(f"The access token's {name} claim is not a number")
+        )
         self.discovery = Discovery(
             http,
             endpoint=config.metadata_discovery_endpoint,
@@ -97,14 +99,6 @@ class JwtValidator:
         self.keysets: dict[str, KeySet] = {}
         self.lock = threading.Lock()
 
-    def _issuer(self, claims: dict[str, Any]) -> str:
-        issuer = claims.get("iss")
-        if isinstance(issuer, str):
-            for server in self.config.authorization_servers:
-                if same_identifier(issuer, server):
-                    return server
-        raise InvalidToken("The access token was not issued by a trusted authorization server")
-
     def _keyset(self, issuer: str) -> KeySet:
         uri: str
         if self.config.jwks_endpoint is not None:
@@ -112,7 +106,7 @@ class JwtValidator:
         else:
             try:
                 jwks_uri = self.discovery.metadata(issuer).get("jwks_uri")
-            except Unreachable:
+            except OutboundCallFailed:
                 raise Unavailable("The authorization server's metadata could not be obtained") from None
             if not isinstance(jwks_uri, str):
                 raise Unavailable("The authorization server's metadata has no usable jwks_uri")
@@ -150,12 +144,12 @@ class JwtValidator:
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise InvalidToken("The access token is malformed")
-        issuer = self._issuer(claims)
+        issuer = self.rules.trusted_issuer(claims.get("iss"))
         expires_at = self._check_times(claims)
-        self._check_audience(claims)
+        self.rules.check_audience(claims)
         try:
             keys = self._keyset(issuer).candidates(kid, alg)
-        except Unreachable:
+        except OutboundCallFailed:
             raise Unavailable("The authorization server's keys could not be obtained") from None
         if not keys:
             raise InvalidToken("The access token's signing key is unknown")
@@ -167,30 +161,9 @@ class JwtValidator:
 
     def _check_times(self, claims: dict[str, Any]) -> float:
         now = self.clock()
-        leeway = self.config.jwt_claims_leeway
-        exp = numeric_member(claims, "exp", _not_a_number)
-        if exp is None:
+        expires_at = self.rules.expires_at(claims, now)
+        if expires_at is None:
             raise InvalidToken("The access token has no expiry")
-        if now >= exp + leeway:
-            raise InvalidToken("The access token has expired")
-        nbf = numeric_member(claims, "nbf", _not_a_number)
-        if nbf is not None and now + leeway < nbf:
-            raise InvalidToken("The access token is not valid yet")
-        iat = numeric_member(claims, "iat", _not_a_number)
-        if iat is not None and now + leeway < iat:
-            raise InvalidToken("The access token was issued in the future")
-        return exp + leeway
-
-    def _check_audience(self, claims: dict[str, Any]) -> None:
-        check_audience(claims.get("aud"), self.config)
-
-
-def check_audience(audience: Any, config: Config) -> None:
-    """RFC 8707 / MCP: the token must name this resource in ``aud`` (unless relaxed)."""
-    if config.insecure_relaxed_audience_validation:
-        return
-    values = [audience] if isinstance(audience, str) else audience
-    if not isinstance(values, list) or not any(
-        isinstance(v, str) and same_identifier(v, config.resource) for v in values
-    ):
-        raise InvalidToken("The access token is not intended for this resource")
+        self.rules.check_not_before(claims, now)
+        self.rules.check_issued_at(claims, now)
+        return expires_at

@@ -16,7 +16,7 @@ from typing import Any
 from . import PRIORITY, __version__
 from .config import warnings
 from .errors import InternalError, Response
-from .gateway import MAX_HEADERS, Gateway, Proxy, render
+from .gateway import MAX_HEADERS, Gateway, LetThrough, render
 from .schema import SCHEMA
 
 log = logging.getLogger("ai_mcp_oauth2")
@@ -70,15 +70,16 @@ def _exit(kong: Any, response: Response) -> None:
     kong.response.exit(*exit_args(response))
 
 
-def _apply(kong: Any, proxy: Proxy) -> None:
-    if proxy.set_headers:
-        kong.service.request.set_headers(dict(proxy.set_headers))
-    for name in proxy.clear_headers:
+def _let_through(kong: Any, decision: LetThrough) -> None:
+    """Make the decision's changes to the upstream request and Kong's identity; Kong then proxies it."""
+    if decision.set_headers:
+        kong.service.request.set_headers(dict(decision.set_headers))
+    for name in decision.clear_headers:
         kong.service.request.clear_header(name)
-    if proxy.consumer is not None or proxy.credential is not None:
+    if decision.consumer is not None or decision.credential is not None:
         kong.client.authenticate(
-            dict(proxy.consumer) if proxy.consumer is not None else None,
-            dict(proxy.credential) if proxy.credential is not None else None,
+            dict(decision.consumer) if decision.consumer is not None else None,
+            dict(decision.credential) if decision.credential is not None else None,
         )
 
 
@@ -103,7 +104,7 @@ class Plugin:
             return _exit(kong, render(InternalError(), None, KongRequest(kong)))
         if isinstance(decision, Response):
             return _exit(kong, decision)
-        return _apply(kong, decision)
+        return _let_through(kong, decision)
 
     def close(self) -> None:
         """Release what the instance holds (Kong closed it and no request uses it any more)."""

@@ -58,7 +58,7 @@ from kong_pdk.exception import PDKException, PluginServerException
 from kong_pdk.pdk import Kong
 from kong_pdk.server import PluginServer
 
-from . import NAME, PRIORITY, __version__, http
+from . import NAME, PRIORITY, __version__, budget
 from .errors import Unavailable
 from .gateway import render
 from .plugin import Plugin, exit_args
@@ -363,7 +363,7 @@ def main() -> None:
     from kong_pdk.logger import Logger
     from kong_pdk.module import Module
 
-    budget = _take_request_budget(sys.argv)
+    seconds = _take_request_budget(sys.argv)
     args = parse(dedicated=True)
     if args.multiprocessing:
         sys.stderr.write(
@@ -373,14 +373,14 @@ def main() -> None:
         raise SystemExit(2)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s: %(levelname)s: %(message)s")
 
-    if budget is not None:
-        http.set_request_budget(budget)
+    if seconds is not None:
+        budget.set_request_budget(seconds)
     server = EventServer(
         loglevel=Logger.WARNING - args.verbose,
         use_gevent=args.gevent,
         name=f"{NAME} version {__version__}",
         lua_style=False,
-        reply_timeout=http.REQUEST_BUDGET + REPLY_MARGIN,
+        reply_timeout=budget.REQUEST_BUDGET + REPLY_MARGIN,
     )
 
     class module:

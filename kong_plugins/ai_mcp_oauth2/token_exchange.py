@@ -40,29 +40,22 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 from collections.abc import Callable
 from typing import Any
 
-from cachetools import TLRUCache
-
+from .cache import ExpiringCache, SingleFlight
 from .claims import number
 from .client_auth import ClientAuth
 from .errors import InvalidToken, Unavailable
-from .http import HttpClient, SingleFlight, Unreachable
+from .http import HttpClient, OutboundCallFailed
 from .schema import Config
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 _BEARER_TYPES = frozenset({ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE})  # requested types that must come as Bearer
-MAX_ENTRIES = 10_000
 _GATEWAY_REFUSED = frozenset({"invalid_client", "unauthorized_client", "unsupported_grant_type"})
 _HEADER_SAFE_TOKEN = re.compile(r"^[\x21-\x7e]{1,16384}$")
-
-
-def _until(_key: bytes, value: tuple[str, float], _now: float) -> float:
-    return value[1]
 
 
 class TokenExchanger:
@@ -75,10 +68,9 @@ class TokenExchanger:
         self.http = http
         self.clock = clock
         self.client = ClientAuth.for_exchange(config, clock)
-        self.cache: TLRUCache[bytes, tuple[str, float]] | None = (
-            TLRUCache(MAX_ENTRIES, ttu=_until, timer=clock) if config.token_exchange.cache.enabled else None
+        self.cache: ExpiringCache[bytes, str] | None = (
+            ExpiringCache(clock) if config.token_exchange.cache.enabled else None
         )
-        self.lock = threading.Lock()
         self.flight = SingleFlight()
 
     def close(self) -> None:
@@ -115,11 +107,7 @@ class TokenExchanger:
         return self.flight.do(key, lambda: self._cached(key) or self._exchange(key, form))
 
     def _cached(self, key: bytes) -> str | None:
-        if self.cache is None:
-            return None
-        with self.lock:
-            entry = self.cache.get(key)
-        return entry[0] if entry is not None else None
+        return self.cache.get(key) if self.cache is not None else None
 
     def _exchange(self, key: bytes, form: list[tuple[str, str]]) -> str:
         client = self.client.prepare(self.endpoint, mtls_alias=False)
@@ -132,11 +120,11 @@ class TokenExchanger:
                 cert=client.cert,
                 verify=client.verify,
             )
-        except Unreachable:
+        except OutboundCallFailed:
             raise Unavailable("The token exchange endpoint could not be reached") from None
         try:
             answer: Any = response.json()
-        except Unreachable:
+        except OutboundCallFailed:
             answer = None
         if response.status != 200:
             error = answer.get("error") if isinstance(answer, dict) else None
@@ -151,8 +139,7 @@ class TokenExchanger:
         self._check_types(answer)
         ttl = self._ttl(answer.get("expires_in"))
         if self.cache is not None and ttl > 0:
-            with self.lock:
-                self.cache[key] = (token, self.clock() + ttl)
+            self.cache.put(key, token, until=self.clock() + ttl)
         return token
 
     def _check_types(self, answer: dict[str, Any]) -> None:

@@ -10,42 +10,33 @@ including a request that missed the cache just as an introspection of its token 
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cachetools import TLRUCache
-
+from .cache import ExpiringCache, SingleFlight
 from .errors import InvalidToken
-from .http import HttpClient, SingleFlight
+from .http import HttpClient
 from .introspection import Introspector
 from .jwt_validator import JwtValidator
 from .schema import Config
 
-MAX_ENTRIES = 10_000
-
 Entry = tuple[dict[str, Any] | None, float]
 
 
-def _until(_key: bytes, value: Entry, _now: float) -> float:
-    return value[1]
-
-
-class TokenValidator:
-    """Implements :class:`~.gateway.TokenVerifier` for one plugin instance."""
+class CachingTokenVerifier:
+    """The :class:`~.gateway.TokenVerifier` of one plugin instance: JWT validation or introspection,
+    behind the cache of validated tokens."""
 
     def __init__(
         self,
         config: Config,
         http: HttpClient | None = None,
         clock: Callable[[], float] = time.time,
-        max_entries: int = MAX_ENTRIES,
     ) -> None:
         self.http = http or HttpClient(config)
         self.clock = clock
-        self.cache: TLRUCache[bytes, Entry] = TLRUCache(max_entries, ttu=_until, timer=clock)
-        self.lock = threading.Lock()
+        self.cache: ExpiringCache[bytes, Entry] = ExpiringCache(clock)
         self.flight = SingleFlight()
         self.introspector = Introspector(config, self.http, clock) if config.introspection_endpoint else None
         self.jwt = None if self.introspector else JwtValidator(config, self.http, clock)
@@ -62,22 +53,18 @@ class TokenValidator:
 
     def verify(self, token: str) -> Mapping[str, Any]:
         key = hashlib.sha256(token.encode()).digest()
-        entry = self._cached(key)
+        entry = self.cache.get(key)
         if entry is None:
             if self.introspector is not None:
                 # A network call: concurrent requests share it, and its leader looks again, since
                 # an introspection that ended after this request missed the cache may have stored it.
-                entry = self.flight.do(key, lambda: self._cached(key) or self._validate(key, token))
+                entry = self.flight.do(key, lambda: self.cache.get(key) or self._validate(key, token))
             else:  # local work; the key set fetch it may need is shared inside KeySet
                 entry = self._validate(key, token)
         claims = entry[0]
         if claims is None:
             raise InvalidToken("The access token is not active")
         return claims
-
-    def _cached(self, key: bytes) -> Entry | None:
-        with self.lock:
-            return self.cache.get(key)
 
     def _validate(self, key: bytes, token: str) -> Entry:
         if self.introspector is not None:
@@ -86,6 +73,5 @@ class TokenValidator:
             assert self.jwt is not None
             entry = self.jwt.validate(token)
         if self.cache_results and entry[1] > self.clock():
-            with self.lock:
-                self.cache[key] = entry
+            self.cache.put(key, entry, until=entry[1])
         return entry

@@ -31,8 +31,9 @@ from typing import Any
 import jwt
 from jwt.algorithms import get_default_algorithms
 
+from kong_plugins.ai_mcp_oauth2.cache import MAX_ENTRIES
 from kong_plugins.ai_mcp_oauth2.config import parse_config
-from kong_plugins.ai_mcp_oauth2.tokens import MAX_ENTRIES, TokenValidator
+from kong_plugins.ai_mcp_oauth2.tokens import CachingTokenVerifier
 from tests.harness.kong_standin import KongStandIn
 from tests.harness.mock_as import MockAuthorizationServer
 
@@ -259,7 +260,7 @@ def measure_kind(b: Bench, kind: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- in process
 def in_process(b: Bench) -> dict[str, Any]:
     """PyJWT's bare decode with the key in hand, the plugin's own first-seen validation, and
-    TokenValidator.verify on a cached token, all in this process with time.perf_counter."""
+    CachingTokenVerifier.verify on a cached token, all in this process with time.perf_counter."""
     out: dict[str, Any] = {}
     algorithms = get_default_algorithms()
     b.use("jwt")
@@ -273,7 +274,7 @@ def in_process(b: Bench) -> dict[str, Any]:
             t0 = time.perf_counter()
             jwt.decode(token, key, algorithms=[alg], audience=C.RESOURCE, issuer=b.authz.issuer)
             times.append((time.perf_counter() - t0) * 1e6)
-        validator = TokenValidator(config)
+        validator = CachingTokenVerifier(config)
         validator.verify(b.authz.mint(alg=alg))  # JWKS + metadata fetched
         own = []
         for token in b.mint(n, alg):
@@ -282,7 +283,7 @@ def in_process(b: Bench) -> dict[str, Any]:
             own.append((time.perf_counter() - t0) * 1e6)
         out[f"pyjwt_decode_{alg}"] = summary(times)
         out[f"plugin_first_seen_{alg}"] = summary(own)
-    validator = TokenValidator(config)
+    validator = CachingTokenVerifier(config)
     token = b.authz.mint()
     validator.verify(token)
     iterations = 200_000 if not b.quick else 50_000
@@ -425,9 +426,9 @@ def memory(b: Bench) -> dict[str, Any]:
         run = concurrent_run(b.plugin, [("POST", "/mcp", C.bearer(t)) for t in tokens], 4, 60)
         done += run["requests"]
         samples.append({"tokens": done, "rss_kib": C.rss_kib(pid), "statuses": run["statuses"]})
-    # In process: a real TokenValidator (keys from the mock), 100 000 distinct EdDSA tokens.
+    # In process: a real CachingTokenVerifier (keys from the mock), 100 000 distinct EdDSA tokens.
     config = parse_config(json.loads(b.plugin._config.decl.plugins[0].config_json))
-    validator = TokenValidator(config)
+    validator = CachingTokenVerifier(config)
     count = 20000 if b.quick else 100_000
     gc.collect()
     rss0 = C.rss_kib(os.getpid())
@@ -549,7 +550,7 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         "the bare decode is a hot in-process loop; behaviour §11 calls this comparison unfair",
     )
     v = res["in_process"]["verify_cached_us"]["median"]
-    add("TokenValidator.verify on a cached token, in process", "<= 5 us", f"{v} us", v <= 5)
+    add("CachingTokenVerifier.verify on a cached token, in process", "<= 5 us", f"{v} us", v <= 5)
     sf = res["single_flight"]
     add(
         "50 concurrent requests, one new token",
@@ -584,7 +585,7 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         f"(growth after {int(1.2 * MAX_ENTRIES)} tokens: {growth} KiB); in process: {inproc[-1]['tokens']} tokens, "
         f"cache {inproc[-1]['cache_entries']} entries, RSS {inproc[0]['rss_kib']} -> {inproc[-1]['rss_kib']} KiB",
         bounded and growth is not None and growth < 2048,
-        "100 000 driven in process (a real TokenValidator); through the socket a smaller count, RSS extrapolated "
+        "100 000 driven in process (a real CachingTokenVerifier); through the socket a smaller count, RSS extrapolated "
         "from its plateau",
     )
     refused = mem["refused"]

@@ -15,7 +15,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from kong_plugins.ai_mcp_oauth2.http import HttpResponse, Unreachable
+from kong_plugins.ai_mcp_oauth2.http import HttpResponse, OutboundCallFailed
 
 ISSUER = "https://as.example.com"
 RESOURCE = "https://mcp.example.com/mcp"
@@ -33,7 +33,7 @@ Answer = HttpResponse | Exception | Callable[..., HttpResponse]
 
 
 def ok(document: Any, status: int = 200) -> HttpResponse:
-    return HttpResponse(status, json.dumps(document).encode(), "application/json")
+    return HttpResponse(status, json.dumps(document).encode())
 
 
 @dataclass
@@ -53,7 +53,7 @@ class FakeHttp:
             self.calls.append((method, url, kwargs))
             answers = self.routes.get(url)
             if not answers:
-                return HttpResponse(404, b"not found", "text/plain")
+                return HttpResponse(404, b"not found")
             answer = answers.pop(0) if len(answers) > 1 else answers[0]
         if isinstance(answer, Exception):
             raise answer
@@ -68,7 +68,7 @@ class FakeHttp:
         return sum(1 for _, u, _ in self.calls if u == url)
 
 
-DOWN = Unreachable("ConnectionError")
+DOWN = OutboundCallFailed("ConnectionError")
 
 
 class Gate:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from kong_plugins.ai_mcp_oauth2.discovery import FAILURE_BACKOFF, Discovery
+from kong_plugins.ai_mcp_oauth2.cache import FAILURE_BACKOFF
+from kong_plugins.ai_mcp_oauth2.discovery import Discovery
 from kong_plugins.ai_mcp_oauth2.http import HttpResponse
 
 from .fakes import DOWN, ISSUER, Clock, FakeHttp, Gate, in_threads, join, ok, settle
@@ -141,19 +142,19 @@ def test_a_request_arriving_as_a_discovery_fails_does_not_ask_again_within_the_b
     settle(late)  # answered, or waiting on the discovery in flight
     clock.resume.set()
     join(leader + late)
-    assert [outcome(r) for r in first + results] == ["Unreachable", "Unreachable"]
+    assert [outcome(r) for r in first + results] == ["OutboundCallFailed", "OutboundCallFailed"]
     assert http.count(META) == 1
 
 
 def test_a_failed_first_discovery_is_503_for_all_and_asks_once_per_backoff_window() -> None:
     d, http, clock = discovery()
     gate, first, leader = held(d, http, DOWN)
-    assert concurrently(d, gate, leader) == ["Unreachable"] * WIDTH and outcome(first[0]) == "Unreachable"
+    assert concurrently(d, gate, leader) == ["OutboundCallFailed"] * WIDTH and outcome(first[0]) == "OutboundCallFailed"
     assert http.count(META) == 1
     clock.now += FAILURE_BACKOFF - 1
     threads, results = in_threads(WIDTH, lambda _: d.metadata(ISSUER))
     join(threads)  # inside the window: answered at once, nobody asked
-    assert [outcome(r) for r in results] == ["Unreachable"] * WIDTH and http.count(META) == 1
+    assert [outcome(r) for r in results] == ["OutboundCallFailed"] * WIDTH and http.count(META) == 1
     clock.now += 1
     gate, first, leader = held(d, http, ok(FIRST))
     assert concurrently(d, gate, leader) == [FIRST] * WIDTH and first == [FIRST]

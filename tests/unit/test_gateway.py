@@ -10,7 +10,7 @@ import pytest
 
 from kong_plugins.ai_mcp_oauth2 import gateway
 from kong_plugins.ai_mcp_oauth2.errors import Response
-from kong_plugins.ai_mcp_oauth2.gateway import Gateway, Proxy
+from kong_plugins.ai_mcp_oauth2.gateway import Gateway, LetThrough
 
 from .conftest import kong_config
 from .fakes import FakeHttp, Gate, in_threads, join, make_key, ok, settle
@@ -108,12 +108,12 @@ class AcceptAll:
 def test_an_accepted_token_is_proxied_with_authorization_stripped_unless_passthrough() -> None:
     request = FakeRequest({"authorization": ["Bearer abc"]})
     decision = Gateway(kong_config(), services=lambda _: (AcceptAll(), None)).handle(request)
-    assert decision == Proxy(
+    assert decision == LetThrough(
         set_headers={"X-Credential-Identifier": "alice"}, clear_headers=("Authorization",), credential={"id": "alice"}
     )
     assert request.calls == ["headers", "path"]
     kept = Gateway(kong_config(passthrough_credentials=True), services=lambda _: (AcceptAll(), None)).handle(request)
-    assert kept == Proxy(set_headers={"X-Credential-Identifier": "alice"}, credential={"id": "alice"})
+    assert kept == LetThrough(set_headers={"X-Credential-Identifier": "alice"}, credential={"id": "alice"})
 
 
 def test_malformed_authorization_is_a_400_with_invalid_request() -> None:
@@ -211,16 +211,16 @@ class Claims:
         return self.claims
 
 
-def proxy_for(claims: dict[str, Any], headers: dict[str, list[str]] | None = None, **config: Any) -> Proxy:
+def let_through_for(claims: dict[str, Any], headers: dict[str, list[str]] | None = None, **config: Any) -> LetThrough:
     request = FakeRequest({"authorization": ["Bearer abc"], **(headers or {})})
     decision = Gateway(kong_config(**config), services=lambda _: (Claims(claims), None)).handle(request)
-    assert isinstance(decision, Proxy)
+    assert isinstance(decision, LetThrough)
     assert request.calls == ["headers", "path"]
     return decision
 
 
 def test_claim_headers_are_set_from_the_validated_claims() -> None:
-    decision = proxy_for(
+    decision = let_through_for(
         {"sub": "alice", "realm": {"roles": ["a", "b"]}},
         upstream_headers=[{"header": "X-User", "path": ["sub"]}, {"header": "X-Roles", "path": ["realm", "roles"]}],
     )
@@ -229,7 +229,7 @@ def test_claim_headers_are_set_from_the_validated_claims() -> None:
 
 
 def test_client_copies_of_absent_claim_headers_are_removed_and_present_ones_overwritten() -> None:
-    decision = proxy_for(
+    decision = let_through_for(
         {"sub": "alice"},
         {"x-user": ["mallory"], "x-email": ["spoofed@example.com"]},
         claim_to_header=[{"claim": "sub", "header": "X-User"}, {"claim": "email", "header": "X-Email"}],
@@ -239,12 +239,14 @@ def test_client_copies_of_absent_claim_headers_are_removed_and_present_ones_over
 
 
 def test_absent_claims_not_sent_by_the_client_cost_nothing() -> None:
-    decision = proxy_for({}, claim_to_header=[{"claim": "email", "header": "X-Email"}], passthrough_credentials=True)
-    assert decision == Proxy()  # no sub either: no credential to set
+    decision = let_through_for(
+        {}, claim_to_header=[{"claim": "email", "header": "X-Email"}], passthrough_credentials=True
+    )
+    assert decision == LetThrough()  # no sub either: no credential to set
 
 
 def test_unsafe_claim_values_are_not_sent_and_client_copies_removed() -> None:
-    decision = proxy_for(
+    decision = let_through_for(
         {"sub": "a\r\nX-Admin: 1"}, {"x-user": ["x"]}, claim_to_header=[{"claim": "sub", "header": "X-User"}]
     )
     assert decision.set_headers == {} and "X-User" in decision.clear_headers
@@ -449,11 +451,11 @@ def test_a_new_instance_for_the_same_config_shares_no_fetch_or_cache_with_the_on
     assert gate.entered.wait(10)
     settle(threads)
     new = Gateway(config)
-    assert isinstance(request(new, "new"), Proxy)  # while the old instance's fetch is still held
+    assert isinstance(request(new, "new"), LetThrough)  # while the old instance's fetch is still held
     gate.open()
     join(threads)
-    assert all(isinstance(r, Proxy) for r in results), results
-    assert isinstance(request(old, "old-later"), Proxy) and isinstance(request(new, "new-later"), Proxy)
+    assert all(isinstance(r, LetThrough) for r in results), results
+    assert isinstance(request(old, "old-later"), LetThrough) and isinstance(request(new, "new-later"), LetThrough)
     assert [c.count(JWKS) for c in clients] == [1, 1]
 
 
@@ -512,7 +514,7 @@ def test_underscore_variants_of_every_controlled_header_are_removed_by_the_name_
 
 
 def test_a_configured_header_spelled_with_underscores_removes_the_dashed_client_copy() -> None:
-    decision = proxy_for(
+    decision = let_through_for(
         {"sub": "alice"},
         {"x-user": ["root"], "x-user-id": ["root"], "x_user": ["root"]},
         claim_to_header=[{"claim": "sub", "header": "X_User"}],
@@ -523,18 +525,18 @@ def test_a_configured_header_spelled_with_underscores_removes_the_dashed_client_
 
 
 def test_honest_requests_cost_no_clear_header_for_variants() -> None:
-    decision = proxy_for(
+    decision = let_through_for(
         {"sub": "alice"},
         {"x-request-id": ["1"], "x_trace": ["2"], "user-agent": ["mcp"]},
         claim_to_header=[{"claim": "email", "header": "X-Email"}],
         passthrough_credentials=True,
     )
-    assert decision == Proxy(set_headers={"X-Credential-Identifier": "alice"}, credential={"id": "alice"})
+    assert decision == LetThrough(set_headers={"X-Credential-Identifier": "alice"}, credential={"id": "alice"})
 
 
 def test_a_header_name_outside_ascii_never_matches_a_controlled_one() -> None:
     """The Kelvin sign lowercases to "k": Unicode case folding would let a non-ASCII name match X-Key."""
-    decision = proxy_for(
+    decision = let_through_for(
         {"sub": "alice"},
         {"x-\u212aey": ["v"]},
         claim_to_header=[{"claim": "k", "header": "X-Key"}],

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from kong_plugins.ai_mcp_oauth2.budget import request_budget
 from kong_plugins.ai_mcp_oauth2.config import parse_config
-from kong_plugins.ai_mcp_oauth2.http import MAX_BODY, HttpClient, SingleFlight, Unreachable, _no_proxy_matcher
+from kong_plugins.ai_mcp_oauth2.http import MAX_BODY, HttpClient, OutboundCallFailed, _no_proxy_matcher
 
 from .conftest import kong_config
 
@@ -108,7 +109,7 @@ def test_no_proxy_matching(entries: str, host: str, bypass: bool) -> None:
 def test_redirects_are_not_followed_and_large_answers_refused(server: str) -> None:
     http = client()
     assert http.get(server + "/redirect").status == 302
-    with pytest.raises(Unreachable):
+    with pytest.raises(OutboundCallFailed):
         http.get(server + "/big")
     http.close()
 
@@ -121,56 +122,29 @@ def test_keepalive_false_closes_connections(server: str) -> None:
     http.close()
 
 
-def test_unreachable_server_is_unreachable() -> None:
+def test_an_unreachable_server_is_a_failed_outbound_call() -> None:
     http = client(timeout=500)
-    with pytest.raises(Unreachable):
+    with pytest.raises(OutboundCallFailed):
         http.get("http://127.0.0.1:9/")
     http.close()
 
 
-def test_single_flight_shares_errors_too() -> None:
-    flight = SingleFlight()
-    with pytest.raises(ValueError):
-        flight.do("k", lambda: (_ for _ in ()).throw(ValueError("x")))
-    assert flight.do("k", lambda: 5) == 5
-
-
 def test_the_request_budget_cuts_off_an_answer_that_keeps_dripping(server: str) -> None:
     """Kong proxies a request whose plugin answers too late: no outbound call may outlive the budget."""
-    from kong_plugins.ai_mcp_oauth2.http import request_budget
-
     http = client()  # timeout 10 s: each byte arrives well within it
-    with request_budget(0.5), pytest.raises(Unreachable):
+    with request_budget(0.5), pytest.raises(OutboundCallFailed):
         http.get(server + "/drip")  # would take 5 s to finish
     assert Handler.drip_finished.wait(10)
     assert Handler.drip_completed is False  # the client hung up mid-answer instead of reading it all
-    with request_budget(0.0), pytest.raises(Unreachable):
+    with request_budget(0.0), pytest.raises(OutboundCallFailed):
         http.get(server + "/")  # a spent budget makes no call at all
     http.close()
-
-
-def test_waiting_on_a_shared_fetch_stops_at_the_budget() -> None:
-    from kong_plugins.ai_mcp_oauth2.errors import Unavailable
-    from kong_plugins.ai_mcp_oauth2.http import request_budget
-
-    flight = SingleFlight()
-    release = threading.Event()
-    leader = threading.Thread(target=lambda: flight.do("k", lambda: release.wait(5)))
-    leader.start()
-    while not flight._calls:
-        threading.Event().wait(0.01)
-    with request_budget(0.2), pytest.raises(Unavailable):
-        flight.do("k", lambda: True)
-    release.set()
-    leader.join(5)
 
 
 def test_a_name_that_does_not_resolve_in_time_costs_the_budget_and_no_more(monkeypatch: pytest.MonkeyPatch) -> None:
     """The system resolver can take 5 s per try and name server; the lookup is waited for only
     as long as the request's budget lasts, and the lookup left behind ends on its own."""
     import socket
-
-    from kong_plugins.ai_mcp_oauth2.http import request_budget
 
     real = socket.getaddrinfo
     asked, release, returned = threading.Event(), threading.Event(), threading.Event()
@@ -184,7 +158,7 @@ def test_a_name_that_does_not_resolve_in_time_costs_the_budget_and_no_more(monke
 
     monkeypatch.setattr(socket, "getaddrinfo", stalling)
     http = client(timeout=60000)
-    with request_budget(0.3), pytest.raises(Unreachable):
+    with request_budget(0.3), pytest.raises(OutboundCallFailed):
         http.get("http://stalls.example/jwks")
     assert asked.is_set() and not returned.is_set()  # the lookup was made, and abandoned at the budget
     release.set()
@@ -205,7 +179,7 @@ def test_an_ip_literal_is_not_looked_up(server: str, monkeypatch: pytest.MonkeyP
         lambda self, fn, host, *a: looked_up.append(host) or real_submit(self, fn, host, *a),
     )
     http = client()
-    with module.request_budget(5):
+    with request_budget(5):
         assert http.get(server + "/").status == 200  # 127.0.0.1
         assert socket.gethostbyname("localhost") == "127.0.0.1"
         assert http.get(server.replace("127.0.0.1", "localhost") + "/").status == 200
@@ -220,7 +194,7 @@ def test_a_stalled_name_holds_one_resolver_worker_and_other_names_still_resolve(
     must not take every resolver worker from the other authorization servers."""
     import socket
 
-    from kong_plugins.ai_mcp_oauth2.http import RESOLVER_THREADS, request_budget
+    from kong_plugins.ai_mcp_oauth2.http import RESOLVER_THREADS
 
     real = socket.getaddrinfo
     release = threading.Event()
@@ -242,7 +216,7 @@ def test_a_stalled_name_holds_one_resolver_worker_and_other_names_still_resolve(
         with request_budget(1.0):
             try:
                 http.get("http://stalls.example/jwks")
-            except Unreachable:
+            except OutboundCallFailed:
                 failures.append("unreachable")
 
     threads = [threading.Thread(target=stalls) for _ in range(RESOLVER_THREADS * 3)]
@@ -307,7 +281,6 @@ def test_the_deadline_watchdog_survives_a_call_through_an_https_proxy_and_keeps_
     """Through an https:// proxy, urllib3 wraps the server's TLS in an SSLTransport, which has no
     shutdown(): cutting such a call at its deadline killed the watchdog, and every later call of the
     process lost its deadline (a dripping server then held its request as long as it dripped)."""
-    from kong_plugins.ai_mcp_oauth2.http import request_budget
     from tests.harness.hostile import DripServer, SilentHttps, TlsProxy
 
     errors: list[str] = []
@@ -316,7 +289,7 @@ def test_the_deadline_watchdog_survives_a_call_through_an_https_proxy_and_keeps_
     silent, proxy, drip = SilentHttps(), TlsProxy(), DripServer("headers").start()
     try:
         proxied = client(https_proxy=f"https://127.0.0.1:{proxy.port}", ssl_verify=False, timeout=60000)
-        with request_budget(1.0), pytest.raises(Unreachable):
+        with request_budget(1.0), pytest.raises(OutboundCallFailed):
             proxied.get(f"https://127.0.0.1:{silent.port}/jwks")
         direct = client(timeout=60000)
         outcome: list[str] = []
@@ -325,7 +298,7 @@ def test_the_deadline_watchdog_survives_a_call_through_an_https_proxy_and_keeps_
             with request_budget(1.0):
                 try:
                     direct.get(drip.url())
-                except Unreachable:
+                except OutboundCallFailed:
                     outcome.append("unreachable")
 
         thread = threading.Thread(target=dripped)
@@ -350,7 +323,7 @@ def test_a_watchdog_that_cannot_start_makes_no_call_and_is_started_again_later(m
         raise RuntimeError("can't start new thread")
 
     monkeypatch.setattr(threading.Thread, "start", refuse)
-    with pytest.raises(Unreachable):
+    with pytest.raises(OutboundCallFailed):
         watchdog.watch(_Outbound(0.0))
     assert watchdog.thread is None and watchdog.heap == []
     monkeypatch.undo()

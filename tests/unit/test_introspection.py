@@ -184,7 +184,7 @@ def test_server_failures_and_refused_gateway_credentials_are_503(answer: Any) ->
 def test_non_json_answer_is_503() -> None:
     from kong_plugins.ai_mcp_oauth2.http import HttpResponse
 
-    introspector, _, _ = setup(HttpResponse(200, b"<html>", "text/html"))
+    introspector, _, _ = setup(HttpResponse(200, b"<html>"))
     with pytest.raises(Unavailable):
         introspector.introspect("t")
 

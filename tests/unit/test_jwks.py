@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from kong_plugins.ai_mcp_oauth2.http import Unreachable
-from kong_plugins.ai_mcp_oauth2.jwks import FAILURE_BACKOFF, REFRESH_COOLDOWN, KeySet
+from kong_plugins.ai_mcp_oauth2.cache import FAILURE_BACKOFF
+from kong_plugins.ai_mcp_oauth2.http import OutboundCallFailed
+from kong_plugins.ai_mcp_oauth2.jwks import REFRESH_COOLDOWN, KeySet
 
 from .fakes import DOWN, Clock, FakeHttp, Gate, Key, PausingLock, in_threads, join, make_key, ok, settle
 
@@ -135,11 +136,11 @@ def test_a_failed_refetch_is_503_for_every_request_until_the_next_one_may_be_mad
     settle(threads)
     gate.open()
     join(threads + leader_thread)
-    assert [kids(r) for r in leader + results] == [["Unreachable"]] * (WIDTH + 1)
+    assert [kids(r) for r in leader + results] == [["OutboundCallFailed"]] * (WIDTH + 1)
     clock.now += REFRESH_COOLDOWN - 1
     threads, results = in_threads(WIDTH, lambda _: ks.candidates(NEW.kid, "RS256"))
     join(threads)
-    assert [kids(r) for r in results] == [["Unreachable"]] * WIDTH
+    assert [kids(r) for r in results] == [["OutboundCallFailed"]] * WIDTH
     assert kids(ks.candidates(OLD.kid, "RS256")) == [OLD.kid]  # keys held still serve their tokens
     assert http.count(JWKS) == 2
     http.on(JWKS, ok(jwks(OLD, NEW)))
@@ -168,12 +169,12 @@ def test_cold_start_failure_is_503_for_all_and_asks_once_per_backoff_window() ->
     settle(threads)
     gate.open()
     join(threads + leader_thread)
-    assert [kids(r) for r in leader + results] == [["Unreachable"]] * (WIDTH + 1)
+    assert [kids(r) for r in leader + results] == [["OutboundCallFailed"]] * (WIDTH + 1)
     assert http.count(JWKS) == 1
     clock.now += FAILURE_BACKOFF - 1
     threads, results = in_threads(WIDTH, lambda _: ks.candidates(OLD.kid, "RS256"))
     join(threads)  # inside the window: answered at once, nobody asked
-    assert [kids(r) for r in results] == [["Unreachable"]] * WIDTH and http.count(JWKS) == 1
+    assert [kids(r) for r in results] == [["OutboundCallFailed"]] * WIDTH and http.count(JWKS) == 1
     clock.now += 1
     gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(OLD)), OLD.kid)
     threads, results = in_threads(WIDTH, lambda _: ks.candidates(OLD.kid, "RS256"))
@@ -190,7 +191,7 @@ def test_a_request_that_looked_before_a_failed_first_fetch_ended_does_not_ask_ag
     ks.lock = lock  # type: ignore[assignment]
     gate, leader, leader_thread = held_fetch(ks, http, DOWN, OLD.kid)
     late = lock.run_late(lambda: ks.candidates(OLD.kid, "RS256"))(gate, leader_thread)
-    assert kids(leader[0]) == kids(late) == ["Unreachable"]
+    assert kids(leader[0]) == kids(late) == ["OutboundCallFailed"]
     assert http.count(JWKS) == 1
 
 
@@ -246,7 +247,7 @@ def test_a_failed_refresh_at_expiry_keeps_the_keys_held_for_everyone_and_asks_on
 def test_a_key_set_without_any_keys_is_503() -> None:
     ks, http, _ = keyset()
     http.on(JWKS, ok({"not": "a jwks"}))
-    with pytest.raises(Unreachable):
+    with pytest.raises(OutboundCallFailed):
         ks.candidates(OLD.kid, "RS256")
 
 

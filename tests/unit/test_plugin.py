@@ -152,10 +152,12 @@ def test_multiprocessing_mode_is_refused() -> None:
 
 
 def test_an_accepted_token_sets_claim_headers_in_one_call_and_strips_authorization() -> None:
-    from kong_plugins.ai_mcp_oauth2.gateway import Proxy
+    from kong_plugins.ai_mcp_oauth2.gateway import LetThrough
 
     calls: list[tuple[str, tuple[Any, ...]]] = []
-    plugin._apply(FakeKong({}, calls), Proxy(set_headers={"X-User": "alice"}, clear_headers=("Authorization",)))
+    plugin._let_through(
+        FakeKong({}, calls), LetThrough(set_headers={"X-User": "alice"}, clear_headers=("Authorization",))
+    )
     assert calls == [
         ("kong.service.request.set_headers", ({"X-User": "alice"},)),
         ("kong.service.request.clear_header", ("Authorization",)),

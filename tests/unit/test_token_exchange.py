@@ -201,7 +201,7 @@ def test_the_endpoint_refusing_the_token_is_401(answer: HttpResponse) -> None:
     DOWN, ok({"error": "server_error"}, 500), ok({"error": "invalid_client"}, 401), ok({"error": "invalid_client"}, 400),
     ok({"error": "unauthorized_client"}, 400), ok({"error": "unsupported_grant_type"}, 400), ok({}, 403),
     ok({"token_type": "Bearer"}), ok(["access_token"]), ok({"access_token": "bad\r\nvalue"}),
-    ok({"access_token": "has space"}), ok({"access_token": ""}), HttpResponse(200, b"<html>", "text/html"),
+    ok({"access_token": "has space"}), ok({"access_token": ""}), HttpResponse(200, b"<html>"),
 ])  # fmt: skip
 def test_failures_and_refusals_of_the_gateway_are_503(answer: Any) -> None:
     te, _, _ = exchanger(answer)
@@ -304,7 +304,7 @@ def test_a_request_that_missed_the_cache_as_an_exchange_ended_uses_its_result() 
     this request reached the shared call: it made a second exchange."""
     te, http, _ = exchanger()
     lock = PausingLock()
-    te.lock = lock  # type: ignore[assignment]
+    te.cache.lock = lock  # type: ignore[assignment,union-attr]
     gate, leader = held_exchange(te, http, ok(ISSUED))
     finish = lock.run_late(lambda: te.exchange("s", None))
     assert lock.paused.is_set()  # it missed the cache

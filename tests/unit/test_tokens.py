@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
+from kong_plugins.ai_mcp_oauth2.cache import ExpiringCache
 from kong_plugins.ai_mcp_oauth2.config import parse_config
 from kong_plugins.ai_mcp_oauth2.errors import InvalidToken
 from kong_plugins.ai_mcp_oauth2.http import HttpResponse
 from kong_plugins.ai_mcp_oauth2.introspection import INACTIVE_TTL
-from kong_plugins.ai_mcp_oauth2.tokens import TokenValidator
+from kong_plugins.ai_mcp_oauth2.tokens import CachingTokenVerifier
 
 from .conftest import kong_config
 from .fakes import ISSUER, RESOURCE, Clock, FakeHttp, Gate, PausingLock, in_threads, join, make_key, ok, settle
@@ -22,16 +23,16 @@ INTROSPECT = "https://as.example.com/introspect"
 KEY = make_key("ES256")
 
 
-def jwt_validator(**config: Any) -> tuple[TokenValidator, FakeHttp, Clock]:
+def jwt_validator(**config: Any) -> tuple[CachingTokenVerifier, FakeHttp, Clock]:
     clock, http = Clock(), FakeHttp().on(JWKS, ok({"keys": [KEY.public_jwk()]}))
     options = {"jwks_endpoint": JWKS, "resource": RESOURCE, "authorization_servers": [ISSUER], **config}
-    return TokenValidator(parse_config(kong_config(**options)), http, clock), http, clock  # type: ignore[arg-type]
+    return CachingTokenVerifier(parse_config(kong_config(**options)), http, clock), http, clock  # type: ignore[arg-type]
 
 
-def introspecting(*answers: Any, **config: Any) -> tuple[TokenValidator, FakeHttp, Clock]:
+def introspecting(*answers: Any, **config: Any) -> tuple[CachingTokenVerifier, FakeHttp, Clock]:
     clock, http = Clock(), FakeHttp().on(INTROSPECT, *answers)
     options = {"introspection_endpoint": INTROSPECT, "client_id": "gw", "client_secret": "s", **config}
-    return TokenValidator(parse_config(kong_config(**options)), http, clock), http, clock  # type: ignore[arg-type]
+    return CachingTokenVerifier(parse_config(kong_config(**options)), http, clock), http, clock  # type: ignore[arg-type]
 
 
 def test_a_repeated_jwt_is_not_verified_again_until_it_expires() -> None:
@@ -51,7 +52,7 @@ def test_a_repeated_jwt_is_not_verified_again_until_it_expires() -> None:
 
 def test_the_cache_holds_hashes_not_tokens_and_is_bounded() -> None:
     validator, _, clock = jwt_validator()
-    validator.cache = type(validator.cache)(3, ttu=validator.cache.ttu, timer=clock)  # type: ignore[attr-defined]
+    validator.cache = ExpiringCache(clock, max_entries=3)
     tokens = [KEY.mint({"jti": str(i)}, now=clock.now) for i in range(5)]
     for token in tokens:
         validator.verify(token)
@@ -126,7 +127,9 @@ def outcome(result: Any) -> Any:
     return type(result).__name__ if isinstance(result, BaseException) else result["sub"]
 
 
-def held(validator: TokenValidator, http: FakeHttp, answer: Any, token: str) -> tuple[Gate, list[threading.Thread]]:
+def held(
+    validator: CachingTokenVerifier, http: FakeHttp, answer: Any, token: str
+) -> tuple[Gate, list[threading.Thread]]:
     gate = Gate(answer)
     http.on(INTROSPECT, gate)
     threads, _ = in_threads(1, lambda _: validator.verify(token))
@@ -134,7 +137,7 @@ def held(validator: TokenValidator, http: FakeHttp, answer: Any, token: str) -> 
     return gate, threads
 
 
-def burst(validator: TokenValidator, gate: Gate, leader: list[threading.Thread], token: str) -> list[Any]:
+def burst(validator: CachingTokenVerifier, gate: Gate, leader: list[threading.Thread], token: str) -> list[Any]:
     threads, results = in_threads(WIDTH, lambda _: validator.verify(token))
     settle(threads)
     gate.open()
@@ -193,7 +196,7 @@ def test_a_request_that_missed_the_cache_as_an_introspection_ended_uses_its_resu
     before this request reached the shared call: it started a second introspection."""
     validator, http, clock = introspecting()
     lock = PausingLock()
-    validator.lock = lock  # type: ignore[assignment]
+    validator.cache.lock = lock  # type: ignore[assignment]
     gate, leader = held(validator, http, active(clock.now + 60), "t")
     finish = lock.run_late(lambda: validator.verify("t"))
     assert lock.paused.is_set()  # it missed the cache
