@@ -123,7 +123,7 @@ class MockAuthorizationServer:
         self._faults.stop()
         for ln in (self._main, self._mtls):
             if ln is not None:
-                ln.close()
+                ln.stop()
         self._main = self._mtls = None
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -395,7 +395,7 @@ class MockAuthorizationServer:
         with self._lock:
             return list(self._errors)
 
-    def _note_error(self, msg: str):
+    def note_error(self, msg: str) -> None:
         with self._lock:
             self._errors.append(msg)
 
@@ -417,7 +417,11 @@ class MockAuthorizationServer:
             r["/.well-known/openid-configuration"] = ("metadata", "openid_any")
         return r
 
-    def _dispatch(self, req: Request) -> Response:
+    def hang(self) -> None:
+        """Holds a request whose fault is ``hang`` until the fault is released or the mock stops."""
+        self._faults.hang()
+
+    def dispatch(self, req: Request) -> Response:
         endpoint, sub = self._routes().get(req.path, ("other", None))
         if endpoint == "dev" and not self.dev_endpoints:
             endpoint, sub = "other", None
