@@ -23,7 +23,7 @@ END = "<!-- config-reference:end -->"
 
 
 def type_of(field: dict[str, Any]) -> str:
-    kind = field["type"]
+    kind: str = field["type"]
     if kind == "array":
         return f"array of {type_of(field['elements'])}"
     if kind == "map":
