@@ -51,7 +51,7 @@ def test_a_repeated_jwt_is_not_verified_again_until_it_expires() -> None:
 
 def test_the_cache_holds_hashes_not_tokens_and_is_bounded() -> None:
     validator, _, clock = jwt_validator()
-    validator.cache = type(validator.cache)(3, ttu=validator.cache.ttu, timer=clock)  # type: ignore[attr-defined]
+    validator.cache = type(validator.cache)(3, ttu=validator.cache.ttu, timer=clock)
     tokens = [KEY.mint({"jti": str(i)}, now=clock.now) for i in range(5)]
     for token in tokens:
         validator.verify(token)

@@ -87,7 +87,7 @@ class KongStandIn:
         self._config: ConfigState | None = None
         self._enabled: set[str] = set()
         self._http: ProxyServer | None = None
-        self.proxy_url: str | None = None
+        self.proxy_url = ""  # set by start()
         self.port = 0
         self.started = False
 
