@@ -10,35 +10,23 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, cast
+
+from tests.harness.httpserver import Handler, HttpServer
 
 
-class _EchoHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *a):
-        pass
-
+class _EchoHandler(Handler):
     def _body(self) -> bytes:
         te = (self.headers.get("Transfer-Encoding") or "").lower()
         if te == "chunked":
-            out = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                out.append(self.rfile.read(size))
-                self.rfile.readline()
-            return b"".join(out)
+            return self.read_chunked() or b""
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
 
-    def _handle(self):
+    def handle_request(self) -> None:
         body = self._body()
         path, _, query = self.path.partition("?")
-        headers: dict = {}
+        headers: dict[str, list[str]] = {}
         for k, v in self.headers.items():
             headers.setdefault(k.lower(), []).append(v)
         rec = {
@@ -49,7 +37,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
             "body": body.decode("utf-8", "replace"),
             "raw_headers": list(self.headers.items()),
         }
-        self.server.owner._record(rec)
+        cast(_Server, self.server).owner.record(rec)
         if self.command == "GET" and path.endswith("/sse"):
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -74,53 +62,45 @@ class _EchoHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
-    def __getattr__(self, name):
-        if name.startswith("do_"):
-            return self._handle
-        raise AttributeError(name)
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(HttpServer):
     # A real MCP server behind Kong accepts bursts of connections (socketserver's default is 5).
     request_queue_size = 1024
-    allow_reuse_address = True
+    thread_name = "echo-upstream"
+
+    def __init__(self, owner: EchoUpstream) -> None:
+        self.owner = owner
+        super().__init__(("127.0.0.1", 0), _EchoHandler)
 
 
 class EchoUpstream:
-    def __init__(self):
-        self.requests: list[dict] = []
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._server = None
-        self._thread = None
+        self._server: _Server | None = None
 
-    def _record(self, rec):
+    def record(self, rec: dict[str, Any]) -> None:
         with self._lock:
             self.requests.append(rec)
 
-    def start(self):
-        self._server = _Server(("127.0.0.1", 0), _EchoHandler)
-        self._server.owner = self
-        self.port = self._server.server_address[1]
+    def start(self) -> EchoUpstream:
+        self._server = _Server(self).start()
+        self.port = self._server.port
         self.address = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.address}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(5)
+            self._server.stop()
             self._server = None
 
     @property
-    def last(self):
+    def last(self) -> dict[str, Any]:
         return self.requests[-1]
 
-    def __enter__(self):
+    def __enter__(self) -> EchoUpstream:
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -663,11 +663,11 @@ def test_keepalive_and_content_length(mock):
             conn.request("GET", "/realms/test/jwks")
             r = conn.getresponse()
             body = r.read()
-            assert r.status == 200 and int(r.getheader("Content-Length")) == len(body)
+            assert r.status == 200 and int(r.getheader("Content-Length", "")) == len(body)
             assert r.version == 11 and not r.will_close
         conn.request("GET", "/nothing")
         r = conn.getresponse()
-        assert r.status == 404 and int(r.getheader("Content-Length")) == len(r.read())
+        assert r.status == 404 and int(r.getheader("Content-Length", "")) == len(r.read())
     finally:
         conn.close()
 
@@ -699,6 +699,7 @@ def test_cli(tmp_path):
         text=True,
         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]),
     )
+    assert p.stdout is not None
     try:
         info = json.loads(p.stdout.readline())
         assert info["issuer"].endswith("/cli") and info["clients"][0]["client_id"] == "mcp-gateway"

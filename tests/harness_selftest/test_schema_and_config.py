@@ -1,6 +1,7 @@
 """Pure-logic self-tests: Kong's metaschema, config normalisation, env settings, declarative parsing."""
 
 import json
+from typing import Any
 
 import pytest
 
@@ -66,7 +67,7 @@ def test_metaschema_rejects_what_kong_metasubschema_rejects(field, needle):
 
 
 # ---------------------------------------------------------------- normalisation
-FIELDS = [
+FIELDS: list[Any] = [
     {"header_name": {"type": "string", "required": True, "default": "authorization"}},
     {"allowed": {"type": "array", "elements": {"type": "string"}, "default": []}},
     {"nested": {"type": "record", "fields": [{"level": {"type": "integer", "default": 1, "between": [0, 5]}}]}},
@@ -80,7 +81,7 @@ FIELDS = [
 
 
 def norm(value):
-    errors = []
+    errors: list[tuple[str, str]] = []
     out = normalize_record(FIELDS, value, "config", errors)
     return out, dict(errors)
 
@@ -107,7 +108,7 @@ def test_missing_non_required_record_stays_null_but_present_record_gets_defaults
 
 
 def test_required_record_missing_is_processed_from_empty_table():
-    errors = []
+    errors: list[tuple[str, str]] = []
     out = normalize_record(
         [{"r": {"type": "record", "required": True, "fields": [{"x": {"type": "integer", "default": 7}}]}}],
         {},

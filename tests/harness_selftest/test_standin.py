@@ -3,6 +3,7 @@
 import http.client
 import json
 import time
+from typing import Any
 
 import pytest
 import requests
@@ -318,7 +319,7 @@ def _dump_env(tmp_path, info):
     }
 
 
-GOOD = {
+GOOD: dict[str, Any] = {
     "Name": "x",
     "Phases": ["access"],
     "Priority": 10,

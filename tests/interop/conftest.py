@@ -16,7 +16,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -120,8 +120,8 @@ def private_jwks(tag: str) -> dict[str, Any]:
         ("RS256", rsa.generate_private_key(65537, 2048)),
         ("ES256", ec.generate_private_key(ec.SECP256R1())),
     ):
-        to_jwk = RSAAlgorithm.to_jwk if alg == "RS256" else ECAlgorithm.to_jwk
-        jwk = {name: value for name, value in json.loads(to_jwk(private)).items() if name != "key_ops"}
+        text = RSAAlgorithm.to_jwk(private) if isinstance(private, rsa.RSAPrivateKey) else ECAlgorithm.to_jwk(private)
+        jwk = {name: value for name, value in json.loads(text).items() if name != "key_ops"}
         keys.append({**jwk, "alg": alg, "use": "sig", "kid": f"{tag}-{alg.lower()}"})
     return {"keys": keys}
 
@@ -251,7 +251,7 @@ class OidcProvider:
         return body
 
     def post_token(
-        self, client_id: str, form: dict[str, str | None], client_secret: str | None = None
+        self, client_id: str, form: Mapping[str, str | None], client_secret: str | None = None
     ) -> tuple[int, dict[str, Any]]:
         """A raw token endpoint request (None values are not sent): status and JSON body."""
         sent = {key: value for key, value in form.items() if value is not None}

@@ -261,7 +261,9 @@ def test_a_provider_key_rotation_is_picked_up_without_restarting_the_plugin_serv
     assert jwt.get_unverified_header(old_token)["kid"] == "old-rs256", "provider: not signing with the given keys"
 
     kong = start_kong(declarative(jwt_config(provider)))
-    plugin_server = kong.servers["ai-mcp-oauth2"].process.proc.pid
+    process = kong.servers["ai-mcp-oauth2"].process
+    assert process is not None
+    plugin_server = process.pid
     before = len(upstream.requests)
     assert_accepted(kong, call(kong, http, old_token), upstream, before)
     fetched = time.monotonic()  # the plugin fetched the key set for that first request, before this
@@ -277,7 +279,7 @@ def test_a_provider_key_rotation_is_picked_up_without_restarting_the_plugin_serv
     assert_accepted(kong, call(kong, http, new_token), upstream, before + 1)
     es_token = provider.access_token("mcp-client-es")
     assert_accepted(kong, call(kong, http, es_token), upstream, before + 2)
-    assert kong.servers["ai-mcp-oauth2"].process.proc.pid == plugin_server, "plugin: the plugin server restarted"
+    assert process.pid == plugin_server, "plugin: the plugin server restarted"
 
 
 # 5. Refusals with real tokens ------------------------------------------------------------------

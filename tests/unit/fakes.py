@@ -200,7 +200,7 @@ class Key:
     private: Any
 
     def public_jwk(self, **extra: Any) -> dict[str, Any]:
-        algo = {"RS": RSAAlgorithm, "PS": RSAAlgorithm, "ES": ECAlgorithm, "Ed": OKPAlgorithm}[self.alg[:2]]
+        algo: Any = {"RS": RSAAlgorithm, "PS": RSAAlgorithm, "ES": ECAlgorithm, "Ed": OKPAlgorithm}[self.alg[:2]]
         jwk = algo.to_jwk(self.private.public_key(), as_dict=True)
         jwk.update({"kid": self.kid, "alg": self.alg, "use": "sig"})
         jwk.update(extra)

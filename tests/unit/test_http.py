@@ -167,14 +167,15 @@ def test_a_name_that_does_not_resolve_in_time_costs_the_budget_and_no_more(monke
 
 def test_an_ip_literal_is_not_looked_up(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
+    from concurrent.futures import ThreadPoolExecutor
 
     from kong_plugins.ai_mcp_oauth2 import http as module
 
     looked_up: list[str] = []
     monkeypatch.setattr(module, "_resolver", None)
-    real_submit = module.ThreadPoolExecutor.submit
+    real_submit = ThreadPoolExecutor.submit
     monkeypatch.setattr(
-        module.ThreadPoolExecutor,
+        ThreadPoolExecutor,
         "submit",
         lambda self, fn, host, *a: looked_up.append(host) or real_submit(self, fn, host, *a),
     )

@@ -38,7 +38,7 @@ def keyset(*keys: Key) -> tuple[KeySet, FakeHttp, Clock]:
 def kids(result: Any) -> list[str | None]:
     """The kids a request was given; an exception is returned as such (for the assertion message)."""
     if isinstance(result, BaseException):
-        return [type(result).__name__]  # type: ignore[list-item]
+        return [type(result).__name__]
     return [k.kid for k in result]
 
 

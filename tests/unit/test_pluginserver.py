@@ -17,7 +17,7 @@ from kong_plugins.ai_mcp_oauth2.pluginserver import EventServer
 class Scripted:
     """A plugin whose access handler is given by the test; counts close() calls."""
 
-    handler: Callable[[Any], None] = staticmethod(lambda kong: None)
+    handler: Callable[[Any], object] = staticmethod(lambda kong: None)
     closed: list[Scripted] = []
 
     def __init__(self, config: dict[str, Any]) -> None:

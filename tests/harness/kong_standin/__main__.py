@@ -3,6 +3,8 @@
 
 KONG_* settings are taken from os.environ. Logs go to stderr. Runs until SIGINT/SIGTERM."""
 
+from __future__ import annotations
+
 import argparse
 import os
 import signal
@@ -12,7 +14,7 @@ import threading
 from . import ConfigError, KongStandIn, load_declarative
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.harness.kong_standin")
     ap.add_argument("--config", required=True)
     ap.add_argument("--port", type=int, default=8000)
@@ -36,7 +38,7 @@ def main(argv=None):
     )
     printed = [0, 0]
 
-    def log_tail():
+    def log_tail() -> None:
         for level, msg in kong.error_log[printed[0] :]:
             print(f"[{level}] {msg}", file=sys.stderr, flush=True)
         printed[0] = len(kong.error_log)

@@ -8,49 +8,24 @@ import os
 import re
 import subprocess
 import threading
-import uuid
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
-from .declarative import build_config_json, parse_declarative
+from .declarative import PluginEntity, Route, Service, build_config_json, parse_declarative
 from .errors import ConfigError
 from .metaschema import validate_plugin_schema
-from .pdk import STEP_METHODS, TERMINAL_METHODS, LuaError, Pdk, Raised, UnknownMethod, build_exit
+from .pdk import STEP_METHODS, TERMINAL_METHODS, LuaError, Pdk, Raised, RequestState, UnknownMethod, build_exit
 from .process import ServerProcess, wait_for_socket
+from .proxy import ProxyServer
+from .records import ConfigState, Outcome, PdkCall, RequestRecord
+from .router import Match
 from .rpc import RpcClient
-from .settings import read_settings
+from .settings import ServerDef, Settings, read_settings
 
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
 KNOWN_PHASES = ("certificate", "rewrite", "log", "access", "preread", "response")
 NO_INSTANCE_RE = re.compile(r"no plugin instance", re.I)
-
-
-@dataclass
-class PdkCall:
-    plugin: str
-    phase: str
-    method: str
-    args: list
-    result: object = None
-
-
-@dataclass
-class RequestRecord:
-    request_id: str
-    method: str
-    path: str
-    status: int | None = None
-    proxied: bool = False
-    upstream_request: dict | None = None
-    pdk_calls: list = field(default_factory=list)
-    exit: dict | None = None
-    failures: list = field(default_factory=list)
-    rpc_transcript: list = field(default_factory=list)  # (direction, frame) of this request's RPCs
-
-    @property
-    def round_trips(self) -> int:
-        """PDK calls that needed a reply over the socket: all except kong.response.exit/error
-        (and except calls on which Kong raised a Lua error: no reply was sent for those)."""
-        return sum(1 for c in self.pdk_calls if c.method not in TERMINAL_METHODS and not isinstance(c.result, Raised))
 
 
 @dataclass
@@ -60,10 +35,15 @@ class PluginServerInfo:
     socket: str
     priority: int
     version: str
-    phases: list
-    config_schema: dict
+    phases: list[str]
+    config_schema: dict[str, Any]
     rpc: RpcClient | None = None
     process: ServerProcess | None = None
+
+    @property
+    def client(self) -> RpcClient:
+        assert self.rpc is not None, f"pluginserver {self.name} is not started"
+        return self.rpc
 
 
 class StartInstanceError(Exception):
@@ -71,40 +51,24 @@ class StartInstanceError(Exception):
 
 
 class _Worker:
-    def __init__(self, idx):
+    def __init__(self, idx: int) -> None:
         self.idx = idx
         self.instances: dict[str, tuple[int, int]] = {}  # plugin id -> (instance id, seq)
         self.lock = threading.Lock()
 
 
-class _ConfigState:
-    def __init__(self, decl, seq):
-        self.decl = decl
-        self.seq = seq
-
-
-class _Vault:
-    def __init__(self, values=None):
-        self.values = dict(values or {})
-
-    def get(self, ref):
-        return self.values.get(ref)
-
-
 class KongStandIn:
     def __init__(
         self,
-        env: dict,
-        declarative: dict,
-        trusted_ips=(),
+        env: dict[str, str],
+        declarative: dict[str, Any],
+        trusted_ips: Iterable[str] = (),
         rpc_timeout: float = 60.0,
         workers: int = 1,
-        host_map: dict | None = None,
+        host_map: dict[str, str] | None = None,
         listen_port: int = 0,
-        ctx_shared: dict | None = None,
-        vault: dict | None = None,
         socket_wait_timeout: float = 20.0,
-    ):
+    ) -> None:
         self.env = dict(env)
         self.declarative = declarative
         self.trusted_ips = list(trusted_ips)
@@ -112,10 +76,7 @@ class KongStandIn:
         self.workers = [_Worker(i) for i in range(max(1, workers))]
         self.host_map = dict(host_map or {})
         self.listen_port = listen_port
-        self.ctx_shared_seed = dict(ctx_shared or {})
-        self.vault = _Vault(vault)
         self.socket_wait_timeout = socket_wait_timeout
-        self.node_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "kong-standin-node"))
         self.requests: list[RequestRecord] = []
         self.server_output: list[str] = []
         self.error_log: list[tuple[str, str]] = []
@@ -123,34 +84,45 @@ class KongStandIn:
         self._lock = threading.Lock()
         self._rr = itertools.count()
         self._seq = itertools.count(1)
-        self._config: _ConfigState | None = None
-        self._http = None
-        self.proxy_url = None
+        self._config: ConfigState | None = None
+        self._enabled: set[str] = set()
+        self._http: ProxyServer | None = None
+        self.proxy_url = ""  # set by start()
+        self.port = 0
         self.started = False
 
     # ------------------------------------------------------------------ logging
-    def _log(self, level: str, message: str, plugin: str | None = None):
+    def log(self, level: str, message: str) -> None:
         with self._lock:
             self.error_log.append((level, message))
 
-    def _sink(self, line: str):
+    def _sink(self, line: str) -> None:
         with self._lock:
             self.server_output.append(line)
         # Kong logs the relayed lines at INFO
-        self._log("info", line)
+        self.log("info", line)
 
     @property
     def last(self) -> RequestRecord:
         return self.requests[-1]
 
+    def begin(self, record: RequestRecord) -> None:
+        with self._lock:
+            self.requests.append(record)
+
+    @property
+    def config(self) -> ConfigState:
+        assert self._config is not None, "the stand-in is not started"
+        return self._config
+
     # ------------------------------------------------------------------ start-up
-    def _child_env(self):
+    def _child_env(self) -> dict[str, str]:
         # Kong's children inherit its environment; the stand-in passes its own environment plus `env`.
         e = dict(os.environ)
         e.update(self.env)
         return e
 
-    def _query(self, sdef):
+    def _query(self, sdef: ServerDef) -> dict[str, Any]:
         try:
             cp = subprocess.run(
                 ["/bin/sh", "-c", sdef.query_cmd],
@@ -174,7 +146,7 @@ class KongStandIn:
         # Kong 3.9+: "embedded pluginserver model" -> only the first plugin is registered
         return plugins[0]
 
-    def _register(self, sdef, info, enabled):
+    def _register(self, sdef: ServerDef, info: dict[str, Any], enabled: set[str]) -> None:
         name = info.get("Name")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"pluginserver {sdef.name}: plugin info has no Name")
@@ -214,19 +186,19 @@ class KongStandIn:
             config_schema=config_schema,
         )
 
-    def _build_config(self, declarative) -> _ConfigState:
+    def _build_config(self, declarative: dict[str, Any]) -> ConfigState:
         schemas = {n: s.config_schema for n, s in self.servers.items()}
         decl = parse_declarative(declarative, schemas, self._enabled)
         seq = next(self._seq)
         for p in decl.plugins:
             p.config_json = build_config_json(p, seq)
-        return _ConfigState(decl, seq)
+        return ConfigState(decl, seq)
 
-    def start(self):
+    def start(self) -> KongStandIn:
         settings = read_settings(self.env)
-        self.settings = settings
+        self.settings: Settings = settings
         for w in settings.warnings:
-            self._log("warn", w)
+            self.log("warn", w)
         self._enabled = set(settings.plugins)
         for sdef in settings.servers:
             self._register(sdef, self._query(sdef), self._enabled)
@@ -238,7 +210,7 @@ class KongStandIn:
                 info = next(i for i in self.servers.values() if i.name == sdef.name)
                 info.rpc = RpcClient(sdef.socket, self.rpc_timeout)
                 if sdef.start_cmd:
-                    info.process = ServerProcess(sdef.name, sdef.start_cmd, self._child_env(), self._sink, self._log)
+                    info.process = ServerProcess(sdef.name, sdef.start_cmd, self._child_env(), self._sink, self.log)
                     info.process.start()
             for info in self.servers.values():
                 if not wait_for_socket(info.socket, self.socket_wait_timeout):
@@ -247,24 +219,21 @@ class KongStandIn:
                         f"connections within {self.socket_wait_timeout}s; output: "
                         + " | ".join(self.server_output[-10:])
                     )
-            from .proxy import ProxyServer
-
-            self._http = ProxyServer(self, self.listen_port)
-            self._http.start()
-            self.proxy_url = f"http://127.0.0.1:{self._http.port}"
+            self._http = ProxyServer(self, self.listen_port).start()
             self.port = self._http.port
+            self.proxy_url = f"http://127.0.0.1:{self.port}"
             self.started = True
         except BaseException:
             self.stop()
             raise
         return self
 
-    def reload(self, declarative: dict):
+    def reload(self, declarative: dict[str, Any]) -> None:
         new = self._build_config(declarative)  # ConfigError leaves the old config in place
         self.declarative = declarative
         self._config = new
 
-    def stop(self):
+    def stop(self) -> None:
         if self._http is not None:
             self._http.stop()
             self._http = None
@@ -275,33 +244,33 @@ class KongStandIn:
                 info.rpc.close()
         self.started = False
 
-    def __enter__(self):
+    def __enter__(self) -> KongStandIn:
         if not self.started:
             self.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # ------------------------------------------------------------------ helpers
-    def plugin_status(self, name: str) -> dict:
-        info = self.servers[name]
-        res, err = info.rpc.call("plugin.GetStatus")
+    def plugin_status(self, name: str) -> dict[str, Any]:
+        res, err = self.servers[name].client.call("plugin.GetStatus")
         if err:
             raise RuntimeError(f"GetStatus failed: {err}")
+        assert isinstance(res, dict)
         return res
 
-    def _consumers(self):
-        return self._config.decl.consumers
+    def _consumers(self) -> list[Any]:
+        return self.config.decl.consumers
 
     def _next_worker(self) -> _Worker:
         return self.workers[next(self._rr) % len(self.workers)]
 
-    def plugins_for(self, config: _ConfigState, route, service):
+    def plugins_for(self, config: ConfigState, route: Route, service: Service | None) -> list[PluginEntity]:
         """Kong's plugins iterator: per plugin name the most specific enabled instance
         (route+service > route > service > global), ordered by descending priority
         (ties: by name; Kong leaves ties unspecified)."""
-        best = {}
+        best: dict[str, tuple[int, PluginEntity]] = {}
         for p in config.decl.plugins:
             if not p.enabled or "http" not in p.protocols:
                 continue
@@ -316,8 +285,25 @@ class KongStandIn:
         chosen.sort(key=lambda p: (-self.servers[p.name].priority, p.name))
         return chosen
 
+    def run_plugins(self, config: ConfigState, match: Match, state: RequestState, record: RequestRecord) -> Outcome:
+        """The rewrite and access phases of a routed request: the first plugin outcome that is not None
+        (a response, or "error" for a Lua error), else None (proxy the request)."""
+        worker = self._next_worker()
+        route = match.route
+        plugins = self.plugins_for(config, route, route.service)
+        for phase in ("rewrite", "access"):
+            for p in plugins:
+                if phase not in self.servers[p.name].phases:
+                    continue
+                if phase == "rewrite" and (p.route is not None or p.service is not None):
+                    continue  # Kong runs rewrite before routing: global plugins only
+                outcome = self.run_phase(worker, config, p, phase, state, record)
+                if outcome is not None:
+                    return outcome
+        return None
+
     # ------------------------------------------------------------------ instances + events
-    def _get_instance_id(self, worker: _Worker, plugin, seq: int, record: RequestRecord) -> int:
+    def _get_instance_id(self, worker: _Worker, plugin: PluginEntity, seq: int, record: RequestRecord) -> int:
         info = self.servers[plugin.name]
         with worker.lock:
             cur = worker.instances.get(plugin.id)
@@ -327,31 +313,34 @@ class KongStandIn:
                 info, record, "plugin.StartInstance", {"Name": plugin.name, "Config": plugin.config_json}
             )
             if err is not None or not isinstance(res, dict) or "Id" not in res:
-                self._log("err", f"starting instance: {err}")
+                self.log("err", f"starting instance: {err}")
                 raise StartInstanceError(f"starting instance: {err}")
             worker.instances[plugin.id] = (res["Id"], seq)
             if cur is not None:
-                _, cerr = self._rpc(info, record, "plugin.CloseInstance", cur[0])  # errors ignored
-        return res["Id"]
+                self._rpc(info, record, "plugin.CloseInstance", cur[0])  # errors ignored
+        return int(res["Id"])
 
-    def _reset_instances(self, plugin):
+    def _reset_instances(self, plugin: PluginEntity) -> None:
         for w in self.workers:
             with w.lock:
                 w.instances.pop(plugin.id, None)
 
-    def _rpc(self, info, record, method, *args):
-        frames = record.rpc_transcript if record is not None else None
+    def _rpc(self, info: PluginServerInfo, record: RequestRecord, method: str, *args: Any) -> tuple[Any, Any]:
+        # the client is shared between threads: each call gets the callback that records its frames
+        return info.client.call_with(
+            lambda direction, frame: record.rpc_transcript.append((direction, frame)), method, *args
+        )
 
-        def on_frame(direction, frame):
-            if frames is not None:
-                frames.append((direction, frame))
-
-        # per-call transcript: wrap the client callback
-        client = info.rpc
-        res, err = _call_with_transcript(client, on_frame, method, *args)
-        return res, err
-
-    def run_phase(self, worker, config, plugin, phase, state, record, retried=False):
+    def run_phase(
+        self,
+        worker: _Worker,
+        config: ConfigState,
+        plugin: PluginEntity,
+        phase: str,
+        state: RequestState,
+        record: RequestRecord,
+        retried: bool = False,
+    ) -> Outcome:
         """Runs one plugin's phase handler like mp_rpc.lua handle_event/bridge_loop.
 
         Returns None (continue), ExitResponse (terminal), or "error" (Lua error -> 500)."""
@@ -362,7 +351,7 @@ class KongStandIn:
             record.failures.append(f"{plugin.name}: {e}")
             return "error"
         res, err = self._rpc(info, record, "plugin.HandleEvent", {"InstanceId": iid, "EventName": phase})
-        pdk = Pdk(self, state, plugin, phase)
+        pdk = Pdk(state, phase, self._consumers, self.log)
         event_id = res.get("EventId") if isinstance(res, dict) else None
         while err is None:
             if not isinstance(res, dict):
@@ -386,7 +375,7 @@ class KongStandIn:
                 except LuaError as le:
                     call.result = Raised(str(le))
                     msg = f"{plugin.name}: {method}: {le}"
-                    self._log("err", msg)
+                    self.log("err", msg)
                     record.failures.append(msg)
                     return "error"
                 call.result = None
@@ -394,12 +383,12 @@ class KongStandIn:
             try:
                 result = pdk.call(method, args)
             except UnknownMethod:
-                self._log("err", f"could not find pdk method: {method}")
+                self.log("err", f"could not find pdk method: {method}")
                 result = None
             except LuaError as le:
                 call.result = Raised(str(le))
                 msg = f"{plugin.name}: {method}: {le}"
-                self._log("err", msg)
+                self.log("err", msg)
                 record.failures.append(msg)
                 return "error"  # abandon the event: no further RPC
             call.result = result
@@ -409,15 +398,10 @@ class KongStandIn:
             res, err = self._rpc(info, record, STEP_METHODS.get(method, "plugin.Step"), payload)
         # RPC-level error (class c)
         if NO_INSTANCE_RE.search(str(err)) and not retried:
-            self._log("warn", str(err))
+            self.log("warn", str(err))
             self._reset_instances(plugin)
             return self.run_phase(worker, config, plugin, phase, state, record, retried=True)
         msg = f"{plugin.name}: pluginserver error in {phase}: {err}"
-        self._log("err", msg)
+        self.log("err", msg)
         record.failures.append(msg)
         return None  # fail-open: Kong returns normally from the phase
-
-
-def _call_with_transcript(client: RpcClient, on_frame, method, *args):
-    # RpcClient is shared between threads; pass the callback per call.
-    return client.call_with(on_frame, method, *args)

@@ -12,12 +12,14 @@ import json
 import re
 import urllib.parse
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
 
 from .errors import ConfigError
-from .normalize import UUID_RE, format_errors, normalize_record
+from .normalize import UUID_RE, Errors, format_errors, normalize_record
 
 NS = uuid.UUID("6f1d0c7e-6b6a-4a57-9a2f-3d1c6a0b5e11")
 WS_ID = "0dc6f45b-8f8d-40d2-a504-473555ee7b2b"  # fixed default-workspace id
@@ -84,7 +86,7 @@ PLUGIN_KEYS = {
 CONSUMER_KEYS = {"id", "username", "custom_id", "tags", "created_at", "updated_at"}
 
 
-def load_declarative(path) -> dict:
+def load_declarative(path: str) -> dict[str, Any]:
     with open(path, "r", encoding="utf-8") as fh:
         data = yaml.safe_load(fh)
     if not isinstance(data, dict):
@@ -92,7 +94,7 @@ def load_declarative(path) -> dict:
     return data
 
 
-def _uuid5(*parts) -> str:
+def _uuid5(*parts: object) -> str:
     return str(uuid.uuid5(NS, ":".join(str(p) for p in parts)))
 
 
@@ -106,7 +108,7 @@ class Service:
     path: str | None
     read_timeout: float
     enabled: bool
-    raw: dict
+    raw: dict[str, Any]
 
 
 @dataclass
@@ -114,18 +116,18 @@ class Route:
     id: str
     name: str | None
     service: Service | None
-    paths: list
-    methods: list | None
-    hosts: list | None
-    headers: dict | None
+    paths: list[str]
+    methods: list[str] | None
+    hosts: list[str] | None
+    headers: dict[str, list[str]] | None
     strip_path: bool
     preserve_host: bool
-    protocols: list
+    protocols: list[str]
     regex_priority: int
     https_redirect_status_code: int
     order: int
-    raw: dict
-    compiled: list = field(default_factory=list)  # [(kind, path_or_regex, original)]
+    raw: dict[str, Any]
+    compiled: list[tuple[str, Any, str]] = field(default_factory=list)  # [(kind, prefix or re.Pattern, original)]
 
 
 @dataclass
@@ -133,12 +135,12 @@ class PluginEntity:
     id: str
     name: str
     enabled: bool
-    protocols: list
+    protocols: list[str]
     route: Route | None
     service: Service | None
     instance_name: str | None
-    tags: list | None
-    config: dict  # normalised config
+    tags: list[str] | None
+    config: dict[str, Any]  # normalised config
     config_json: str = ""  # the StartInstance Config string (set by build_config_json)
 
 
@@ -147,10 +149,10 @@ class Consumer:
     id: str
     username: str | None
     custom_id: str | None
-    tags: list | None
+    tags: list[str] | None
 
-    def as_entity(self) -> dict:
-        d = {"id": self.id, "created_at": 1700000000, "type": 0}
+    def as_entity(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.id, "created_at": 1700000000, "type": 0}
         if self.username is not None:
             d["username"] = self.username
         if self.custom_id is not None:
@@ -162,13 +164,13 @@ class Consumer:
 
 @dataclass
 class DeclarativeConfig:
-    services: list
-    routes: list
-    plugins: list
-    consumers: list
+    services: list[Service]
+    routes: list[Route]
+    plugins: list[PluginEntity]
+    consumers: list[Consumer]
 
 
-def _check_keys(where, d, allowed):
+def _check_keys(where: str, d: object, allowed: set[str]) -> None:
     if not isinstance(d, dict):
         raise ConfigError(f"{where}: expected a record")
     for k in d:
@@ -176,7 +178,7 @@ def _check_keys(where, d, allowed):
             raise ConfigError(f"{where}: {k}: unknown field")
 
 
-def _bool(where, v, default):
+def _bool(where: str, v: object, default: bool) -> bool:
     if v is None:
         return default
     if not isinstance(v, bool):
@@ -184,7 +186,7 @@ def _bool(where, v, default):
     return v
 
 
-def _str_list(where, v):
+def _str_list(where: str, v: object) -> list[str] | None:
     if v is None:
         return None
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
@@ -192,7 +194,7 @@ def _str_list(where, v):
     return list(v)
 
 
-def _parse_service(s, idx) -> Service:
+def _parse_service(s: dict[str, Any], idx: int) -> Service:
     where = f"services[{idx}]"
     _check_keys(where, s, SERVICE_KEYS)
     name = s.get("name")
@@ -232,7 +234,7 @@ def _parse_service(s, idx) -> Service:
     )
 
 
-def _parse_route(r, idx, service, order) -> Route:
+def _parse_route(r: dict[str, Any], idx: int, service: Service | None, order: int) -> Route:
     where = f"routes[{idx}]" if service is None else f"services({service.name}).routes[{idx}]"
     _check_keys(where, r, ROUTE_KEYS)
     name = r.get("name")
@@ -256,7 +258,7 @@ def _parse_route(r, idx, service, order) -> Route:
         raise ConfigError(f"{where}.path_handling: stand-in only implements Kong's default 'v0'")
     if not (paths or methods or hosts or headers):
         raise ConfigError(f"{where}: must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http'")
-    compiled = []
+    compiled: list[tuple[str, Any, str]] = []
     for p in paths:
         if p.startswith("~"):
             try:
@@ -287,7 +289,9 @@ def _parse_route(r, idx, service, order) -> Route:
     )
 
 
-def parse_declarative(data: dict, schemas: dict[str, dict], plugin_names_enabled) -> DeclarativeConfig:
+def parse_declarative(
+    data: dict[str, Any], schemas: dict[str, dict[str, Any]], plugin_names_enabled: Collection[str]
+) -> DeclarativeConfig:
     """``schemas``: plugin name -> config record field def (validated metaschema)."""
     if not isinstance(data, dict):
         raise ConfigError("declarative config must be a map")
@@ -300,27 +304,32 @@ def parse_declarative(data: dict, schemas: dict[str, dict], plugin_names_enabled
     if str(fv) not in ("3.0", "2.1", "1.1"):
         raise ConfigError(f"declarative config: _format_version: expected one of: 1.1, 2.1, 3.0 (got {fv!r})")
 
-    services, routes, raw_plugins, consumers = [], [], [], []
-    by_service_name, by_route_name = {}, {}
+    services: list[Service] = []
+    routes: list[Route] = []
+    consumers: list[Consumer] = []
+    # (plugin entry, its service, its route, where it was declared)
+    raw_plugins: list[tuple[Any, Service | None, Route | None, str]] = []
+    by_service_name: dict[str, Service] = {}
+    by_route_name: dict[str, Route] = {}
     order = 0
     for i, s in enumerate(data.get("services") or []):
-        svc = _parse_service(s, i)
-        services.append(svc)
-        if svc.name:
-            by_service_name[svc.name] = svc
-        by_service_name[svc.id] = svc
+        service = _parse_service(s, i)
+        services.append(service)
+        if service.name:
+            by_service_name[service.name] = service
+        by_service_name[service.id] = service
         for j, r in enumerate(s.get("routes") or []):
             if "service" in (r or {}):
                 raise ConfigError(f"services[{i}].routes[{j}].service: unknown field")
-            route = _parse_route(r, j, svc, order)
+            route = _parse_route(r, j, service, order)
             order += 1
             routes.append(route)
             for p in r.get("plugins") or []:
                 raw_plugins.append((p, None, route, f"services[{i}].routes[{j}].plugins"))
         for p in s.get("plugins") or []:
-            raw_plugins.append((p, svc, None, f"services[{i}].plugins"))
+            raw_plugins.append((p, service, None, f"services[{i}].plugins"))
     for j, r in enumerate(data.get("routes") or []):
-        svc = None
+        svc: Service | None = None
         ref = (r or {}).get("service")
         if ref is not None:
             key = ref.get("name") or ref.get("id") if isinstance(ref, dict) else ref
@@ -351,9 +360,9 @@ def parse_declarative(data: dict, schemas: dict[str, dict], plugin_names_enabled
             raise ConfigError(f"{where}.id: expected a valid UUID")
         consumers.append(Consumer(id=cid, username=c.get("username"), custom_id=c.get("custom_id"), tags=c.get("tags")))
 
-    plugins = []
-    seen_keys = set()
-    for p, svc, route, where in raw_plugins:
+    plugins: list[PluginEntity] = []
+    seen_keys: set[tuple[str, str | None, str | None]] = set()
+    for p, p_service, p_route, where in raw_plugins:
         _check_keys(where, p, PLUGIN_KEYS)
         # explicit service:/route: references (top-level or nested)
         if p.get("service") is not None:
@@ -361,13 +370,13 @@ def parse_declarative(data: dict, schemas: dict[str, dict], plugin_names_enabled
             key = ref.get("name") or ref.get("id") if isinstance(ref, dict) else ref
             if key not in by_service_name:
                 raise ConfigError(f"{where}.service: unknown service reference {ref!r}")
-            svc = by_service_name[key]
+            p_service = by_service_name[key]
         if p.get("route") is not None:
             ref = p["route"]
             key = ref.get("name") or ref.get("id") if isinstance(ref, dict) else ref
             if key not in by_route_name:
                 raise ConfigError(f"{where}.route: unknown route reference {ref!r}")
-            route = by_route_name[key]
+            p_route = by_route_name[key]
         if p.get("consumer") is not None:
             raise ConfigError(f"{where}.consumer: consumer-scoped plugins are not supported by the stand-in")
         name = p.get("name")
@@ -389,17 +398,19 @@ def parse_declarative(data: dict, schemas: dict[str, dict], plugin_names_enabled
         protocols = p.get("protocols", DEFAULT_PLUGIN_PROTOCOLS)
         if not isinstance(protocols, list) or not protocols or any(x not in ALL_PROTOCOLS for x in protocols):
             raise ConfigError(f"{where}.protocols: expected one of: " + ", ".join(ALL_PROTOCOLS))
-        pid = p.get("id") or _uuid5("plugins", name, route.id if route else "", svc.id if svc else "", "")
+        pid = p.get("id") or _uuid5(
+            "plugins", name, p_route.id if p_route else "", p_service.id if p_service else "", ""
+        )
         if not isinstance(pid, str) or not UUID_RE.match(pid):
             raise ConfigError(f"{where}.id: expected a valid UUID")
-        key = (name, route.id if route else None, svc.id if svc else None)
+        key = (name, p_route.id if p_route else None, p_service.id if p_service else None)
         if key in seen_keys:
             raise ConfigError(
                 f'{where}: UNIQUE violation detected on \'{{consumer=null,name="{name}",'
                 f"route={key[1]},service={key[2]}}}'"
             )
         seen_keys.add(key)
-        errors: list = []
+        errors: Errors = []
         raw_conf = p.get("config")
         if raw_conf is None:
             raw_conf = {}
@@ -415,8 +426,8 @@ def parse_declarative(data: dict, schemas: dict[str, dict], plugin_names_enabled
                 name=name,
                 enabled=_bool(where + ".enabled", p.get("enabled"), True),
                 protocols=list(protocols),
-                route=route,
-                service=svc,
+                route=p_route,
+                service=p_service,
                 instance_name=instance_name,
                 tags=p.get("tags"),
                 config=conf,
@@ -425,7 +436,7 @@ def parse_declarative(data: dict, schemas: dict[str, dict], plugin_names_enabled
     return DeclarativeConfig(services=services, routes=routes, plugins=plugins, consumers=consumers)
 
 
-def cjson_encode(obj) -> str:
+def cjson_encode(obj: object) -> str:
     """Compact JSON like lua-cjson (which also escapes '/' as '\\/')."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).replace("/", "\\/")
 

@@ -115,7 +115,7 @@ def lua_to_re(pattern: str) -> str:
     return "".join(out)
 
 
-def compile_lua(pattern: str) -> re.Pattern:
+def compile_lua(pattern: str) -> re.Pattern[str]:
     return re.compile(lua_to_re(pattern))
 
 

@@ -6,6 +6,8 @@ Where the harness is stricter than Kong it says so in a comment.
 
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
 from .errors import ConfigError
 from .luapattern import lua_to_re
 from .normalize import format_errors, validate_default
@@ -100,15 +102,15 @@ ATTRIBUTE_TYPES = {
 }
 
 
-def _err(path, msg):
+def _err(path: str, msg: str) -> NoReturn:
     raise ConfigError(f"schema violation: {path}: {msg}")
 
 
-def _is_num(v):
+def _is_num(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _check_pattern(path, attr, pattern):
+def _check_pattern(path: str, attr: str, pattern: object) -> None:
     if not isinstance(pattern, str):
         _err(f"{path}.{attr}", "expected a string")
     try:
@@ -118,7 +120,7 @@ def _check_pattern(path, attr, pattern):
         _err(f"{path}.{attr}", f"Lua pattern not supported by the stand-in: {e}")
 
 
-def validate_field(path: str, fdef) -> None:
+def validate_field(path: str, fdef: Any) -> None:
     if not isinstance(fdef, dict):
         _err(path, "expected a record")
     if "type" not in fdef:
@@ -215,7 +217,7 @@ def validate_field(path: str, fdef) -> None:
             _err(f"{path}.default", format_errors(errors))
 
 
-def validate_fields(path: str, fields) -> None:
+def validate_fields(path: str, fields: Any) -> None:
     if not isinstance(fields, list):
         _err(f"{path}.fields", "expected an array")
     names = set()
@@ -231,7 +233,7 @@ def validate_fields(path: str, fields) -> None:
         validate_field(f"{path}.{name}" if path else name, fdef)
 
 
-def validate_plugin_schema(schema, plugin_name: str) -> dict:
+def validate_plugin_schema(schema: Any, plugin_name: str) -> dict[str, Any]:
     """Validate the dumped ``Schema`` object; returns the ``config`` record field definition."""
     where = f"plugin '{plugin_name}' schema"
     if not isinstance(schema, dict):

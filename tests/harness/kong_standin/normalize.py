@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import copy
 import re
-import uuid as _uuid
+from collections.abc import Iterator
+from typing import Any
 
 from .luapattern import lua_find
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+# a field definition of a Kong schema, and the (path, message) list errors are collected in
+FieldDef = dict[str, Any]
+Errors = list[tuple[str, str]]
 
 TYPE_ERRORS = {
     "string": "expected a string",
@@ -33,7 +38,7 @@ TYPE_ERRORS = {
 }
 
 
-def _fmt(v) -> str:
+def _fmt(v: object) -> str:
     """Render a value the way Lua's tostring/%s would for messages."""
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -42,24 +47,24 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _join(path: str, name) -> str:
+def _join(path: str, name: object) -> str:
     return f"{path}.{name}" if path else str(name)
 
 
-def field_items(fields):
+def field_items(fields: list[dict[str, FieldDef]]) -> Iterator[tuple[str, FieldDef]]:
     """Iterate a Kong ``fields`` array of single-key dicts -> (name, def)."""
     for entry in fields:
         ((name, fdef),) = entry.items()
         yield name, fdef
 
 
-def _length(value) -> int:
+def _length(value: Any) -> int:
     if isinstance(value, str):
         return len(value.encode("utf-8"))  # Lua '#' counts bytes
     return len(value)
 
 
-def _check_type(fdef, value, path, errors):
+def _check_type(fdef: FieldDef, value: Any, path: str, errors: Errors) -> tuple[bool, Any]:
     """Returns (ok, coerced_value)."""
     t = fdef["type"]
     if t == "string":
@@ -87,14 +92,14 @@ def _check_type(fdef, value, path, errors):
     return ok, value
 
 
-def normalize_value(fdef, value, path, errors):
+def normalize_value(fdef: FieldDef, value: Any, path: str, errors: Errors) -> Any:
     ok, value = _check_type(fdef, value, path, errors)
     if not ok:
         return value
     t = fdef["type"]
     n_err = len(errors)
     if t in ("array", "set"):
-        out = []
+        out: list[Any] = []
         for i, el in enumerate(value, start=1):
             if el is None:
                 errors.append((f"{path}[{i}]", "required field missing"))
@@ -105,14 +110,14 @@ def normalize_value(fdef, value, path, errors):
             out.append(v)
         value = out
     elif t == "map":
-        out = {}
+        out_map: dict[str, Any] = {}
         for k, v in value.items():
             normalize_value(fdef["keys"], k, f"{path}.{k}", errors)
             if v is None:
                 errors.append((f"{path}.{k}", "required field missing"))
                 continue
-            out[k] = normalize_value(fdef["values"], v, f"{path}.{k}", errors)
-        value = out
+            out_map[k] = normalize_value(fdef["values"], v, f"{path}.{k}", errors)
+        value = out_map
     elif t == "record":
         value = normalize_record(fdef["fields"], value, path, errors)
     if len(errors) == n_err:
@@ -120,11 +125,11 @@ def normalize_value(fdef, value, path, errors):
     return value
 
 
-def normalize_record(fields, value, path, errors):
+def normalize_record(fields: list[dict[str, FieldDef]], value: Any, path: str, errors: Errors) -> Any:
     if not isinstance(value, dict):
         errors.append((path, "expected a record"))
         return value
-    out = {}
+    out: dict[str, Any] = {}
     known = set()
     for name, fdef in field_items(fields):
         known.add(name)
@@ -148,8 +153,8 @@ def normalize_record(fields, value, path, errors):
     return out
 
 
-def _run_validators(fdef, value, path, errors):
-    def err(msg):
+def _run_validators(fdef: FieldDef, value: Any, path: str, errors: Errors) -> None:
+    def err(msg: str) -> None:
         errors.append((path, msg))
 
     t = fdef["type"]
@@ -212,16 +217,12 @@ def _run_validators(fdef, value, path, errors):
     return None
 
 
-def validate_default(fdef, path) -> list:
+def validate_default(fdef: FieldDef, path: str) -> Errors:
     """Validate a field's ``default`` against the field itself."""
-    errors: list = []
+    errors: Errors = []
     normalize_value(fdef, copy.deepcopy(fdef["default"]), path, errors)
     return errors
 
 
-def format_errors(errors) -> str:
+def format_errors(errors: Errors) -> str:
     return "; ".join(f"{p}: {m}" for p, m in errors)
-
-
-def new_uuid() -> str:
-    return str(_uuid.uuid4())

@@ -13,25 +13,33 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 
 
 class ServerProcess:
-    def __init__(self, name: str, start_cmd: str, env: dict, sink, log):
+    def __init__(
+        self,
+        name: str,
+        start_cmd: str,
+        env: dict[str, str],
+        sink: Callable[[str], None],
+        log: Callable[[str, str], None],
+    ) -> None:
         self.name = name
         self.start_cmd = start_cmd
         self.env = env
-        self.sink = sink  # callable(line)
-        self.log = log  # callable(level, message)
+        self.sink = sink  # gets each output line
+        self.log = log  # (level, message)
         self._lock = threading.Lock()
         self._stopping = False
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.spawn_count = 0
         self._thread = threading.Thread(target=self._run, name=f"pluginserver-{name}", daemon=True)
 
-    def start(self):
+    def start(self) -> None:
         self._thread.start()
 
-    def _run(self):
+    def _run(self) -> None:
         while True:
             started = time.monotonic()
             with self._lock:
@@ -47,6 +55,7 @@ class ServerProcess:
                 self.proc = proc
                 self.spawn_count += 1
             self.log("notice", f"started pluginserver {self.name}, pid {proc.pid}")
+            assert proc.stdout is not None
             with proc.stdout:
                 for raw in proc.stdout:
                     self.sink(f"[{self.name}:{proc.pid}] " + raw.decode("utf-8", "replace").rstrip("\r\n"))
@@ -68,7 +77,7 @@ class ServerProcess:
             if delay > 0:
                 time.sleep(delay)
 
-    def stop(self, timeout: float = 5.0):
+    def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
             self._stopping = True
             proc = self.proc
@@ -86,11 +95,11 @@ class ServerProcess:
             self._thread.join(timeout)
 
     @property
-    def pid(self):
+    def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
 
-def wait_for_socket(path: str, timeout: float, alive=lambda: True) -> bool:
+def wait_for_socket(path: str, timeout: float) -> bool:
     """Poll until the unix socket accepts a connection.
 
     TEST CONVENIENCE: Kong itself does not wait (the wait was removed by Kong PR #11372); early requests

@@ -6,14 +6,16 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol, cast
 
-from .core import RequestRecord
+from tests.harness.httpserver import Handler, HttpServer
+
+from .declarative import Service
 from .pdk import SERVER_HEADER, ExitResponse, RequestState, kong_error_response
-from .router import find_route, upstream_path
+from .records import ConfigState, Outcome, RequestRecord
+from .router import Match, find_route, upstream_path
 
 HOP_BY_HOP = {
     "connection",
@@ -41,31 +43,32 @@ KONG_SET = {
 }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Gateway(Protocol):
+    """What the listener needs of the stand-in (core.KongStandIn)."""
+
+    trusted_ips: list[str]
+    host_map: dict[str, str]
+
+    @property
+    def config(self) -> ConfigState: ...
+
+    def begin(self, record: RequestRecord) -> None: ...
+
+    def run_plugins(self, config: ConfigState, match: Match, state: RequestState, record: RequestRecord) -> Outcome: ...
+
+    def log(self, level: str, message: str) -> None: ...
+
+
+class _Handler(Handler):
     server_version = SERVER_HEADER
     sys_version = ""
 
-    def log_message(self, fmt, *args):  # keep stderr quiet; requests are recorded
-        pass
-
-    def setup(self):
-        super().setup()
-        self.server.track(self.connection, True)
-
-    def finish(self):
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, False)
-
-    def __getattr__(self, name):
-        if name.startswith("do_"):
-            return self._handle
-        raise AttributeError(name)
+    @property
+    def proxy(self) -> ProxyServer:
+        return cast(ProxyServer, self.server)
 
     # ------------------------------------------------------------------
-    def _read_body(self):
+    def _read_body(self) -> bytes | None:
         te = self.headers.get("Transfer-Encoding")
         cl = self.headers.get("Content-Length")
         if te and cl:
@@ -73,17 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
         if te:
             if te.strip().lower() != "chunked":
                 return None
-            chunks = []
-            while True:
-                line = self.rfile.readline(65537)
-                size = int(line.split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(3)
-            return b"".join(chunks)
+            return self.read_chunked()
         if cl:
             try:
                 n = int(cl)
@@ -92,37 +85,32 @@ class _Handler(BaseHTTPRequestHandler):
             return self.rfile.read(n) if n > 0 else b""
         return b""
 
-    def _handle(self):
-        kong = self.server.kong
+    def handle_request(self) -> None:
+        kong = self.proxy.kong
         t0 = time.monotonic()
         request_id = uuid.uuid4().hex
         raw_uri = self.path
         if raw_uri.startswith("http://") or raw_uri.startswith("https://"):
             rest = raw_uri.split("://", 1)[1]
             raw_uri = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
-        version = 1.1 if self.request_version == "HTTP/1.1" else 1.0
         state = RequestState(
             request_id=request_id,
             method=self.command,
             raw_uri=raw_uri,
-            http_version=version,
             headers=[[k, v] for k, v in self.headers.items()],
             body=b"",
             client_ip=self.client_address[0],
-            client_port=self.client_address[1],
-            server_port=self.server.port,
+            server_port=self.proxy.port,
             trusted_ips=kong.trusted_ips,
-            ctx_shared=dict(kong.ctx_shared_seed),
         )
         record = RequestRecord(request_id=request_id, method=self.command, path=raw_uri.split("?", 1)[0])
-        with kong._lock:
-            kong.requests.append(record)
+        kong.begin(record)
         body = self._read_body()
         if body is None:
             self.close_connection = True
             return self._send_exit(kong_error_response(400, state, "Bad request"), record, t0)
         state.body = body
-        config = kong._config
+        config = kong.config
         match = find_route(config.decl.routes, self.command, state.host, state.path, state.get_header)
         if match is None:
             return self._send_exit(kong_error_response(404, state, "no Route matched with those values"), record, t0)
@@ -135,24 +123,9 @@ class _Handler(BaseHTTPRequestHandler):
                     t0,
                 )
             return self._send_exit(kong_error_response(404, state, "no Route matched with those values"), record, t0)
-        state.route = route
-        state.service = route.service
         state.matched_prefix = match.stripped_prefix if match.stripped_prefix not in (None, "/") else None
         state.uri_captures = match.captures
-        worker = kong._next_worker()
-        plugins = kong.plugins_for(config, route, route.service)
-        outcome = None
-        for phase in ("rewrite", "access"):
-            for p in plugins:
-                if phase not in kong.servers[p.name].phases:
-                    continue
-                if phase == "rewrite" and (p.route is not None or p.service is not None):
-                    continue  # Kong runs rewrite before routing: global plugins only
-                outcome = kong.run_phase(worker, config, p, phase, state, record)
-                if outcome is not None:
-                    break
-            if outcome is not None:
-                break
+        outcome = kong.run_plugins(config, match, state, record)
         if outcome == "error":
             return self._send_exit(kong_error_response(500, state), record, t0)
         if isinstance(outcome, ExitResponse):
@@ -161,10 +134,10 @@ class _Handler(BaseHTTPRequestHandler):
         if route.service is None:
             # Kong: a route without a service and no plugin exit -> 503 "no Service found with those values"
             return self._send_exit(kong_error_response(503, state, "no Service found with those values"), record, t0)
-        return self._forward(state, match, record, t0)
+        return self._forward(state, match, route.service, record, t0)
 
     # ------------------------------------------------------------------
-    def _send_exit(self, ex: ExitResponse, record, t0):
+    def _send_exit(self, ex: ExitResponse, record: RequestRecord, t0: float) -> None:
         record.status = ex.status
         latency = int((time.monotonic() - t0) * 1000)
         try:
@@ -189,14 +162,14 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
-    def _forward(self, state: RequestState, match, record, t0):
-        kong = self.server.kong
-        route, service = match.route, match.route.service
-        path = state.upstream_path or upstream_path(match, service.path, state.path)
-        query = state.upstream_query if state.upstream_query is not None else state.raw_query
+    def _forward(self, state: RequestState, match: Match, service: Service, record: RequestRecord, t0: float) -> None:
+        kong = self.proxy.kong
+        route = match.route
+        path = upstream_path(match, service.path, state.path)
+        query = state.raw_query
         target = path + ("?" + query if query else "")
-        method = state.upstream_method or state.method
-        body = state.upstream_body if state.upstream_body is not None else state.body
+        method = state.method
+        body = state.body
         trusted = state.trusted
         # Host
         if state.upstream_host is not None:
@@ -246,12 +219,13 @@ class _Handler(BaseHTTPRequestHandler):
         record.upstream_request = {"method": method, "path": path, "query": query, "headers": list(headers)}
         dial = kong.host_map.get(f"{service.host}:{service.port}", f"{service.host}:{service.port}")
         dhost, dport = dial.rsplit(":", 1)
-        scheme = state.upstream_scheme or service.protocol
-        if scheme == "https":
+        if service.protocol == "https":
             ctx = ssl.create_default_context()
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE  # Kong's default: tls_verify off
-            conn = http.client.HTTPSConnection(dhost, int(dport), timeout=service.read_timeout, context=ctx)
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                dhost, int(dport), timeout=service.read_timeout, context=ctx
+            )
         else:
             conn = http.client.HTTPConnection(dhost, int(dport), timeout=service.read_timeout)
         t_up = time.monotonic()
@@ -265,7 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
             except socket.timeout:
                 return self._send_exit(kong_error_response(504, state), record, t0)
             except (OSError, http.client.HTTPException) as e:
-                kong._log("err", f"connect() to {dial} failed: {e} (upstream {service.host}:{service.port})")
+                kong.log("err", f"connect() to {dial} failed: {e} (upstream {service.host}:{service.port})")
                 return self._send_exit(kong_error_response(502, state), record, t0)
             record.proxied = True
             record.status = resp.status
@@ -323,7 +297,7 @@ class _Handler(BaseHTTPRequestHandler):
                         self.wfile.write(b"0\r\n\r\n")
                         self.wfile.flush()
             except (OSError, http.client.HTTPException) as e:
-                kong._log("err", f"error while streaming the upstream response: {e}")
+                kong.log("err", f"error while streaming the upstream response: {e}")
                 self.close_connection = True
             finally:
                 resp.close()
@@ -331,39 +305,12 @@ class _Handler(BaseHTTPRequestHandler):
             conn.close()
 
 
-class ProxyServer(ThreadingHTTPServer):
-    daemon_threads = True
+class ProxyServer(HttpServer):
     # Kong's proxy listener: `listen ... backlog=16384` in its nginx template (socketserver's default is 5).
     request_queue_size = 16384
-    allow_reuse_address = True
+    thread_name = "kong-standin-http"
+    block_on_close = True  # stop() returns once every request has been answered (its record complete)
 
-    def __init__(self, kong, port: int):
+    def __init__(self, kong: Gateway, port: int) -> None:
         self.kong = kong
-        self._conns = set()
-        self._conns_lock = threading.Lock()
         super().__init__(("127.0.0.1", port), _Handler)
-        self.port = self.server_address[1]
-        self._thread = None
-
-    def track(self, conn, add):
-        with self._conns_lock:
-            (self._conns.add if add else self._conns.discard)(conn)
-
-    def start(self):
-        self._thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.1}, name="kong-standin-http", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self):
-        self.shutdown()
-        self.server_close()
-        with self._conns_lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread:
-            self._thread.join(5)

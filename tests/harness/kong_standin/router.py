@@ -8,19 +8,26 @@ declaration order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from .declarative import Route
+
+# (kind, sort key, matched path, captures) of a route's best matching path
+_PathMatch = tuple[tuple[int, int, int], str, dict[str, Any]]
 
 
 @dataclass
 class Match:
-    route: object
+    route: Route
     matched_path: str | None  # the route path (prefix) that matched, or None
     stripped_prefix: str | None  # the prefix removed by strip_path (for X-Forwarded-Prefix)
     postfix: str  # request path remainder after stripping
-    captures: dict
+    captures: dict[str, Any]
 
 
-def _host_match(patterns, host: str) -> bool:
+def _host_match(patterns: list[str], host: str) -> bool:
     for p in patterns:
         if p == host:
             return True
@@ -31,9 +38,10 @@ def _host_match(patterns, host: str) -> bool:
     return False
 
 
-def _match_path(route, path: str):
-    """Returns (kind, sort_key, matched, captures) for the best path of the route or None."""
-    best = None
+def _match_path(route: Route, path: str) -> _PathMatch | None:
+    """Returns (sort_key, matched, captures) for the best path of the route or None."""
+    best: _PathMatch | None = None
+    cand: _PathMatch
     for kind, pat, _original in route.compiled:
         if kind == "regex":
             m = pat.match(path)
@@ -52,8 +60,10 @@ def _match_path(route, path: str):
     return best
 
 
-def find_route(routes, method: str, host: str, path: str, get_header):
-    candidates = []
+def find_route(
+    routes: list[Route], method: str, host: str, path: str, get_header: Callable[[str], str | None]
+) -> Match | None:
+    candidates: list[tuple[tuple[int, ...], Route, _PathMatch | None]] = []
     for r in routes:
         if r.service is not None and not r.service.enabled:
             continue

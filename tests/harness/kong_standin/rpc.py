@@ -13,8 +13,15 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
+
+from .pdk import WireBytes
+
+# the outcome of a call, as Kong's Rpc:call returns it: (result, error string or None)
+Reply = tuple[Any, Any]
 
 
 class RpcError(Exception):
@@ -22,7 +29,7 @@ class RpcError(Exception):
 
 
 class _Conn:
-    def __init__(self, path: str, timeout: float):
+    def __init__(self, path: str, timeout: float) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
@@ -32,16 +39,14 @@ class _Conn:
             raise
         self.unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
 
-    def close(self):
+    def close(self) -> None:
         try:
             self.sock.close()
         except OSError:
             pass
 
 
-def _has_wire_bytes(value) -> bool:
-    from .pdk import WireBytes
-
+def _has_wire_bytes(value: object) -> bool:
     if isinstance(value, WireBytes):
         return True
     if isinstance(value, dict):
@@ -51,15 +56,16 @@ def _has_wire_bytes(value) -> bool:
     return False
 
 
-def pack(frame) -> bytes:
+def pack(frame: object) -> bytes:
     """Kong packs Lua strings as msgpack str and raw bodies as bin. A frame carrying request header
     bytes (WireBytes) is packed with every bytes value as str, invalid UTF-8 included, as Kong does;
     raw bodies (bin) never travel in the same frame."""
-    return msgpack.packb(frame, use_bin_type=not _has_wire_bytes(frame))
+    packed: bytes = msgpack.packb(frame, use_bin_type=not _has_wire_bytes(frame))
+    return packed
 
 
 class RpcClient:
-    def __init__(self, socket_path: str, timeout: float):
+    def __init__(self, socket_path: str, timeout: float) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
         self._msg_id = 0
@@ -82,7 +88,7 @@ class RpcClient:
             self._all.add(conn)
         return conn
 
-    def _release(self, conn: _Conn, reusable: bool):
+    def _release(self, conn: _Conn, reusable: bool) -> None:
         with self._lock:
             if reusable and not self.closed:
                 self._pool.append(conn)
@@ -90,11 +96,11 @@ class RpcClient:
             self._all.discard(conn)
         conn.close()
 
-    def call(self, method: str, *args):
+    def call(self, method: str, *args: Any) -> Reply:
         """Returns ``(result, err)`` like Kong's ``Rpc:call``: err is a string or None."""
         return self.call_with(None, method, *args)
 
-    def call_with(self, on_frame, method: str, *args):
+    def call_with(self, on_frame: Callable[[str, Any], None] | None, method: str, *args: Any) -> Reply:
         msg_id = self._next_id()
         try:
             conn = self._get_conn()
@@ -132,7 +138,7 @@ class RpcClient:
                 return None, "no data"
             conn.unpacker.feed(data)
 
-    def close(self):
+    def close(self) -> None:
         with self._lock:
             self.closed = True
             conns = list(self._all)

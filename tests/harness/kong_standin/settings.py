@@ -11,6 +11,7 @@ Mirrors kong/conf_loader/init.lua (3.9+) and kong/runloop/plugin_servers/process
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -43,7 +44,7 @@ def env_key_for(name: str) -> str:
     return "KONG_PLUGINSERVER_" + name.lower().replace("-", "_").upper()
 
 
-def read_settings(env: dict[str, str], *, file_exists=os.path.exists) -> Settings:
+def read_settings(env: dict[str, str], *, file_exists: Callable[[str], bool] = os.path.exists) -> Settings:
     prefix = env.get("KONG_PREFIX") or DEFAULT_PREFIX
     plugins = _split_list(env.get("KONG_PLUGINS", "bundled"))
     warnings: list[str] = []

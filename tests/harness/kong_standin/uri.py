@@ -9,7 +9,7 @@ _PCT = re.compile(r"%([0-9a-fA-F]{2})")
 _UNRESERVED = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
-def _decode_unreserved(m):
+def _decode_unreserved(m: re.Match[str]) -> str:
     ch = chr(int(m.group(1), 16))
     return ch if ch in _UNRESERVED else "%" + m.group(1).upper()
 

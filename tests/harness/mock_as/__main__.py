@@ -11,7 +11,7 @@ import threading
 from .mock import MockAuthorizationServer
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.harness.mock_as", description=__doc__)
     p.add_argument("--port", type=int, default=9090)
     p.add_argument("--mtls-port", type=int, default=9443)

@@ -26,6 +26,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote_plus
 
 from . import keys as K
@@ -56,18 +57,25 @@ class Client:
     client_id: str
     method: str
     secret: str | None = None
-    public_jwk: dict | None = None
+    public_jwk: dict[str, Any] | None = None
     cert_pem: str | None = None
     cert_der: bytes | None = None
 
 
 class ClientRegistry:
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._clients: dict[str, Client] = {}
         self._seen_jti: set[tuple[str, str]] = set()
 
-    def add(self, client_id: str, method: str, secret=None, public_jwk=None, cert_pem=None) -> Client:
+    def add(
+        self,
+        client_id: str,
+        method: str,
+        secret: str | None = None,
+        public_jwk: dict[str, Any] | None = None,
+        cert_pem: str | None = None,
+    ) -> Client:
         if method not in METHODS:
             raise ValueError(f"unknown client auth method {method!r}; one of {METHODS}")
         if method in ("client_secret_basic", "client_secret_post", "client_secret_jwt") and not secret:
@@ -104,7 +112,7 @@ class ClientRegistry:
             return True
 
 
-def _single(form: dict, name: str) -> str | None:
+def _single(form: dict[str, list[str]], name: str) -> str | None:
     vals = form.get(name)
     if not vals:
         return None
@@ -127,7 +135,11 @@ def _parse_basic(value: str) -> tuple[str, str]:
 
 
 def authenticate(
-    registry: ClientRegistry, headers: dict, form: dict, peer_cert_der: bytes | None, audiences: set[str]
+    registry: ClientRegistry,
+    headers: dict[str, str],
+    form: dict[str, list[str]],
+    peer_cert_der: bytes | None,
+    audiences: set[str],
 ) -> tuple[str, str]:
     auth = headers.get("authorization", "")
     scheme, _, cred = auth.partition(" ")
@@ -154,11 +166,11 @@ def authenticate(
         return cid, "client_secret_basic"
 
     if used == ["client_secret_post"]:
-        secret = _single(form, "client_secret")
+        posted = _single(form, "client_secret")
         if form_id is None:
             raise ClientAuthError("client_secret without client_id")
         c = _lookup(registry, form_id, ("client_secret_post",))
-        if secret != c.secret:
+        if posted != c.secret:
             raise ClientAuthError("wrong client secret")
         return form_id, "client_secret_post"
 
@@ -186,7 +198,9 @@ def _lookup(registry: ClientRegistry, cid: str, allowed: tuple[str, ...]) -> Cli
     return c
 
 
-def _assertion(registry: ClientRegistry, form: dict, form_id: str | None, audiences: set[str]) -> tuple[str, str]:
+def _assertion(
+    registry: ClientRegistry, form: dict[str, list[str]], form_id: str | None, audiences: set[str]
+) -> tuple[str, str]:
     atype = _single(form, "client_assertion_type")
     assertion = _single(form, "client_assertion")
     if atype != JWT_BEARER:
@@ -211,10 +225,11 @@ def _assertion(registry: ClientRegistry, form: dict, form_id: str | None, audien
     else:
         if alg not in K.ASYMMETRIC_ALGS:
             raise ClientAuthError(f"private_key_jwt needs an asymmetric alg, got {alg!r}")
-        if c.public_jwk.get("alg") not in (None, alg):
-            raise ClientAuthError(f"key is for {c.public_jwk.get('alg')}, assertion uses {alg}")
+        jwk = c.public_jwk or {}  # add() refuses private_key_jwt without one
+        if jwk.get("alg") not in (None, alg):
+            raise ClientAuthError(f"key is for {jwk.get('alg')}, assertion uses {alg}")
         try:
-            pub = K.key_from_jwk(c.public_jwk)
+            pub = K.key_from_jwk(jwk)
         except Exception as e:  # noqa: BLE001
             raise ClientAuthError(f"registered public_jwk unusable: {e}") from None
         ok = K.alg_fits_key(alg, pub) and K.verify(alg, si, sig, pub)

@@ -20,7 +20,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 RSA_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
-EC_ALGS = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
+EC_ALGS: dict[str, type[ec.EllipticCurve]] = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
 OKP_ALGS = ("EdDSA",)
 ASYMMETRIC_ALGS = RSA_ALGS + tuple(EC_ALGS) + OKP_ALGS
 HMAC_ALGS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
@@ -47,17 +47,17 @@ class Key:
     kid: str
     alg: str
     private_key: Any
-    public_jwk: dict
-    private_jwk: dict
+    public_jwk: dict[str, Any]
+    private_jwk: dict[str, Any]
     published: bool = True
     created: int = field(default=0, repr=False)
 
     @property
-    def public_key(self):
+    def public_key(self) -> Any:
         return self.private_key.public_key()
 
 
-def _generate_private_key(alg: str):
+def _generate_private_key(alg: str) -> Any:
     if alg in RSA_ALGS:
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if alg in EC_ALGS:
@@ -67,7 +67,7 @@ def _generate_private_key(alg: str):
     raise ValueError(f"unsupported key algorithm {alg!r}; one of {', '.join(ASYMMETRIC_ALGS)}")
 
 
-def _to_jwk(key_obj, alg: str) -> dict:
+def _to_jwk(key_obj: Any, alg: str) -> dict[str, Any]:
     if alg in RSA_ALGS:
         return dict(jwt.algorithms.RSAAlgorithm.to_jwk(key_obj, as_dict=True))
     if alg in EC_ALGS:
@@ -92,11 +92,11 @@ def new_key(alg: str, kid: str | None = None, publish: bool = True, jwk_alg: boo
     return Key(kid=kid, alg=alg, private_key=priv, public_jwk=pub, private_jwk=prv, published=publish, created=seq)
 
 
-def encode_segments(header: dict, payload: dict) -> bytes:
+def encode_segments(header: dict[str, Any], payload: dict[str, Any]) -> bytes:
     return (b64url(_json(header)) + "." + b64url(_json(payload))).encode("ascii")
 
 
-def sign(alg: str, signing_input: bytes, key) -> bytes:
+def sign(alg: str, signing_input: bytes, key: Any) -> bytes:
     """Signature bytes for ``alg`` over ``signing_input``; ``key`` is a cryptography private key or HMAC bytes."""
     if alg in HMAC_ALGS:
         secret = key.encode("utf-8") if isinstance(key, str) else bytes(key)
@@ -104,7 +104,7 @@ def sign(alg: str, signing_input: bytes, key) -> bytes:
     return jwt.get_algorithm_by_name(alg).sign(signing_input, key)
 
 
-def compact(header: dict, payload: dict, alg: str, key) -> str:
+def compact(header: dict[str, Any], payload: dict[str, Any], alg: str, key: Any) -> str:
     """Serialise a JWS; header entries whose value is None are dropped."""
     header = {k: v for k, v in header.items() if v is not None}
     si = encode_segments(header, payload)
@@ -115,7 +115,7 @@ class JWSError(ValueError):
     pass
 
 
-def split(token: str) -> tuple[dict, dict, bytes, bytes]:
+def split(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
     """(header, payload, signing_input, signature) of a compact JWS, or JWSError."""
     if not isinstance(token, str) or token.count(".") != 2:
         raise JWSError("not a compact JWS")
@@ -131,7 +131,7 @@ def split(token: str) -> tuple[dict, dict, bytes, bytes]:
     return header, payload, f"{h}.{p}".encode("ascii"), sig
 
 
-def verify(alg: str, signing_input: bytes, signature: bytes, key) -> bool:
+def verify(alg: str, signing_input: bytes, signature: bytes, key: Any) -> bool:
     """``key``: cryptography public key (asymmetric algs) or bytes/str secret (HS*)."""
     if alg in HMAC_ALGS:
         return hmac.compare_digest(sign(alg, signing_input, key), signature)
@@ -145,12 +145,12 @@ def verify(alg: str, signing_input: bytes, signature: bytes, key) -> bool:
         return False
 
 
-def key_from_jwk(jwk_dict: dict):
+def key_from_jwk(jwk_dict: dict[str, Any]) -> Any:
     """cryptography public key object from a public JWK dict (any kty PyJWT knows)."""
     return jwt.PyJWK(dict(jwk_dict)).key
 
 
-def alg_fits_key(alg: str, key_obj) -> bool:
+def alg_fits_key(alg: str, key_obj: Any) -> bool:
     if alg in RSA_ALGS:
         return isinstance(key_obj, (rsa.RSAPublicKey, rsa.RSAPrivateKey))
     if alg in EC_ALGS:

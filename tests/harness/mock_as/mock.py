@@ -8,12 +8,13 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any, Literal, overload
 from urllib.parse import urlsplit
 
 from . import keys as K
 from .clientauth import METHODS as CLIENT_AUTH_METHODS
-from .clientauth import ClientAuthError, ClientRegistry, authenticate
+from .clientauth import Client, ClientAuthError, ClientRegistry, authenticate
 from .server import Listener, Request, Response
 from .state import FaultTable, Recorded, RecordLog
 from .tls import Pki
@@ -32,7 +33,7 @@ _WWW_AUTH = {"WWW-Authenticate": 'Basic realm="mock-as"'}
 
 
 class _OAuthError(Exception):
-    def __init__(self, status: int, error: str, description: str = "", headers: dict | None = None):
+    def __init__(self, status: int, error: str, description: str = "", headers: dict[str, Any] | None = None):
         super().__init__(description)
         self.status, self.error, self.description, self.headers = status, error, description, headers or {}
 
@@ -68,7 +69,7 @@ class MockAuthorizationServer:
         self._stop_ev = threading.Event()
         self._keys: list[K.Key] = []
         self._seq = 0
-        self._opaque: dict[str, dict | None] = {}
+        self._opaque: dict[str, dict[str, Any] | None] = {}
         self._revoked: set[str] = set()
         self._clients = ClientRegistry()
         self._faults = FaultTable()
@@ -76,7 +77,7 @@ class MockAuthorizationServer:
         self._errors: list[str] = []
         self._main: Listener | None = None
         self._mtls: Listener | None = None
-        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         extra_hosts = tuple(
             h for h in {urlsplit(b).hostname for b in (self._public_base, self._mtls_public_base) if b} if h
         )
@@ -84,13 +85,13 @@ class MockAuthorizationServer:
         # knobs
         self.discovery = {"oauth": True, "openid_inserted": True, "openid_appended": True}
         self.metadata_issuer_override: str | None = None
-        self.metadata_extra: dict = {}
-        self.jwks_extra: list[dict] = []
+        self.metadata_extra: dict[str, Any] = {}
+        self.jwks_extra: list[dict[str, Any]] = []
         self.client_checks_enabled = True
         self.exchange_expires_in: int | None = 300
         self.exchange_invalid_error = "invalid_grant"
         self.exchange_refuse: str | None = None
-        self.exchange_answer_extra: dict = {}
+        self.exchange_answer_extra: dict[str, Any] = {}
         self.slow_seconds = 2.0
         for alg in K.DEFAULT_ALGS:
             self.add_key(alg)
@@ -118,21 +119,21 @@ class MockAuthorizationServer:
         self._mtls.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop_ev.set()
         self._faults.stop()
         for ln in (self._main, self._mtls):
             if ln is not None:
-                ln.close()
+                ln.stop()
         self._main = self._mtls = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self):
+    def __enter__(self) -> MockAuthorizationServer:
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # ------------------------------------------------------------------ URLs
@@ -193,7 +194,7 @@ class MockAuthorizationServer:
         return self._pki.ca_pem
 
     @property
-    def metadata_urls(self) -> dict:
+    def metadata_urls(self) -> dict[str, Any]:
         b, p = self._base(), self.issuer_path
         return {
             "oauth": f"{b}/.well-known/oauth-authorization-server{p}",
@@ -221,7 +222,7 @@ class MockAuthorizationServer:
             self._keys.append(key)
         return key
 
-    def remove_key(self, kid: str):
+    def remove_key(self, kid: str) -> None:
         with self._lock:
             before = len(self._keys)
             self._keys = [k for k in self._keys if k.kid != kid]
@@ -251,14 +252,14 @@ class MockAuthorizationServer:
         pub = [k for k in cands if k.published]
         return max(pub or cands, key=lambda k: k.created)
 
-    def jwks(self) -> dict:
+    def jwks(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "keys": [dict(k.public_jwk) for k in self._keys if k.published] + [dict(j) for j in self.jwks_extra]
             }
 
     # ------------------------------------------------------------------ minting
-    def _default_claims(self) -> dict:
+    def _default_claims(self) -> dict[str, Any]:
         now = int(time.time())
         return {
             "iss": self.issuer,
@@ -271,7 +272,7 @@ class MockAuthorizationServer:
             "jti": str(uuid.uuid4()),
         }
 
-    def _claims(self, claims: dict | None, omit: Iterable[str] = ()) -> dict:
+    def _claims(self, claims: dict[str, Any] | None, omit: Iterable[str] = ()) -> dict[str, Any]:
         c = self._default_claims()
         for name in omit:
             c.pop(name, None)
@@ -284,11 +285,11 @@ class MockAuthorizationServer:
 
     def mint(
         self,
-        claims: dict | None = None,
+        claims: dict[str, Any] | None = None,
         alg: str = "RS256",
         kid: str | None = None,
         key: K.Key | None = None,
-        headers: dict | None = None,
+        headers: dict[str, Any] | None = None,
         omit: Iterable[str] = (),
     ) -> str:
         if key is None:
@@ -298,7 +299,7 @@ class MockAuthorizationServer:
         header.update(headers or {})
         return K.compact(header, self._claims(claims, omit), alg, key.private_key)
 
-    def mint_unsigned(self, claims: dict | None = None, header: dict | None = None) -> str:
+    def mint_unsigned(self, claims: dict[str, Any] | None = None, header: dict[str, Any] | None = None) -> str:
         h = {"alg": "none", "typ": "at+jwt"}
         h.update(header or {})
         h = {k: v for k, v in h.items() if v is not None}
@@ -307,10 +308,10 @@ class MockAuthorizationServer:
     def mint_hmac(
         self,
         secret: bytes | str,
-        claims: dict | None = None,
+        claims: dict[str, Any] | None = None,
         alg: str = "HS256",
         kid: str | None = None,
-        headers: dict | None = None,
+        headers: dict[str, Any] | None = None,
     ) -> str:
         if alg not in K.HMAC_ALGS:
             raise ValueError(f"{alg} is not an HMAC algorithm")
@@ -319,20 +320,20 @@ class MockAuthorizationServer:
         return K.compact(header, self._claims(claims), alg, secret)
 
     # ------------------------------------------------------------------ opaque tokens
-    def issue_opaque(self, claims: dict | None = None, active: bool = True) -> str:
+    def issue_opaque(self, claims: dict[str, Any] | None = None, active: bool = True) -> str:
         token = secrets.token_urlsafe(32)
         with self._lock:
             self._opaque[token] = self._claims(dict({"token_type": "Bearer"}, **(claims or {}))) if active else None
         return token
 
-    def revoke(self, token: str):
+    def revoke(self, token: str) -> None:
         """Make an opaque token or a JWT minted here introspect as inactive (and fail as a subject token)."""
         with self._lock:
             if token in self._opaque:
                 self._opaque[token] = None
             self._revoked.add(token)
 
-    def validate_token(self, token: str) -> dict | None:
+    def validate_token(self, token: str) -> dict[str, Any] | None:
         """Claims of an active token issued by this server (opaque, or a JWT signed by a held key), else None."""
         with self._lock:
             if token in self._revoked:
@@ -349,7 +350,7 @@ class MockAuthorizationServer:
             return None
         alg, kid = header.get("alg"), header.get("kid")
         cands = [k for k in self.keys if k.alg == alg and (kid is None or k.kid == kid)]
-        if not any(K.verify(alg, si, sig, k.public_key) for k in cands):
+        if not isinstance(alg, str) or not any(K.verify(alg, si, sig, k.public_key) for k in cands):
             return None
         exp = claims.get("exp")
         if not isinstance(exp, (int, float)) or exp <= time.time():
@@ -364,19 +365,19 @@ class MockAuthorizationServer:
         client_id: str,
         method: str,
         secret: str | None = None,
-        public_jwk: dict | None = None,
+        public_jwk: dict[str, Any] | None = None,
         cert_pem: str | None = None,
-    ):
+    ) -> Client:
         c = self._clients.add(client_id, method, secret, public_jwk, cert_pem)
         ctx = getattr(self, "_mtls_ctx", None)
         if cert_pem and ctx is not None and self._mtls is not None:
             ctx.load_verify_locations(cadata=cert_pem)
         return c
 
-    def fault(self, endpoint: str, mode: str | None, count: int | None = None):
+    def fault(self, endpoint: str, mode: str | None, count: int | None = None) -> None:
         self._faults.set(endpoint, mode, count)
 
-    def release(self):
+    def release(self) -> None:
         self._faults.release()
 
     @property
@@ -386,7 +387,7 @@ class MockAuthorizationServer:
     def count(self, endpoint: str) -> int:
         return self._records.count(endpoint)
 
-    def reset_records(self):
+    def reset_records(self) -> None:
         self._records.clear()
 
     @property
@@ -395,12 +396,12 @@ class MockAuthorizationServer:
         with self._lock:
             return list(self._errors)
 
-    def _note_error(self, msg: str):
+    def note_error(self, msg: str) -> None:
         with self._lock:
             self._errors.append(msg)
 
     # ------------------------------------------------------------------ HTTP dispatch
-    def _routes(self) -> dict:
+    def _routes(self) -> dict[str, Any]:
         p = self.issuer_path
         r = {
             f"/.well-known/oauth-authorization-server{p}": ("metadata", "oauth"),
@@ -417,7 +418,11 @@ class MockAuthorizationServer:
             r["/.well-known/openid-configuration"] = ("metadata", "openid_any")
         return r
 
-    def _dispatch(self, req: Request) -> Response:
+    def hang(self) -> None:
+        """Holds a request whose fault is ``hang`` until the fault is released or the mock stops."""
+        self._faults.hang()
+
+    def dispatch(self, req: Request) -> Response:
         endpoint, sub = self._routes().get(req.path, ("other", None))
         if endpoint == "dev" and not self.dev_endpoints:
             endpoint, sub = "other", None
@@ -472,7 +477,7 @@ class MockAuthorizationServer:
             enabled = (
                 (self.discovery.get("openid_inserted") or self.discovery.get("openid_appended"))
                 if sub == "openid_any"
-                else self.discovery.get(sub)
+                else self.discovery.get(sub or "")
             )
             if not enabled:
                 raise _OAuthError(404, "not_found", "discovery document disabled")
@@ -486,17 +491,17 @@ class MockAuthorizationServer:
         if endpoint == "token":
             return self._token(req, rec)
         if endpoint == "dev":
-            return self._dev(sub, req)
+            return self._dev(sub or "", req)
         if endpoint == "authorize":
             raise _OAuthError(400, "unsupported_response_type", "the mock has no interactive authorization")
         raise _OAuthError(404, "not_found", f"no such path {req.path}")
 
     @staticmethod
-    def _only(req: Request, *methods: str):
+    def _only(req: Request, *methods: str) -> None:
         if req.method not in methods:
             raise _OAuthError(405, "invalid_request", f"{req.method} not allowed", {"Allow": ", ".join(methods)})
 
-    def metadata(self) -> dict:
+    def metadata(self) -> dict[str, Any]:
         """The discovery document (same for RFC 8414 and OpenID)."""
         mt = {"introspection_endpoint": self.mtls_introspection_endpoint, "token_endpoint": self.mtls_token_endpoint}
         auth_algs = list(K.HMAC_ALGS) + list(K.ASYMMETRIC_ALGS)
@@ -522,7 +527,7 @@ class MockAuthorizationServer:
         m.update(self.metadata_extra)
         return m
 
-    def _form_post(self, req: Request, rec: Recorded):
+    def _form_post(self, req: Request, rec: Recorded) -> None:
         self._only(req, "POST")
         if req.content_type != "application/x-www-form-urlencoded":
             raise _OAuthError(400, "invalid_request", "content-type must be application/x-www-form-urlencoded")
@@ -540,6 +545,14 @@ class MockAuthorizationServer:
             rec.auth_error = e.description
             if self.client_checks_enabled:
                 raise _OAuthError(e.status, e.error, e.description, _WWW_AUTH if e.status == 401 else None) from None
+
+    @overload
+    @staticmethod
+    def _one(req: Request, name: str, required: Literal[True] = True) -> str: ...
+
+    @overload
+    @staticmethod
+    def _one(req: Request, name: str, required: bool) -> str | None: ...
 
     @staticmethod
     def _one(req: Request, name: str, required: bool = True) -> str | None:
@@ -559,7 +572,7 @@ class MockAuthorizationServer:
         claims = self.validate_token(token)
         if claims is None:
             return Response.json({"active": False})
-        out = {"active": True}
+        out: dict[str, Any] = {"active": True}
         out.update(claims)
         out.setdefault("token_type", "Bearer")
         out["active"] = True
@@ -609,7 +622,7 @@ class MockAuthorizationServer:
         if self.exchange_expires_in is not None:
             claims["exp"] = int(time.time()) + int(self.exchange_expires_in)
         token = self.mint(claims, alg="RS256")
-        out = {"access_token": token, "issued_token_type": rtype or TT_ACCESS, "token_type": "Bearer"}
+        out: dict[str, Any] = {"access_token": token, "issued_token_type": rtype or TT_ACCESS, "token_type": "Bearer"}
         if self.exchange_expires_in is not None:
             out["expires_in"] = self.exchange_expires_in
         if claims["scope"] is not None:

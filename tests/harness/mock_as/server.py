@@ -1,9 +1,9 @@
 """HTTP plumbing: a threaded HTTP/1.1 listener (plain or TLS, optionally asking for client certificates).
 
 The listener knows nothing about OAuth: it parses a request into ``Request``, hands it to
-``owner._dispatch(request)`` and writes the returned ``Response`` (always with a Content-Length), or drops
+``owner.dispatch(request)`` and writes the returned ``Response`` (always with a Content-Length), or drops
 the connection / hangs as the response says. TLS handshakes run in the connection's own thread, and every
-live connection is tracked so that ``close()`` can cut keep-alive and hanging connections at once.
+live connection is tracked so that ``stop()`` can cut keep-alive and hanging connections at once.
 """
 
 from __future__ import annotations
@@ -11,12 +11,24 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import threading
+import sys
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol, cast
 from urllib.parse import parse_qs
 
+from tests.harness.httpserver import Handler, HttpServer
+
 MAX_BODY = 1 << 20
+
+
+class Owner(Protocol):
+    """What a listener needs of the mock (mock.MockAuthorizationServer)."""
+
+    def dispatch(self, request: Request) -> Response: ...
+
+    def note_error(self, message: str) -> None: ...
+
+    def hang(self) -> None: ...
 
 
 @dataclass
@@ -24,11 +36,11 @@ class Request:
     method: str
     path: str
     query: str
-    headers: dict  # lowercase name -> value (repeated headers joined with ", ")
+    headers: dict[str, str]  # lowercase name -> value (repeated headers joined with ", ")
     body: bytes
-    form: dict  # parsed application/x-www-form-urlencoded body, else {}
+    form: dict[str, list[str]]  # parsed application/x-www-form-urlencoded body, else {}
     peer_cert_der: bytes | None
-    listener: "Listener"
+    listener: Listener
 
     @property
     def content_type(self) -> str:
@@ -39,46 +51,31 @@ class Request:
 class Response:
     status: int = 200
     body: bytes = b""
-    headers: dict = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
     action: str | None = None  # None | "drop" | "hang"
 
     @classmethod
-    def json(cls, obj, status: int = 200, headers: dict | None = None) -> "Response":
+    def json(cls, obj: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
         h = {"Content-Type": "application/json", "Cache-Control": "no-store"}
         h.update(headers or {})
         return cls(status, json.dumps(obj).encode("utf-8"), h)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(Handler):
     server_version = "mock-as/1"
     timeout = 120
-
-    def log_message(self, *a):
-        pass
 
     def _read_body(self) -> bytes | None:
         te = (self.headers.get("Transfer-Encoding") or "").lower()
         if te == "chunked":
-            out, total = [], 0
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(out)
-                total += size
-                if total > MAX_BODY:
-                    return None
-                out.append(self.rfile.read(size))
-                self.rfile.readline()
+            return self.read_chunked(MAX_BODY)
         n = int(self.headers.get("Content-Length") or 0)
         if n > MAX_BODY:
             return None
         return self.rfile.read(n) if n else b""
 
-    def _handle(self):
-        listener: Listener = self.server
+    def handle_request(self) -> None:
+        listener = cast(Listener, self.server)
         try:
             body = self._read_body()
         except ValueError:
@@ -87,12 +84,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._write(Response.json({"error": "invalid_request", "error_description": "bad or oversized body"}, 400))
             return
-        headers: dict = {}
+        headers: dict[str, str] = {}
         for k, v in self.headers.items():
             k = k.lower()
             headers[k] = f"{headers[k]}, {v}" if k in headers else v
         path, _, query = self.path.partition("?")
-        form = {}
+        form: dict[str, list[str]] = {}
         if headers.get("content-type", "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
             try:
                 form = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
@@ -103,12 +100,12 @@ class _Handler(BaseHTTPRequestHandler):
             peer = self.connection.getpeercert(binary_form=True)
         req = Request(self.command, path, query, headers, body, form, peer, listener)
         try:
-            resp = listener.owner._dispatch(req)
+            resp = listener.owner.dispatch(req)
         except Exception as e:  # noqa: BLE001 - a harness bug must show up as a 500, never kill the thread
-            listener.owner._note_error(f"{type(e).__name__}: {e}")
+            listener.owner.note_error(f"{type(e).__name__}: {e}")
             resp = Response.json({"error": "server_error", "error_description": f"mock bug: {e}"}, 500)
         if resp.action == "hang":
-            listener.owner._faults.hang()
+            listener.owner.hang()
             resp.action = "drop"
         if resp.action == "drop":
             self.close_connection = True
@@ -119,7 +116,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._write(resp)
 
-    def _write(self, resp: Response):
+    def _write(self, resp: Response) -> None:
         self.send_response(resp.status)
         for k, v in resp.headers.items():
             self.send_header(k, v)
@@ -131,85 +128,36 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(resp.body)
         self.wfile.flush()
 
-    def __getattr__(self, name):
-        if name.startswith("do_"):
-            return self._handle
-        raise AttributeError(name)
 
+class Listener(HttpServer):
+    """One listening address of the mock (``main`` or ``mtls``), plain or TLS."""
 
-class Listener(ThreadingHTTPServer):
-    """``owner`` must provide ``_dispatch(Request) -> Response``, ``_note_error(str)`` and ``_faults.hang()``."""
-
-    daemon_threads = True
-    allow_reuse_address = True
     block_on_close = False
-    request_queue_size = 128
+    poll_interval = 0.05
 
-    def __init__(self, owner, name: str, host: str, port: int, ssl_context: ssl.SSLContext | None = None):
+    def __init__(self, owner: Owner, name: str, host: str, port: int, ssl_context: ssl.SSLContext | None = None):
         self.owner, self.name, self.ssl_context = owner, name, ssl_context
-        self._live: set = set()
-        self._live_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self.thread_name = f"mock-as-{name}"
         super().__init__((host, port), _Handler)
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
 
     @property
     def scheme(self) -> str:
         return "https" if self.ssl_context else "http"
 
-    def _track(self, sock, add: bool):
-        with self._live_lock:
-            (self._live.add if add else self._live.discard)(sock)
-
-    def finish_request(self, request, client_address):
-        sock = request
-        self._track(sock, True)
+    def open_connection(self, conn: socket.socket) -> socket.socket | None:
+        """The TLS handshake runs here, in the connection's own thread."""
+        if self.ssl_context is None:
+            return conn
+        conn.settimeout(10)
         try:
-            if self.ssl_context is not None:
-                request.settimeout(10)
-                try:
-                    sock = self.ssl_context.wrap_socket(request, server_side=True)
-                except (ssl.SSLError, OSError):
-                    return  # handshake refused (e.g. an untrusted client certificate); wrap_socket closed its socket
-                finally:
-                    self._track(request, False)
-                self._track(sock, True)
-                sock.settimeout(None)
-            self.RequestHandlerClass(sock, client_address, self)
-        finally:
-            self._track(sock, False)
-            if sock is not request:
-                try:
-                    sock.close()
-                except OSError:
-                    pass
+            tls = self.ssl_context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            return None  # handshake refused (e.g. an untrusted client certificate); wrap_socket closed its socket
+        tls.settimeout(None)
+        return tls
 
-    def handle_error(self, request, client_address):
-        import sys
-
+    def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError, OSError)):
             return
-        self.owner._note_error(f"{type(exc).__name__}: {exc}")
-
-    def start(self):
-        self._thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.05}, name=f"mock-as-{self.name}", daemon=True
-        )
-        self._thread.start()
-
-    def close(self):
-        self.shutdown()
-        with self._live_lock:
-            live = list(self._live)
-        for s in live:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
+        self.owner.note_error(f"{type(exc).__name__}: {exc}")

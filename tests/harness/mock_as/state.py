@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 ENDPOINTS = ("metadata", "jwks", "introspection", "token")
 FAULT_MODES = ("500", "503", "404", "hang", "drop", "garbage", "wrong_json", "slow", "401")
@@ -15,8 +16,8 @@ class Recorded:
     endpoint: str  # metadata | jwks | introspection | token | authorize | dev | other
     method: str
     path: str
-    headers: dict  # lowercase names
-    form: dict  # dict[str, list[str]]
+    headers: dict[str, str]  # lowercase names
+    form: dict[str, list[str]]
     client_id_authenticated: str | None = None
     auth_method_used: str | None = None
     peer_cert_der: bytes | None = None
@@ -30,7 +31,7 @@ class Recorded:
 
 
 class RecordLog:
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: list[Recorded] = []
 
@@ -47,19 +48,19 @@ class RecordLog:
         with self._lock:
             return sum(1 for r in self._items if r.endpoint == endpoint)
 
-    def clear(self):
+    def clear(self) -> None:
         with self._lock:
             self._items.clear()
 
 
 class FaultTable:
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._faults: dict[str, list] = {}  # endpoint -> [mode, remaining or None]
+        self._faults: dict[str, list[Any]] = {}  # endpoint -> [mode, remaining or None]
         self._release = threading.Event()
         self._stopping = False
 
-    def set(self, endpoint: str, mode: str | None, count: int | None = None):
+    def set(self, endpoint: str, mode: str | None, count: int | None = None) -> None:
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; one of {ENDPOINTS}")
         if mode is not None and mode not in FAULT_MODES:
@@ -85,27 +86,27 @@ class FaultTable:
                     del self._faults[endpoint]
                 else:
                     f[1] = remaining
-            return mode
+            return str(mode)
 
-    def hang(self):
+    def hang(self) -> None:
         with self._lock:
             ev = self._release
             if self._stopping:
                 return
         ev.wait(HANG_MAX_SECONDS)
 
-    def release(self):
+    def release(self) -> None:
         with self._lock:
             ev, self._release = self._release, threading.Event()
         ev.set()
 
-    def stop(self):
+    def stop(self) -> None:
         with self._lock:
             self._stopping = True
             ev = self._release
         ev.set()
 
-    def restart(self):
+    def restart(self) -> None:
         with self._lock:
             self._stopping = False
             self._release = threading.Event()

@@ -5,6 +5,7 @@ With ``echo_results`` the results received are sent upstream as header ``x-scrip
 bytes as {"bytes": hex})."""
 
 import json
+from typing import Any
 
 import kong_pdk.cli
 
@@ -17,14 +18,14 @@ Schema = (
 )
 
 
-def _resolve(kong, method):
+def _resolve(kong: Any, method: str) -> Any:
     obj = kong
     for part in method.split(".")[1:]:
         obj = getattr(obj, part)
     return obj
 
 
-def _enc(v):
+def _enc(v: Any) -> Any:
     if isinstance(v, bytes):
         return {"bytes": v.hex()}
     if isinstance(v, (list, tuple)):
@@ -35,10 +36,10 @@ def _enc(v):
 
 
 class Plugin(object):
-    def __init__(self, config):
+    def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
 
-    def access(self, kong):
+    def access(self, kong: Any) -> Any:
         results = []
         for method, args in json.loads(self.config["script"]):
             fn = _resolve(kong, method)

@@ -2,6 +2,8 @@
 """Self-test plugin whose access handler raises: kong-pdk then never replies to HandleEvent
 (the "silent plugin" case; Kong fails open after its socket read timeout)."""
 
+from typing import Any
+
 import kong_pdk.cli
 
 version = "0.0.1"
@@ -10,10 +12,10 @@ Schema = ()
 
 
 class Plugin(object):
-    def __init__(self, config):
+    def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
 
-    def access(self, kong):
+    def access(self, kong: Any) -> None:
         raise RuntimeError("boom: silent plugin never answers")
 
 
