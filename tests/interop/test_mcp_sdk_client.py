@@ -29,8 +29,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
 from tests.harness.kong_standin import KongStandIn
+from tests.harness.stack import StartKong, plugin_config
 
-from ..integration.conftest import StartKong, plugin_config
 from .conftest import OidcProvider, secret
 
 ROOT = Path(__file__).resolve().parent.parent.parent
