@@ -147,7 +147,7 @@ def test_an_exp_or_nbf_that_is_no_usable_number_is_the_servers_garbage_503(name:
 @pytest.mark.parametrize("error", ["unsupported_token_type", "invalid_token"])
 def test_a_400_about_the_token_is_401_not_503(error: str) -> None:
     introspector, _, _ = setup(ok({"error": error}, 400))
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidToken, match="^The authorization server does not accept this access token$"):
         introspector.introspect("a-jwt-the-server-will-not-introspect")
 
 

@@ -193,7 +193,7 @@ def test_concurrent_identical_exchanges_are_made_once() -> None:
 )
 def test_the_endpoint_refusing_the_token_is_401(answer: HttpResponse) -> None:
     te, _, _ = exchanger(answer)
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidToken, match="^The access token could not be exchanged for the upstream$"):
         te.exchange("s", None)
 
 
