@@ -65,6 +65,27 @@ def body(response: Response) -> dict[str, Any]:
     return json.loads(response.body)
 
 
+MISSING = (401, "unauthorized", "Missing access token")
+NOT_A_JWT = (401, "invalid_token", "The access token is not a JWT")
+NO_CONSUMER = (403, "access_denied", "The access token does not map to a consumer of this gateway")
+
+
+def refusal(response: Response) -> tuple[int, str, str]:
+    """A refusal's status, error and error_description (which rule refused), once checked that the
+    RFC 6750 challenge of a 400 or 401 names the same error and description, and that no other
+    status challenges."""
+    error, description = body(response)["error"], body(response)["error_description"]
+    challenge = response.headers.get("WWW-Authenticate")
+    if response.status == 401 and error == "unauthorized":
+        assert challenge is not None and "error=" not in challenge, challenge
+    elif response.status in (400, 401):
+        assert challenge is not None
+        assert challenge.startswith(f'Bearer error="{error}", error_description="{description}"'), challenge
+    else:
+        assert challenge is None, challenge
+    return response.status, error, description
+
+
 def test_missing_token_is_a_401_with_a_bare_challenge() -> None:
     request = FakeRequest()
     response = decide(request)
@@ -94,9 +115,7 @@ def test_challenge_uses_metadata_endpoint_when_set() -> None:
 def test_a_token_that_is_not_a_jwt_is_refused_as_invalid_token() -> None:
     request = FakeRequest({"authorization": ["Bearer abc"]})
     response = decide(request)
-    assert response.status == 401
-    assert response.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token", error_description="')
-    assert body(response)["error"] == "invalid_token"
+    assert refusal(response) == NOT_A_JWT
     assert len(request.calls) <= 5
 
 
@@ -118,9 +137,7 @@ def test_an_accepted_token_is_proxied_with_authorization_stripped_unless_passthr
 
 def test_malformed_authorization_is_a_400_with_invalid_request() -> None:
     response = decide(FakeRequest({"authorization": ["Bearer a", "Bearer b"]}))
-    assert response.status == 400
-    assert response.headers["WWW-Authenticate"].startswith('Bearer error="invalid_request"')
-    assert body(response)["error"] == "invalid_request"
+    assert refusal(response) == (400, "invalid_request", "Only one Authorization header is allowed")
 
 
 @pytest.mark.parametrize(
@@ -147,7 +164,7 @@ def test_metadata_is_served_without_a_token_on_both_paths(path: str, method: str
     ],
 )
 def test_near_miss_metadata_paths_are_protected(path: str) -> None:
-    assert decide(FakeRequest(path=path, method="GET")).status == 401
+    assert refusal(decide(FakeRequest(path=path, method="GET"))) == MISSING
 
 
 def test_other_methods_on_the_metadata_path_are_not_allowed_and_never_proxied() -> None:
@@ -157,6 +174,7 @@ def test_other_methods_on_the_metadata_path_are_not_allowed_and_never_proxied() 
         )
     )
     assert response.status == 405 and response.headers["Allow"] == "GET, HEAD, OPTIONS"
+    assert refusal(response) == (405, "method_not_allowed", "The protected resource metadata supports GET and HEAD")
 
 
 def test_cors_preflight_on_the_metadata_path() -> None:
@@ -174,20 +192,24 @@ def test_cors_preflight_on_the_metadata_path() -> None:
 def test_oversized_bodies_are_refused_with_413_before_any_token_work() -> None:
     request = FakeRequest({"content-length": ["2049"], "authorization": ["Bearer abc"]})
     response = decide(request, max_request_body_size=2048)
-    assert response.status == 413 and "WWW-Authenticate" not in response.headers
-    assert body(response)["error"] == "request_too_large"
-    assert decide(FakeRequest({"content-length": ["2048"]}), max_request_body_size=2048).status == 401
-    assert decide(FakeRequest({"content-length": ["10000000"]}), max_request_body_size=0).status == 401
+    assert refusal(response) == (413, "request_too_large", "The request body is larger than this resource accepts")
+    assert refusal(decide(FakeRequest({"content-length": ["2048"]}), max_request_body_size=2048)) == MISSING
+    assert refusal(decide(FakeRequest({"content-length": ["10000000"]}), max_request_body_size=0)) == MISSING
 
 
 def test_bodies_of_unknown_length_are_refused_while_a_limit_is_set() -> None:
-    assert decide(FakeRequest({"transfer-encoding": ["chunked"]})).status == 411
-    assert decide(FakeRequest({"transfer-encoding": ["chunked"]}), max_request_body_size=0).status == 401
+    assert refusal(decide(FakeRequest({"transfer-encoding": ["chunked"]}))) == (
+        411,
+        "length_required",
+        "A Content-Length is required for request bodies on this resource",
+    )
+    assert refusal(decide(FakeRequest({"transfer-encoding": ["chunked"]}), max_request_body_size=0)) == MISSING
 
 
 @pytest.mark.parametrize("lengths", [["12", "13"], ["abc"], ["-1"]])
 def test_invalid_content_length_is_a_400(lengths: list[str]) -> None:
-    assert decide(FakeRequest({"content-length": lengths})).status == 400
+    response = decide(FakeRequest({"content-length": lengths}))
+    assert refusal(response) == (400, "invalid_request", "The Content-Length header is invalid")
 
 
 def test_a_bad_config_answers_500_logs_the_field_and_asks_nothing_else() -> None:
@@ -362,14 +384,13 @@ def test_nested_consumer_claim_and_lookup_by_id() -> None:
 def test_a_uuid_username_does_not_match_another_consumers_id_when_only_usernames_are_allowed() -> None:
     request = ConsumerRequest([ALICE, BOB], headers={"authorization": ["Bearer abc"]})
     response = decide_with(request, {"sub": ALICE["id"]}, consumer_claim=["sub"], consumer_by=["username"])
-    assert isinstance(response, Response) and response.status == 403
+    assert isinstance(response, Response) and refusal(response) == NO_CONSUMER
 
 
 def test_unknown_consumer_is_403_unless_optional() -> None:
     request = ConsumerRequest([ALICE], headers={"authorization": ["Bearer abc"]})
     response = decide_with(request, {"sub": "mallory"}, consumer_claim=["sub"])
-    assert isinstance(response, Response) and response.status == 403
-    assert json.loads(response.body)["error"] == "access_denied" and "WWW-Authenticate" not in response.headers
+    assert isinstance(response, Response) and refusal(response) == NO_CONSUMER
     optional = decide_with(
         ConsumerRequest([ALICE], headers={"authorization": ["Bearer abc"]}),
         {"sub": "mallory"},
@@ -382,7 +403,7 @@ def test_unknown_consumer_is_403_unless_optional() -> None:
 def test_custom_id_only_is_never_looked_up() -> None:
     request = ConsumerRequest([ALICE], headers={"authorization": ["Bearer abc"]})
     response = decide_with(request, {"sub": "c-1"}, consumer_claim=["sub"], consumer_by=["custom_id"])
-    assert isinstance(response, Response) and response.status == 403 and request.lookups == []
+    assert isinstance(response, Response) and refusal(response) == NO_CONSUMER and request.lookups == []
 
 
 def test_credential_claim_becomes_the_credential_id() -> None:
@@ -398,8 +419,8 @@ def test_a_request_whose_headers_may_have_been_truncated_by_kong_is_refused() ->
     """get_headers() stops at 1000: a spoofed header or a second Authorization could hide past it."""
     headers = {f"x-filler-{i}": ["x"] for i in range(998)} | {"authorization": ["Bearer abc"]}
     response = decide(FakeRequest(headers | {"x-last": ["y"]}))
-    assert response.status == 400 and body(response)["error"] == "invalid_request"
-    assert decide(FakeRequest(headers)).status == 401  # 999 values: complete, an ordinary refusal
+    assert refusal(response) == (400, "invalid_request", "The request has too many headers")
+    assert refusal(decide(FakeRequest(headers))) == NOT_A_JWT  # 999 values: complete, an ordinary refusal
 
 
 def test_kong_identity_headers_are_set_from_the_mapped_consumer_and_never_spoofed() -> None:
