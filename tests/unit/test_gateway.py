@@ -313,16 +313,20 @@ def decide_with(
     return Gateway(kong_config(**config), services=lambda _: (Claims(token_claims), exchanger)).handle(request)
 
 
+HEADER_ACTOR_EXCHANGE = {
+    "enabled": True,
+    "token_endpoint": "https://as.example.com/token",
+    "client_auth": "none",
+    "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token"},
+}
+
+
 def test_exchange_puts_the_exchanged_token_upstream_and_removes_the_actor_header() -> None:
     exchange = Exchange()
     request = FakeRequest({"authorization": ["Bearer abc"], "x-actor-token": ["actor-jwt"]})
-    te = {
-        "enabled": True,
-        "token_endpoint": "https://as.example.com/token",
-        "client_auth": "none",
-        "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token"},
-    }
-    decision = decide_with(request, {"sub": "alice"}, exchange, token_exchange=te, passthrough_credentials=True)
+    decision = decide_with(
+        request, {"sub": "alice"}, exchange, token_exchange=HEADER_ACTOR_EXCHANGE, passthrough_credentials=True
+    )
     assert exchange.calls == [("abc", "actor-jwt")]
     assert decision.set_headers == {"Authorization": "Bearer upstream-token", "X-Credential-Identifier": "alice"}
     assert decision.clear_headers == ("X-Actor-Token",)
@@ -333,13 +337,9 @@ def test_a_malformed_actor_token_header_is_400_and_never_exchanged(value: str) -
     """A non-UTF-8 byte (a lone surrogate here) raised UnicodeEncodeError in requests' form encoding: 500."""
     exchange = Exchange()
     request = FakeRequest({"authorization": ["Bearer abc"], "x-actor-token": [value]})
-    te = {
-        "enabled": True,
-        "token_endpoint": "https://as.example.com/token",
-        "client_auth": "none",
-        "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token"},
-    }
-    response = decide_with(request, {"sub": "alice"}, exchange, token_exchange=te, passthrough_credentials=True)
+    response = decide_with(
+        request, {"sub": "alice"}, exchange, token_exchange=HEADER_ACTOR_EXCHANGE, passthrough_credentials=True
+    )
     assert isinstance(response, Response) and response.status == 400
     assert body(response) == {"error": "invalid_request", "error_description": "The actor token header is malformed"}
     assert response.headers["WWW-Authenticate"].startswith(
@@ -480,12 +480,6 @@ def test_a_new_instance_for_the_same_config_shares_no_fetch_or_cache_with_the_on
 
 def test_underscore_variants_of_every_controlled_header_are_removed_by_the_name_the_client_sent() -> None:
     """With nginx's underscores_in_headers on, X_Email reaches the upstream, and WSGI reads it as X-Email."""
-    te = {
-        "enabled": True,
-        "token_endpoint": "https://as.example.com/token",
-        "client_auth": "none",
-        "request": {"actor_token_source": "header", "actor_token_header": "X-Actor-Token"},
-    }
     spoofs = {
         "x_email": ["admin@example.com"],
         "x_user": ["root"],
@@ -505,7 +499,7 @@ def test_underscore_variants_of_every_controlled_header_are_removed_by_the_name_
         {"sub": "alice"},
         exchange,
         consumer_claim=["sub"],
-        token_exchange=te,
+        token_exchange=HEADER_ACTOR_EXCHANGE,
         passthrough_credentials=True,
         claim_to_header=[{"claim": "sub", "header": "X-User"}, {"claim": "email", "header": "X-Email"}],
     )

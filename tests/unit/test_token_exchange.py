@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from kong_plugins.ai_mcp_oauth2.http import HttpResponse
 from kong_plugins.ai_mcp_oauth2.token_exchange import GRANT_TYPE, TokenExchanger
 
 from .conftest import kong_config
-from .fakes import DOWN, Clock, FakeHttp, Gate, PausingLock, in_threads, join, ok, settle
+from .fakes import DOWN, Clock, FakeHttp, Gate, PausingLock, all_at_once, in_threads, join, ok, settle
 
 HUGE = 10**400  # valid JSON; no float can hold it
 
@@ -171,14 +170,7 @@ def test_concurrent_identical_exchanges_are_made_once() -> None:
         return ok(ISSUED)
 
     te, http, _ = exchanger(slow)
-    results: list[str] = []
-    threads = [threading.Thread(target=lambda: results.append(te.exchange("s", None))) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.2)
-    release.set()
-    for thread in threads:
-        thread.join(5)
+    results = all_at_once(20, lambda: te.exchange("s", None), release)
     assert results == ["exchanged-token"] * 20 and len(http.calls) == 1
 
 

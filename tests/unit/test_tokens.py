@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -16,7 +15,20 @@ from kong_plugins.ai_mcp_oauth2.introspection import INACTIVE_TTL
 from kong_plugins.ai_mcp_oauth2.tokens import TokenValidator
 
 from .conftest import kong_config
-from .fakes import ISSUER, RESOURCE, Clock, FakeHttp, Gate, PausingLock, in_threads, join, make_key, ok, settle
+from .fakes import (
+    ISSUER,
+    RESOURCE,
+    Clock,
+    FakeHttp,
+    Gate,
+    PausingLock,
+    all_at_once,
+    in_threads,
+    join,
+    make_key,
+    ok,
+    settle,
+)
 
 JWKS = "https://as.example.com/jwks"
 INTROSPECT = "https://as.example.com/introspect"
@@ -108,14 +120,7 @@ def test_concurrent_requests_with_one_new_token_share_one_introspection() -> Non
         return ok({"active": True, "aud": RESOURCE})
 
     validator, http, _ = introspecting(slow)
-    results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(validator.verify("new-token"))) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.2)
-    release.set()
-    for thread in threads:
-        thread.join(5)
+    results = all_at_once(20, lambda: validator.verify("new-token"), release)
     assert len(results) == 20 and http.count(INTROSPECT) == 1
 
 
