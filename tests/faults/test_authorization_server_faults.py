@@ -19,6 +19,20 @@ from tests.harness.upstream import EchoUpstream
 from .conftest import burst, exchange_config, introspection_config, jwt_config
 
 MODES = ["drop", "hang", "500", "garbage", "wrong_json"]
+#: Why each endpoint's failure is a 503 (the error_description), by failure mode.
+FAILED_BECAUSE = {
+    **{("jwks", mode): "The authorization server's keys could not be obtained" for mode in MODES},
+    ("introspection", "drop"): "The authorization server could not be reached",
+    ("introspection", "hang"): "The authorization server could not be reached",
+    ("introspection", "500"): "The authorization server could not introspect the token",
+    ("introspection", "garbage"): "The authorization server's introspection answer is not JSON",
+    ("introspection", "401"): "The authorization server refused the gateway's credentials",
+    ("token", "drop"): "The token exchange endpoint could not be reached",
+    ("token", "hang"): "The token exchange endpoint could not be reached",
+    ("token", "500"): "The token exchange endpoint refused the gateway or failed",
+    ("token", "garbage"): "The token exchange answer is not a JSON object",
+    ("token", "wrong_json"): "The token exchange answer is not a JSON object",
+}
 WIDTH = 8  # concurrent requests per burst
 
 
@@ -68,6 +82,7 @@ def test_every_failure_mode_is_503_never_proxied_and_leaks_no_threads(
         responses = burst(kong, [authz.mint({"sub": f"{mode}-{i}"}) for i in range(WIDTH)])
         for response in responses:
             C.assert_unavailable(response)
+        assert {r.json()["error_description"] for r in responses} == {FAILED_BECAUSE[endpoint, mode]}, mode
         assert len(upstream.requests) == before, mode
         authz.fault(endpoint, None)
         authz.release()

@@ -134,6 +134,7 @@ def test_malformed_authorization_is_a_400_with_invalid_request(
     before = len(upstream.requests)
     status, headers, body = kong_raw_request(kong, authorization)
     assert status == 400 and kong.last.proxied is False
+    assert kong.last.round_trips <= 5
     assert headers["www-authenticate"].startswith(
         f'Bearer error="invalid_request", error_description="{description}", resource_metadata="http://'
     )
@@ -185,6 +186,16 @@ def test_any_token_is_refused_401_invalid_token_and_never_proxied(
     assert kong.last.round_trips <= 5
 
 
+#: What an arbitrary Authorization value can be refused for, with no authorization server reachable.
+RANDOM_REFUSALS = {
+    MISSING_TOKEN,
+    "The Bearer token is empty",
+    "The Bearer token is not well-formed",
+    "The access token is not a JWT",
+    "The access token is malformed",
+}
+
+
 def test_random_authorization_values_never_reach_the_upstream(
     kong: KongStandIn, http: requests.Session, upstream: EchoUpstream
 ) -> None:
@@ -201,5 +212,6 @@ def test_random_authorization_values_never_reach_the_upstream(
         response = http.post(kong.proxy_url + "/mcp", headers={"Authorization": value.strip() or "x"})
         statuses.add(response.status_code)
         assert response.status_code in (400, 401), value
+        assert response.json()["error_description"] in RANDOM_REFUSALS, (value, response.text)
     assert len(upstream.requests) == before
     assert statuses == {400, 401}

@@ -124,6 +124,7 @@ def test_exchange_refusals_map_to_401_or_503(
     response = call(kong, authz.issue_opaque(), http=http)
     assert_refused(response, status, description, kong=kong, upstream=upstream, before=before)
     assert authz.count("token") == 1
+    assert kong.last.round_trips <= 5
 
 
 @pytest.mark.parametrize("mode,description", [
@@ -145,6 +146,7 @@ def test_exchange_endpoint_failures_are_503(
     before = len(upstream.requests)
     response = call(kong, authz.issue_opaque(), http=http)
     assert_refused(response, 503, description, kong=kong, upstream=upstream, before=before)
+    assert kong.last.round_trips <= 5
 
 
 @pytest.mark.parametrize("answer,description", [

@@ -141,6 +141,7 @@ def test_revoked_and_unknown_opaque_tokens_are_refused(
     refused(kong, call(kong, "never-issued-token", http=http), upstream, before, inactive)
     other = authz.issue_opaque({"aud": "http://other/mcp"})
     refused(kong, call(kong, other, http=http), upstream, before, "The access token is not intended for this resource")
+    assert authz.count("introspection") == 3  # each token asked about once
 
 
 SIGNATURE = "The access token's signature is invalid"
@@ -214,6 +215,8 @@ def test_attacks_are_refused_with_401_and_never_proxied(
         response = call(kong, token, http=http)
         assert response.status_code == 401, name
         refused(kong, response, upstream, before, REFUSED_BY[name])
+        assert kong.last.round_trips <= 5, name
+    assert authz.count("jwks") == 1  # no attack made the plugin fetch keys again (or from the jku)
     assert authz.errors == []
 
 

@@ -189,16 +189,25 @@ def test_the_endpoint_refusing_the_token_is_401(answer: HttpResponse) -> None:
         te.exchange("s", None)
 
 
-@pytest.mark.parametrize("answer", [
-    DOWN, ok({"error": "server_error"}, 500), ok({"error": "invalid_client"}, 401), ok({"error": "invalid_client"}, 400),
-    ok({"error": "unauthorized_client"}, 400), ok({"error": "unsupported_grant_type"}, 400), ok({}, 403),
-    ok({"token_type": "Bearer"}), ok(["access_token"]), ok({"access_token": "bad\r\nvalue"}),
-    ok({"access_token": "has space"}), ok({"access_token": ""}), HttpResponse(200, b"<html>", "text/html"),
+REFUSED_OR_FAILED = "The token exchange endpoint refused the gateway or failed"
+NOT_AN_OBJECT = "The token exchange answer is not a JSON object"
+NO_ACCESS_TOKEN = "The token exchange answer has no usable access_token"
+
+
+@pytest.mark.parametrize("answer,description", [
+    (DOWN, "The token exchange endpoint could not be reached"),
+    (ok({"error": "server_error"}, 500), REFUSED_OR_FAILED), (ok({"error": "invalid_client"}, 401), REFUSED_OR_FAILED),
+    (ok({"error": "invalid_client"}, 400), REFUSED_OR_FAILED), (ok({"error": "unauthorized_client"}, 400), REFUSED_OR_FAILED),
+    (ok({"error": "unsupported_grant_type"}, 400), REFUSED_OR_FAILED), (ok({}, 403), REFUSED_OR_FAILED),
+    (ok({"token_type": "Bearer"}), NO_ACCESS_TOKEN), (ok(["access_token"]), NOT_AN_OBJECT),
+    (ok({"access_token": "bad\r\nvalue"}), NO_ACCESS_TOKEN), (ok({"access_token": "has space"}), NO_ACCESS_TOKEN),
+    (ok({"access_token": ""}), NO_ACCESS_TOKEN), (HttpResponse(200, b"<html>", "text/html"), NOT_AN_OBJECT),
 ])  # fmt: skip
-def test_failures_and_refusals_of_the_gateway_are_503(answer: Any) -> None:
+def test_failures_and_refusals_of_the_gateway_are_503(answer: Any, description: str) -> None:
     te, _, _ = exchanger(answer)
-    with pytest.raises(Unavailable):
+    with pytest.raises(Unavailable) as info:
         te.exchange("s", None)
+    assert info.value.description == description
 
 
 ACCESS = "urn:ietf:params:oauth:token-type:access_token"
@@ -258,7 +267,7 @@ def test_an_answer_of_the_requested_type_is_forwarded(requested: str | None, ans
 
 def test_failures_are_never_cached() -> None:
     te, http, _ = exchanger(ok({}, 500), ok(ISSUED))
-    with pytest.raises(Unavailable):
+    with pytest.raises(Unavailable, match=f"^{REFUSED_OR_FAILED}$"):
         te.exchange("s", None)
     assert te.exchange("s", None) == "exchanged-token"
 
