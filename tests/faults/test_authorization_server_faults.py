@@ -113,6 +113,7 @@ def test_a_stalled_introspection_endpoint_delays_only_the_requests_that_wait_on_
         stalled = [f.result(timeout=30) for f in waiting]
     for response in stalled:
         C.assert_unavailable(response)
+    assert {r.json()["error_description"] for r in stalled} == {"The authorization server could not be reached"}
     assert len(upstream.requests) == before + 20  # only the cached-token requests went upstream
     authz.fault("introspection", None)
     authz.release()
@@ -132,8 +133,12 @@ def test_the_authorization_server_restarting_gives_503s_then_200s_after_the_fail
     authz.stop()
     before = len(upstream.requests)
     failed_at = time.monotonic()
-    for response in burst(kong, tokens[:WIDTH]):
+    down = burst(kong, tokens[:WIDTH])
+    for response in down:
         C.assert_unavailable(response)
+    assert {r.json()["error_description"] for r in down} == {
+        "The authorization server's metadata could not be obtained"
+    }
     authz.start()  # same object: same port, same keys
     statuses = []
     deadline = failed_at + 10
@@ -162,8 +167,10 @@ def test_introspection_recovers_as_soon_as_the_server_is_back(
     new = [authz.issue_opaque() for _ in range(WIDTH + 1)]
     authz.stop()
     before = len(upstream.requests)
-    for response in burst(kong, new[:WIDTH]):
+    down = burst(kong, new[:WIDTH])
+    for response in down:
         C.assert_unavailable(response)
+    assert {r.json()["error_description"] for r in down} == {"The authorization server could not be reached"}
     assert C.call(kong, cached).status_code == 200  # validated tokens keep working while it is down
     assert len(upstream.requests) == before + 1
     authz.start()

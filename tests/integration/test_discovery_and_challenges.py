@@ -60,6 +60,7 @@ def test_metadata_head_has_headers_and_no_body(kong: KongStandIn, http: requests
 def test_metadata_path_with_trailing_slash_is_not_a_second_document(kong: KongStandIn, http: requests.Session) -> None:
     response = http.get(kong.proxy_url + PRM_SUFFIX + "/")
     assert_refused(response, 401, MISSING_TOKEN, kong=kong)  # a protected path like any other
+    assert kong.last.round_trips <= 5
 
 
 def test_metadata_path_is_matched_after_kongs_normalisation(kong: KongStandIn, http: requests.Session) -> None:
@@ -87,6 +88,7 @@ def test_non_bearer_credentials_get_the_bare_challenge(kong: KongStandIn, http: 
     response = http.post(kong.proxy_url + "/mcp", headers={"Authorization": "Basic dXNlcjpwYXNz"})
     assert_refused(response, 401, MISSING_TOKEN, kong=kong)
     assert "error=" not in response.headers["WWW-Authenticate"]
+    assert kong.last.round_trips <= 5
 
 
 def test_resource_metadata_url_uses_x_forwarded_headers_only_from_trusted_proxies(
