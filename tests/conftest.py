@@ -1,22 +1,23 @@
-"""Fixtures shared by every test directory."""
+"""Fixtures shared by every test directory, built on the helpers of ``tests/harness/stack.py``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 
+from tests.harness import stack
+from tests.harness.kong_standin import KongStandIn, load_declarative
 from tests.harness.upstream import EchoUpstream
 
 
 @pytest.fixture
 def http() -> Iterator[requests.Session]:
     """An HTTP client that ignores proxy settings of the environment (tests talk to loopback)."""
-    session = requests.Session()
-    session.trust_env = False
-    yield session
-    session.close()
+    with stack.session() as session:
+        yield session
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +27,17 @@ def upstream() -> Iterator[EchoUpstream]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def start_kong(tmp_path: Path, upstream: EchoUpstream) -> Iterator[stack.StartKong]:
+    """``start_kong(document=None, **kwargs)``: one more stand-in with the real plugin server in
+    front of the echo upstream (see :func:`tests.harness.stack.start`); all stopped after the test."""
+    with stack.started_kongs(tmp_path, upstream.port) as start:
+        yield start
+
+
+@pytest.fixture
+def kong(start_kong: stack.StartKong) -> KongStandIn:
+    """The stand-in loaded with the repository's own kong/kong.yaml."""
+    return start_kong(load_declarative(str(stack.KONG_YAML)))

@@ -1,23 +1,23 @@
 """Fault tests: the real plugin server behind the Kong stand-in while the (mock) authorization
-server drops connections, stalls, restarts, answers 500 or garbage, or rotates keys under load."""
+server drops connections, stalls, restarts, answers 500 or garbage, or rotates keys under load.
+
+The stack, the call through the gateway and the refusal assertions are those of
+``tests/harness/stack.py`` (fixtures ``start_kong`` and ``upstream`` in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
-from tests.bench import common as C
+from tests.harness import stack as C
 from tests.harness.kong_standin import KongStandIn
 from tests.harness.mock_as import MockAuthorizationServer
-from tests.harness.upstream import EchoUpstream
 
 SECRET = "kong-secret"
-StartKong = Callable[..., KongStandIn]
 
 
 @pytest.fixture
@@ -29,20 +29,6 @@ def authz() -> Iterator[MockAuthorizationServer]:
     yield server
     server.release()
     server.stop()
-
-
-@pytest.fixture
-def start_kong(tmp_path: Path, upstream: EchoUpstream) -> Iterator[StartKong]:
-    started: list[KongStandIn] = []
-
-    def start(config: dict[str, Any]) -> KongStandIn:
-        kong = C.start(tmp_path / f"kong{len(started)}", C.PLUGIN, config, upstream_port=upstream.port)
-        started.append(kong)
-        return kong
-
-    yield start
-    for kong in started:
-        kong.stop()
 
 
 def jwt_config(authz: MockAuthorizationServer, **extra: Any) -> dict[str, Any]:
@@ -74,25 +60,6 @@ def exchange_config(authz: MockAuthorizationServer) -> dict[str, Any]:
     )
 
 
-def call(kong: KongStandIn, token: str | None, timeout: float = 30) -> requests.Response:
-    """One MCP request over real HTTP through the stand-in (a session per call: thread-safe)."""
-    with requests.Session() as session:
-        session.trust_env = False
-        return session.post(
-            kong.proxy_url + "/mcp",
-            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-            headers=C.bearer(token),
-            timeout=timeout,
-        )
-
-
 def burst(kong: KongStandIn, tokens: list[str]) -> list[requests.Response]:
     with concurrent.futures.ThreadPoolExecutor(len(tokens)) as pool:
-        return list(pool.map(lambda t: call(kong, t), tokens))
-
-
-def assert_503(response: requests.Response) -> None:
-    assert response.status_code == 503, response.text
-    assert response.headers["Retry-After"].isdigit()
-    assert response.json()["error"] == "temporarily_unavailable"
-    assert "WWW-Authenticate" not in response.headers
+        return list(pool.map(lambda t: C.call(kong, t), tokens))

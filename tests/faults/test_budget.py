@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.bench import common as C
+from tests.harness import stack as C
 from tests.harness.hostile import BlackHole, DripServer, hosts_launcher
 from tests.harness.upstream import EchoUpstream
-
-from .conftest import assert_503, call
 
 BUDGET = "--request-budget 2"
 RPC_TIMEOUT = 8  # the stand-in's read timeout, like Kong's lua_socket_read_timeout
@@ -49,7 +47,7 @@ def token() -> str:
 
 
 def assert_refused_by_the_budget(response: requests.Response, upstream: EchoUpstream, before: int) -> None:
-    assert_503(response)
+    C.assert_unavailable(response)
     assert response.json()["error_description"] == KEYS_UNAVAILABLE  # not the server's last resort
     assert len(upstream.requests) == before
 
@@ -61,54 +59,43 @@ def assert_refused_by_the_budget(response: requests.Response, upstream: EchoUpst
     ids=["dripped-headers", "dripped-body", "stalled-tls-handshake"],
 )
 def test_a_dripping_or_stalling_server_costs_the_request_its_budget_and_no_more(
-    tmp_path: Path, upstream: EchoUpstream, threads: bool, mode: str, scheme: str
+    start_kong: C.StartKong, upstream: EchoUpstream, threads: bool, mode: str, scheme: str
 ) -> None:
     server = DripServer(mode).start()
-    kong = C.start(
-        tmp_path / "kong",
-        C.PLUGIN,
-        config(server.url(scheme=scheme)),
-        upstream_port=upstream.port,
-        threads=threads,
-        flags=BUDGET,
-        rpc_timeout=RPC_TIMEOUT,
-    )
     try:
+        kong = start_kong(
+            C.declarative(config(server.url(scheme=scheme))), threads=threads, flags=BUDGET, rpc_timeout=RPC_TIMEOUT
+        )
         before = len(upstream.requests)
-        assert_refused_by_the_budget(call(kong, token()), upstream, before)
+        assert_refused_by_the_budget(C.call(kong, token()), upstream, before)
         assert server.opened >= 1
         # the plugin hung up: no outbound work outlives the request
         assert C.wait_until(lambda: server.open_connections() == 0, 10), server.open_connections()
-        assert [line for line in kong.server_output if ": ERROR: " in line or "Traceback" in line] == []
+        assert C.server_errors(kong) == []
     finally:
-        kong.stop()
         server.stop()
 
 
 @MODES
 def test_a_host_whose_every_address_drops_packets_costs_the_request_its_budget_and_no_more(
-    tmp_path: Path, upstream: EchoUpstream, threads: bool
+    start_kong: C.StartKong, tmp_path: Path, upstream: EchoUpstream, threads: bool
 ) -> None:
     """urllib3 gives each address the full connect timeout: 5 addresses x 2 s would be 10 s."""
     addresses = [f"127.0.0.{i}" for i in range(5, 10)]
     hole = BlackHole(addresses)
     launcher = hosts_launcher(tmp_path, {"keys.blackhole.test": addresses})
-    kong = C.start(
-        tmp_path / "kong",
-        C.PLUGIN,
-        config(f"http://keys.blackhole.test:{hole.port}/jwks"),
-        upstream_port=upstream.port,
-        threads=threads,
-        flags=BUDGET,
-        launcher=launcher,
-        rpc_timeout=RPC_TIMEOUT,
-    )
     try:
+        kong = start_kong(
+            C.declarative(config(f"http://keys.blackhole.test:{hole.port}/jwks")),
+            threads=threads,
+            flags=BUDGET,
+            launcher=launcher,
+            rpc_timeout=RPC_TIMEOUT,
+        )
         before = len(upstream.requests)
-        assert_refused_by_the_budget(call(kong, token()), upstream, before)
+        assert_refused_by_the_budget(C.call(kong, token()), upstream, before)
         # still serving, and the next request is refused the same way
-        assert_refused_by_the_budget(call(kong, token()), upstream, before)
-        assert [line for line in kong.server_output if ": ERROR: " in line or "Traceback" in line] == []
+        assert_refused_by_the_budget(C.call(kong, token()), upstream, before)
+        assert C.server_errors(kong) == []
     finally:
-        kong.stop()
         hole.close()

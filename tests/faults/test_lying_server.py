@@ -11,17 +11,13 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from tests.bench import common as C
+from tests.harness import stack as C
 from tests.harness.upstream import EchoUpstream
-
-from .conftest import call
 
 MODES = pytest.mark.parametrize("threads", [False, True], ids=["default-gevent", "threads"])
 
@@ -42,21 +38,13 @@ def jwks_server() -> Iterator[str]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            C.send(self, 200, body)
 
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/jwks"
-    server.shutdown()
-    server.server_close()
+    with C.serve(Handler) as url:
+        yield url + "/jwks"
 
 
 def forged(kid: str) -> str:
@@ -68,25 +56,14 @@ def forged(kid: str) -> str:
 
 @MODES
 def test_a_key_set_built_to_burn_cpu_is_refused_cheaply_and_nothing_is_proxied(
-    tmp_path: Path, upstream: EchoUpstream, jwks_server: str, threads: bool
+    start_kong: C.StartKong, upstream: EchoUpstream, jwks_server: str, threads: bool
 ) -> None:
     config = C.plugin_config(authorization_servers=["http://as.example"], jwks_endpoint=jwks_server)
-    kong = C.start(
-        tmp_path / "kong",
-        C.PLUGIN,
-        config,
-        upstream_port=upstream.port,
-        threads=threads,
-        flags="--request-budget 2",
-        rpc_timeout=8,
-    )
-    try:
-        before = len(upstream.requests)
-        response = call(kong, forged("hostile"))
-        assert response.status_code == 401, response.text  # the key is not usable: unknown
-        assert response.json()["error_description"] == "The access token's signing key is unknown"
-        assert call(kong, None).status_code == 401  # and the server still answers everyone else
-        assert len(upstream.requests) == before
-        assert [line for line in kong.server_output if ": ERROR: " in line or "Traceback" in line] == []
-    finally:
-        kong.stop()
+    kong = start_kong(C.declarative(config), threads=threads, flags="--request-budget 2", rpc_timeout=8)
+    before = len(upstream.requests)
+    response = C.call(kong, forged("hostile"))
+    assert response.status_code == 401, response.text  # the key is not usable: unknown
+    assert response.json()["error_description"] == "The access token's signing key is unknown"
+    assert C.call(kong, None).status_code == 401  # and the server still answers everyone else
+    assert len(upstream.requests) == before
+    assert C.server_errors(kong) == []

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.bench import common as C
+from tests.harness import stack as C
 from tests.harness.kong_standin import KongStandIn
 from tests.harness.mock_as import MockAuthorizationServer
-from tests.harness.upstream import EchoUpstream
 
 from .conftest import jwt_config
 
@@ -99,30 +97,27 @@ def authz() -> Any:
 
 @pytest.mark.parametrize("threads", [False, True], ids=["default-gevent", "threads"])
 def test_memory_handlers_and_connections_stay_flat_over_20000_requests_and_30_config_changes(
-    tmp_path: Path, authz: MockAuthorizationServer, upstream: EchoUpstream, threads: bool
+    start_kong: C.StartKong, authz: MockAuthorizationServer, threads: bool
 ) -> None:
     config = jwt_config(authz)
-    kong = C.start(tmp_path / "kong", C.PLUGIN, config, upstream_port=upstream.port, threads=threads)
-    try:
-        pid = C.server_pid(kong)
-        assert run(kong, mixed_requests(authz, 2_000)) == []  # warm-up: caches, pools, allocator
-        rss_before, fds_before = C.rss_kib(pid), socket_fds(pid)
-        assert held(kong) == {"events": 0, "handlers": 0, "closing": 0, "instances": 1}
+    kong = start_kong(C.declarative(config), threads=threads)
+    pid = C.server_pid(kong)
+    assert run(kong, mixed_requests(authz, 2_000)) == []  # warm-up: caches, pools, allocator
+    rss_before, fds_before = C.rss_kib(pid), socket_fds(pid)
+    assert held(kong) == {"events": 0, "handlers": 0, "closing": 0, "instances": 1}
 
-        assert run(kong, mixed_requests(authz, REQUESTS)) == []
-        growth = C.rss_kib(pid) - rss_before
-        assert growth < RSS_GROWTH_KIB, f"RSS grew {growth} KiB over {REQUESTS} requests"
-        assert held(kong) == {"events": 0, "handlers": 0, "closing": 0, "instances": 1}
+    assert run(kong, mixed_requests(authz, REQUESTS)) == []
+    growth = C.rss_kib(pid) - rss_before
+    assert growth < RSS_GROWTH_KIB, f"RSS grew {growth} KiB over {REQUESTS} requests"
+    assert held(kong) == {"events": 0, "handlers": 0, "closing": 0, "instances": 1}
 
-        # Config changes: Kong starts a new instance and closes the old one each time; the old
-        # instances' handlers, connections to the authorization server and memory must go.
-        for i in range(30):
-            kong.reload(C.declarative(C.PLUGIN, {**config, "jwt_claims_leeway": i + 1}))
-            assert run(kong, mixed_requests(authz, 70)) == []
-        assert held(kong) == {"events": 0, "handlers": 0, "closing": 0, "instances": 1}
-        assert socket_fds(pid) <= fds_before + 2, (socket_fds(pid), fds_before)
-        growth = C.rss_kib(pid) - rss_before
-        assert growth < RSS_GROWTH_KIB, f"RSS grew {growth} KiB after 30 config changes"
-        assert [line for line in kong.server_output if ": ERROR: " in line or "Traceback" in line] == []
-    finally:
-        kong.stop()
+    # Config changes: Kong starts a new instance and closes the old one each time; the old
+    # instances' handlers, connections to the authorization server and memory must go.
+    for i in range(30):
+        kong.reload(C.declarative({**config, "jwt_claims_leeway": i + 1}))
+        assert run(kong, mixed_requests(authz, 70)) == []
+    assert held(kong) == {"events": 0, "handlers": 0, "closing": 0, "instances": 1}
+    assert socket_fds(pid) <= fds_before + 2, (socket_fds(pid), fds_before)
+    growth = C.rss_kib(pid) - rss_before
+    assert growth < RSS_GROWTH_KIB, f"RSS grew {growth} KiB after 30 config changes"
+    assert C.server_errors(kong) == []

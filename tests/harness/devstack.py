@@ -14,34 +14,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from tests.harness.kong_standin import KongStandIn, load_declarative
 from tests.harness.mock_as import MockAuthorizationServer
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-KONG_YAML = ROOT / "kong" / "kong.yaml"
-PLUGIN = "ai-mcp-oauth2"
-
-
-def plugin_server_env(prefix: str) -> dict[str, str]:
-    """Kong's settings for the plugin (README, "Install into Kong"), with this environment's script.
-
-    ``AI_MCP_OAUTH2_SERVER_FLAGS`` adds flags to the start command (e.g. ``-g`` to run every test
-    against the gevent mode).
-    """
-    script = Path(sys.executable).parent / PLUGIN
-    flags = os.environ.get("AI_MCP_OAUTH2_SERVER_FLAGS", "").strip()
-    return {
-        "KONG_PREFIX": prefix,
-        "KONG_PLUGINS": f"bundled,{PLUGIN}",
-        "KONG_PLUGINSERVER_NAMES": PLUGIN,
-        "KONG_PLUGINSERVER_AI_MCP_OAUTH2_SOCKET": f"{prefix}/{PLUGIN}.socket",
-        "KONG_PLUGINSERVER_AI_MCP_OAUTH2_START_CMD": f"{script} --kong-prefix {prefix}"
-        + (f" {flags}" if flags else ""),
-        "KONG_PLUGINSERVER_AI_MCP_OAUTH2_QUERY_CMD": f"{script} --dump",
-    }
+from tests.harness.stack import KONG_YAML, ROOT, plugin_env
 
 
 def _port_free(port: int) -> bool:
@@ -103,7 +80,7 @@ class DevStack:
             )
             _wait_for_port(self.mcp_port, self.mcp)
             self.kong = KongStandIn(
-                env=plugin_server_env(self.prefix.name),
+                env=plugin_env(self.prefix.name),
                 declarative=load_declarative(str(KONG_YAML)),
                 host_map={"mcp-server:9000": f"127.0.0.1:{self.mcp_port}"},
                 listen_port=self.proxy_port,

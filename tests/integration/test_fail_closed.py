@@ -6,9 +6,8 @@ import pytest
 import requests
 
 from tests.harness.kong_standin import KongStandIn
+from tests.harness.stack import MISSING_TOKEN, StartKong, assert_refused, declarative, plugin_config
 from tests.harness.upstream import EchoUpstream
-
-from .conftest import StartKong, declarative, plugin_config
 
 MISCONFIGURED = {"error": "server_error", "error_description": "The gateway's authorization plugin is misconfigured"}
 
@@ -47,7 +46,8 @@ def test_secrets_in_a_bad_config_are_never_logged_or_returned(start_kong: StartK
     )
     kong = start_kong(declarative(config))
     response = http.get(kong.proxy_url + "/mcp")
-    assert response.status_code == 500 and secret not in response.text
+    assert response.status_code == 500 and response.json() == MISCONFIGURED
+    assert secret not in response.text
     assert not any(secret in message for _, message in kong.error_log)
     assert not any(secret in line for line in kong.server_output)
     assert any("client_id" in message for _, message in kong.error_log)
@@ -69,7 +69,7 @@ def test_a_config_written_for_kongs_plugin_loads_unchanged(start_kong: StartKong
     )  # fmt: skip
     kong = start_kong(declarative(config))
     assert http.get(kong.proxy_url + "/mcp/.well-known/oauth-protected-resource").status_code == 200
-    assert http.get(kong.proxy_url + "/mcp").status_code == 401
+    assert_refused(http.get(kong.proxy_url + "/mcp"), 401, MISSING_TOKEN, kong=kong)  # running, not misconfigured
 
 
 def test_a_config_change_starts_a_new_instance_and_closes_the_old(
@@ -96,8 +96,12 @@ def test_kong_normalises_the_config_with_defaults_and_nulls(start_kong: StartKon
 
 
 def test_rejected_requests_cost_at_most_five_pdk_round_trips(kong: KongStandIn, http: requests.Session) -> None:
-    for headers in ({}, {"Authorization": "Bearer abc"}, {"Authorization": "Basic abc"}):
-        http.post(kong.proxy_url + "/mcp", headers=headers)
+    for headers, description in (
+        ({}, MISSING_TOKEN),
+        ({"Authorization": "Bearer abc"}, "The access token is not a JWT"),
+        ({"Authorization": "Basic abc"}, MISSING_TOKEN),
+    ):
+        assert_refused(http.post(kong.proxy_url + "/mcp", headers=headers), 401, description, kong=kong)
         assert kong.last.round_trips == 5, [c.method for c in kong.last.pdk_calls]
         assert kong.last.pdk_calls[-1].method == "kong.response.exit"
 
@@ -108,10 +112,12 @@ def test_header_bytes_that_are_not_utf8_never_bypass_authentication(
     """A stock kong-pdk server dies on such bytes and Kong then proxies (see the stand-in's self-test)."""
     before = len(upstream.requests)
     no_token = http.post(kong.proxy_url + "/mcp", headers={"X-Pad": "\xff\xfe"})
-    assert no_token.status_code == 401 and kong.last.proxied is False and not kong.last.failures
+    assert_refused(no_token, 401, MISSING_TOKEN, kong=kong)
+    assert not kong.last.failures
     odd_token = http.post(kong.proxy_url + "/mcp", headers={"Authorization": "Bearer ab\xffcd"})
-    assert odd_token.status_code == 400 and kong.last.proxied is False
-    assert http.post(kong.proxy_url + "/mcp").status_code == 401  # the plugin server is still serving
+    assert_refused(odd_token, 400, "The Bearer token is not well-formed", kong=kong)
+    assert kong.last.round_trips <= 5 and not kong.last.failures
+    assert_refused(http.post(kong.proxy_url + "/mcp"), 401, MISSING_TOKEN, kong=kong)  # the server is still serving
     assert len(upstream.requests) == before
 
 
@@ -130,5 +136,7 @@ def test_outbound_work_ends_before_kong_gives_up_and_proxies(
         before = len(upstream.requests)
         response = http.post(kong.proxy_url + "/mcp", headers={"Authorization": f"Bearer {authz.mint()}"})
         authz.release()
-    assert response.status_code == 503 and kong.last.proxied is False and not kong.last.failures
+    # the discovery calls themselves ended (not the server's last resort, "Timed out waiting ...")
+    assert_refused(response, 503, "The authorization server's metadata could not be obtained", kong=kong)
+    assert not kong.last.failures
     assert len(upstream.requests) == before

@@ -18,9 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from tests.harness.disk import files_containing
 from tests.harness.kong_standin import KongStandIn
 from tests.harness.mock_as import MockAuthorizationServer
+from tests.harness.stack import StartKong, assert_refused, call, declarative, plugin_config, server_errors
 from tests.harness.upstream import EchoUpstream
-
-from .conftest import StartKong, declarative, plugin_config
 
 RESOURCE = "http://localhost:8000/mcp"
 KONG_ADDED = {
@@ -64,29 +63,16 @@ def introspection_kong(start_kong: StartKong, authz: MockAuthorizationServer, **
     return jwt_kong(start_kong, authz, **options)
 
 
-def call(
-    kong: KongStandIn, http: requests.Session, token: str | None, headers: dict[str, str] | None = None
-) -> requests.Response:
-    sent = dict(headers or {})
-    if token is not None:
-        sent["Authorization"] = f"Bearer {token}"
-    return http.post(kong.proxy_url + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=sent)
-
-
-def assert_refused(
-    kong: KongStandIn, response: requests.Response, upstream: EchoUpstream, before: int, status: int = 401
+def refused(
+    kong: KongStandIn,
+    response: requests.Response,
+    upstream: EchoUpstream,
+    before: int,
+    description: str,
+    status: int = 401,
 ) -> None:
-    assert response.status_code == status, response.text
-    assert kong.last.proxied is False and len(upstream.requests) == before
-    if status == 401:
-        challenge = response.headers["WWW-Authenticate"]
-        assert challenge.startswith('Bearer error="invalid_token", error_description="')
-        assert 'resource_metadata="http://127.0.0.1:' in challenge
-        assert response.json()["error"] == "invalid_token"
-    if status == 503:
-        assert "WWW-Authenticate" not in response.headers
-        assert response.headers["Retry-After"].isdigit()
-        assert response.json()["error"] == "temporarily_unavailable"
+    """Refused by the rule of ``description``, and neither proxied nor seen by the upstream."""
+    assert_refused(response, status, description, kong=kong, upstream=upstream, before=before)
 
 
 @pytest.mark.parametrize("alg", ["RS256", "PS256", "ES256", "EdDSA"])
@@ -98,7 +84,7 @@ def test_valid_jwts_reach_the_upstream_with_claim_headers_and_nothing_else(
         {"header": "X-Email", "path": ["email"]},
     ])  # fmt: skip
     token = authz.mint({"realm_access": {"roles": ["reader", "writer"]}}, alg=alg)
-    response = call(kong, http, token)
+    response = call(kong, token, http=http)
     assert response.status_code == 200, response.text
     received = upstream.last["headers"]
     assert received["x-user-id"] == ["user-1"] and received["x-roles"] == ["reader,writer"]
@@ -114,7 +100,7 @@ def test_a_repeated_token_is_not_validated_again_and_costs_at_most_five_round_tr
     kong = jwt_kong(start_kong, authz, claim_to_header=[{"claim": "sub", "header": "X-User"}])
     token = authz.mint()
     for _ in range(3):
-        assert call(kong, http, token).status_code == 200
+        assert call(kong, token, http=http).status_code == 200
     assert authz.count("jwks") == 1 and authz.count("metadata") == 1
     assert [c.method for c in kong.last.pdk_calls] == [
         "kong.request.get_headers",
@@ -135,13 +121,13 @@ def test_opaque_tokens_are_introspected_and_their_claims_forwarded(
         claim_to_header=[{"claim": "sub", "header": "X-User"}, {"claim": "scope", "header": "X-Scope"}],
     )
     token = authz.issue_opaque({"sub": "opaque-user"})
-    assert call(kong, http, token).status_code == 200
+    assert call(kong, token, http=http).status_code == 200
     assert upstream.last["headers"]["x-user"] == ["opaque-user"]
     assert upstream.last["headers"]["x-scope"] == ["mcp:tools"]
     recorded = [r for r in authz.requests if r.endpoint == "introspection"][-1]
     assert recorded.form["token"] == [token] and recorded.form["token_type_hint"] == ["access_token"]
     assert recorded.client_id_authenticated == "kong" and recorded.auth_method_used == "client_secret_basic"
-    call(kong, http, token)
+    call(kong, token, http=http)
     assert authz.count("introspection") == 1  # cached
 
 
@@ -150,9 +136,37 @@ def test_revoked_and_unknown_opaque_tokens_are_refused(
 ) -> None:
     kong = introspection_kong(start_kong, authz)
     before = len(upstream.requests)
-    assert_refused(kong, call(kong, http, authz.issue_opaque(active=False)), upstream, before)
-    assert_refused(kong, call(kong, http, "never-issued-token"), upstream, before)
-    assert_refused(kong, call(kong, http, authz.issue_opaque({"aud": "http://other/mcp"})), upstream, before)
+    inactive = "The access token is not active"
+    refused(kong, call(kong, authz.issue_opaque(active=False), http=http), upstream, before, inactive)
+    refused(kong, call(kong, "never-issued-token", http=http), upstream, before, inactive)
+    other = authz.issue_opaque({"aud": "http://other/mcp"})
+    refused(kong, call(kong, other, http=http), upstream, before, "The access token is not intended for this resource")
+    assert authz.count("introspection") == 3  # each token asked about once
+
+
+SIGNATURE = "The access token's signature is invalid"
+ALGORITHM = "The access token is signed with an algorithm this resource does not accept"
+AUDIENCE = "The access token is not intended for this resource"
+ISSUER = "The access token was not issued by a trusted authorization server"
+#: The rule that refuses each attack of :func:`attacks` (its error_description).
+REFUSED_BY = {
+    "unsigned": ALGORITHM,
+    "hs256 with the public key": ALGORITHM,
+    "embedded jwk": SIGNATURE,
+    "jku": "The access token's signing key is unknown",
+    "expired": "The access token has expired",
+    "not yet valid": "The access token is not valid yet",
+    "wrong audience": AUDIENCE,
+    "audience prefix": AUDIENCE,
+    "no audience": AUDIENCE,
+    "wrong issuer": ISSUER,
+    "issuer near miss": ISSUER,
+    "no expiry": "The access token has no expiry",
+    "crit": "The access token has critical header parameters this resource does not understand",
+    "id token typ": "The access token has an unacceptable typ",
+    "truncated signature": SIGNATURE,
+    "forged payload": SIGNATURE,
+}
 
 
 def attacks(authz: MockAuthorizationServer) -> dict[str, str]:
@@ -195,16 +209,20 @@ def test_attacks_are_refused_with_401_and_never_proxied(
 ) -> None:
     kong = jwt_kong(start_kong, authz)
     before = len(upstream.requests)
-    for name, token in attacks(authz).items():
-        response = call(kong, http, token)
+    tokens = attacks(authz)
+    assert set(tokens) == set(REFUSED_BY)
+    for name, token in tokens.items():
+        response = call(kong, token, http=http)
         assert response.status_code == 401, name
-        assert_refused(kong, response, upstream, before)
+        refused(kong, response, upstream, before, REFUSED_BY[name])
+        assert kong.last.round_trips <= 5, name
+    assert authz.count("jwks") == 1  # no attack made the plugin fetch keys again (or from the jku)
     assert authz.errors == []
 
 
 def assert_no_plugin_errors(kong: KongStandIn) -> None:
     """No exception escaped into the plugin's catch-all (it logs "unexpected <type> at ...")."""
-    assert not [line for line in kong.server_output if "unexpected" in line or "Error" in line], kong.server_output
+    assert server_errors(kong, ("unexpected", "Error")) == [], kong.server_output
 
 
 def test_a_400_digit_time_claim_is_401_not_an_internal_error(
@@ -214,9 +232,9 @@ def test_a_400_digit_time_claim_is_401_not_an_internal_error(
     kong = jwt_kong(start_kong, authz)
     before = len(upstream.requests)
     for name in ("exp", "nbf", "iat"):
-        response = call(kong, http, authz.mint({name: 10**400}))
-        assert_refused(kong, response, upstream, before)
-        assert response.json()["error_description"] == f"The access token's {name} claim is not a number", name
+        response = call(kong, authz.mint({name: 10**400}), http=http)
+        refused(kong, response, upstream, before, f"The access token's {name} claim is not a number")
+        assert kong.last.round_trips <= 5, name
     assert_no_plugin_errors(kong)
 
 
@@ -225,9 +243,9 @@ def test_a_400_digit_exp_in_an_introspection_answer_is_503_not_an_internal_error
 ) -> None:
     kong = introspection_kong(start_kong, authz)
     before = len(upstream.requests)
-    response = call(kong, http, authz.issue_opaque({"exp": 10**400}))
-    assert_refused(kong, response, upstream, before, status=503)
-    assert response.json()["error_description"] == ("The introspection answer's exp is not a number")
+    response = call(kong, authz.issue_opaque({"exp": 10**400}), http=http)
+    refused(kong, response, upstream, before, "The introspection answer's exp is not a number", status=503)
+    assert kong.last.round_trips <= 5
     assert_no_plugin_errors(kong)
 
 
@@ -239,10 +257,13 @@ def test_spoofed_identity_headers_never_reach_the_upstream(
         authz,
         claim_to_header=[{"claim": "sub", "header": "X-User"}, {"claim": "email", "header": "X-Email"}],
     )
-    response = call(kong, http, authz.mint(), {"X-User": "admin", "X-Email": "admin@example.com", "x-user": "root"})
+    response = call(
+        kong, authz.mint(), {"X-User": "admin", "X-Email": "admin@example.com", "x-user": "root"}, http=http
+    )
     assert response.status_code == 200
     assert upstream.last["headers"]["x-user"] == ["user-1"]
     assert "x-email" not in upstream.last["headers"]
+    assert upstream.last["headers"]["x-credential-identifier"] == ["user-1"]  # from the token, like X-User
 
 
 def test_underscore_variants_of_controlled_headers_never_reach_the_upstream(
@@ -262,7 +283,7 @@ def test_underscore_variants_of_controlled_headers_never_reach_the_upstream(
         "X_Consumer_ID": "forged",
         "X_Consumer_Username": "admin",
     }
-    response = call(kong, http, authz.mint(), {**spoofs, "X_Request_Id": "kept"})
+    response = call(kong, authz.mint(), {**spoofs, "X_Request_Id": "kept"}, http=http)
     assert response.status_code == 200, response.text
     received = upstream.last["headers"]
     assert received["x-user"] == ["user-1"] and received["x-credential-identifier"] == ["user-1"]
@@ -285,7 +306,7 @@ def test_passthrough_credentials_keeps_the_token(
 ) -> None:
     kong = jwt_kong(start_kong, authz, passthrough_credentials=True)
     token = authz.mint()
-    assert call(kong, http, token).status_code == 200
+    assert call(kong, token, http=http).status_code == 200
     assert upstream.last["headers"]["authorization"] == [f"Bearer {token}"]
     assert [c.method for c in kong.last.pdk_calls][2:] == [
         "kong.service.request.set_headers",
@@ -297,14 +318,15 @@ def test_key_rotation_is_picked_up_without_a_restart_at_most_once_per_10_seconds
     start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session
 ) -> None:
     kong = jwt_kong(start_kong, authz)
-    assert call(kong, http, authz.mint(alg="ES256")).status_code == 200
+    assert call(kong, authz.mint(alg="ES256"), http=http).status_code == 200
     fetched = time.monotonic()
     authz.rotate("ES256")
     # Within 10 s of the last fetch an unknown kid does not refetch (flood protection): 401.
-    assert call(kong, http, authz.mint(alg="ES256")).status_code == 401
+    response = call(kong, authz.mint(alg="ES256"), http=http)
+    assert_refused(response, 401, "The access token's signing key is unknown", kong=kong)
     assert authz.count("jwks") == 1
     time.sleep(max(0.0, fetched + 10.2 - time.monotonic()))
-    assert call(kong, http, authz.mint(alg="ES256")).status_code == 200
+    assert call(kong, authz.mint(alg="ES256"), http=http).status_code == 200
     assert authz.count("jwks") == 2
 
 
@@ -312,29 +334,38 @@ def test_jwks_endpoint_is_used_without_discovery(
     start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session
 ) -> None:
     kong = jwt_kong(start_kong, authz, jwks_endpoint=authz.jwks_uri)
-    assert call(kong, http, authz.mint()).status_code == 200
+    assert call(kong, authz.mint(), http=http).status_code == 200
     assert authz.count("metadata") == 0
+    assert authz.count("jwks") == 1
 
 
-@pytest.mark.parametrize("mode", ["500", "drop", "garbage", "wrong_json", "hang"])
-def test_an_unreachable_jwks_is_503_never_401_or_proxied(
-    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream, mode: str
+KEYS_UNAVAILABLE = "The authorization server's keys could not be obtained"
+
+
+@pytest.mark.parametrize("endpoint,mode,description", [
+    *[("jwks", mode, KEYS_UNAVAILABLE) for mode in ("500", "drop", "garbage", "wrong_json", "hang")],
+    ("introspection", "500", "The authorization server could not introspect the token"),
+    ("introspection", "drop", "The authorization server could not be reached"),
+    ("introspection", "garbage", "The authorization server's introspection answer is not JSON"),
+    ("introspection", "401", "The authorization server refused the gateway's credentials"),
+    ("introspection", "hang", "The authorization server could not be reached"),
+])  # fmt: skip
+def test_an_unreachable_jwks_or_introspection_endpoint_is_503_never_401_or_proxied(
+    start_kong: StartKong,
+    authz: MockAuthorizationServer,
+    http: requests.Session,
+    upstream: EchoUpstream,
+    endpoint: str,
+    mode: str,
+    description: str,
 ) -> None:
-    kong = jwt_kong(start_kong, authz, timeout=1000)
-    authz.fault("jwks", mode)
+    validating = jwt_kong if endpoint == "jwks" else introspection_kong
+    kong = validating(start_kong, authz, timeout=1000)
+    authz.fault(endpoint, mode)
     before = len(upstream.requests)
-    assert_refused(kong, call(kong, http, authz.mint()), upstream, before, status=503)
-    authz.release()
-
-
-@pytest.mark.parametrize("mode", ["500", "drop", "garbage", "401", "hang"])
-def test_an_unreachable_introspection_endpoint_is_503(
-    start_kong: StartKong, authz: MockAuthorizationServer, http: requests.Session, upstream: EchoUpstream, mode: str
-) -> None:
-    kong = introspection_kong(start_kong, authz, timeout=1000)
-    authz.fault("introspection", mode)
-    before = len(upstream.requests)
-    assert_refused(kong, call(kong, http, authz.issue_opaque()), upstream, before, status=503)
+    token = authz.mint() if endpoint == "jwks" else authz.issue_opaque()
+    refused(kong, call(kong, token, http=http), upstream, before, description, status=503)
+    assert kong.last.round_trips <= 5
     authz.release()
 
 
@@ -342,7 +373,7 @@ def test_discovery_with_an_issuer_path(start_kong: StartKong, http: requests.Ses
     with MockAuthorizationServer(issuer_path="/realms/mcp", resource=RESOURCE) as authz:
         authz.discovery["oauth"] = False
         kong = jwt_kong(start_kong, authz)
-        assert call(kong, http, authz.mint(alg="EdDSA")).status_code == 200
+        assert call(kong, authz.mint(alg="EdDSA"), http=http).status_code == 200
 
 
 def test_concurrent_requests_with_one_new_opaque_token_make_one_introspection(
@@ -354,9 +385,7 @@ def test_concurrent_requests_with_one_new_opaque_token_make_one_introspection(
     token = authz.issue_opaque()
 
     def one(_: int) -> int:
-        with requests.Session() as session:
-            session.trust_env = False
-            return call(kong, session, token).status_code
+        return call(kong, token).status_code
 
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
         statuses = list(pool.map(one, range(20)))
@@ -405,7 +434,7 @@ def test_every_client_auth_method_authenticates_the_gateway_for_introspection(
     for method, config in configs.items():
         options = {"introspection_endpoint": authz.introspection_endpoint, "client_secret": None, **config}
         kong = start_kong(declarative(plugin_config(authorization_servers=[authz.issuer], **options)))
-        response = call(kong, http, authz.issue_opaque())
+        response = call(kong, authz.issue_opaque(), http=http)
         assert response.status_code == 200, (method, response.text)
         recorded = [r for r in authz.requests if r.endpoint == "introspection"][-1]
         assert recorded.auth_method_used == method and recorded.client_id_authenticated == config["client_id"]
@@ -421,4 +450,6 @@ def test_wrong_gateway_credentials_are_503_not_401(
 ) -> None:
     kong = introspection_kong(start_kong, authz, client_secret="wrong-secret")
     before = len(upstream.requests)
-    assert_refused(kong, call(kong, http, authz.issue_opaque()), upstream, before, status=503)
+    response = call(kong, authz.issue_opaque(), http=http)
+    refused(kong, response, upstream, before, "The authorization server refused the gateway's credentials", status=503)
+    assert authz.count("introspection") == 1

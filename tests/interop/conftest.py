@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -26,8 +25,8 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-# The Kong stand-in and the plugin server, shared with the integration tests (the upstream is in tests/conftest.py).
-from tests.integration.conftest import start_kong  # noqa: F401
+# The Kong stand-in and the plugin server (fixture start_kong) and the upstream are in tests/conftest.py.
+from tests.harness.stack import free_port
 
 #: The exact oidc-provider release these tests run against (pinned in oidc_provider/package.json
 #: and package-lock.json; 8.x is the release line that supports Node.js 18/20 LTS).
@@ -105,12 +104,6 @@ def node_app() -> str:
         f"provider: node_modules has oidc-provider {installed}, the tests pin {OIDC_PROVIDER_VERSION}"
     )
     return node
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def private_jwks(tag: str) -> dict[str, Any]:

@@ -29,8 +29,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
 from tests.harness.kong_standin import KongStandIn
+from tests.harness.stack import StartKong, plugin_config
 
-from ..integration.conftest import StartKong, plugin_config
 from .conftest import OidcProvider, secret
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -133,6 +133,7 @@ def test_the_sdk_oauth_client_discovers_authenticates_and_calls_tools(
     # plugin: challenges, serves metadata whose resource is exactly the URL (RFC 9728 §3.3), accepts the token
     challenge = http.post(url, json={})
     assert challenge.status_code == 401, f"plugin: {challenge.status_code} {challenge.text}"
+    assert challenge.json()["error_description"] == "Missing access token", f"plugin: {challenge.text}"
     metadata_url = f"http://localhost:{GATEWAY_PORT}/.well-known/oauth-protected-resource{prefix}/mcp"
     assert f'resource_metadata="{url}/.well-known/oauth-protected-resource"' in challenge.headers["WWW-Authenticate"]
     metadata = http.get(metadata_url).json()

@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from tests.harness.kong_standin import KongStandIn
+from tests.harness.stack import StartKong, assert_refused, call, declarative, plugin_config
 from tests.harness.upstream import EchoUpstream
-from tests.integration.conftest import StartKong, declarative, plugin_config
 
 from .conftest import (
     ACCESS_TOKEN_TYPE,
@@ -64,11 +64,6 @@ def exchange_config(provider: OidcProvider, validation: str, exchanger: str = "e
     })  # fmt: skip
 
 
-def call(kong: KongStandIn, http: requests.Session, token: str, **headers: str) -> requests.Response:
-    sent = {"Authorization": f"Bearer {token}", **{k.replace("_", "-"): v for k, v in headers.items()}}
-    return http.post(kong.proxy_url + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=sent)
-
-
 def assert_accepted(kong: KongStandIn, response: requests.Response, upstream: EchoUpstream, before: int) -> None:
     assert response.status_code == 200, (
         f"plugin: refused a token the provider issued: {response.status_code} "
@@ -77,18 +72,9 @@ def assert_accepted(kong: KongStandIn, response: requests.Response, upstream: Ec
     assert kong.last.proxied and len(upstream.requests) == before + 1, "plugin: the request did not reach the upstream"
 
 
-def assert_refused(
-    kong: KongStandIn, response: requests.Response, upstream: EchoUpstream, before: int, status: int = 401
-) -> None:
-    assert response.status_code == status, f"plugin: expected {status}, got {response.status_code} {response.text}"
-    assert not kong.last.proxied and len(upstream.requests) == before, "plugin: a refused request reached the upstream"
-    if status == 401:
-        challenge = response.headers["WWW-Authenticate"]
-        assert challenge.startswith('Bearer error="invalid_token"'), f"plugin: challenge {challenge}"
-        assert "resource_metadata=" in challenge and response.json()["error"] == "invalid_token"
-    else:
-        assert "WWW-Authenticate" not in response.headers and response.headers["Retry-After"].isdigit()
-        assert response.json()["error"] == "temporarily_unavailable"
+NOT_EXCHANGED = "The access token could not be exchanged for the upstream"
+AUDIENCE = "The access token is not intended for this resource"
+INACTIVE = "The access token is not active"
 
 
 def unverified(token: str) -> dict[str, Any]:
@@ -125,7 +111,7 @@ def test_jwt_access_tokens_are_validated_through_discovery_and_reach_the_upstrea
 
     kong = start_kong(declarative(jwt_config(oidc, claim_to_header=CLAIM_HEADERS)))
     before = len(upstream.requests)
-    assert_accepted(kong, call(kong, http, token), upstream, before)
+    assert_accepted(kong, call(kong, token, http=http), upstream, before)
     received = upstream.last["headers"]
     assert received["x-user"] == [client_id] and received["x-client-id"] == [client_id], f"plugin: headers {received}"
     assert received["x-scope"] == ["mcp:tools"], f"plugin: headers {received}"
@@ -146,7 +132,7 @@ def test_opaque_tokens_are_validated_by_introspection_at_the_provider(
 
     kong = start_kong(declarative(introspection_config(oidc, claim_to_header=CLAIM_HEADERS)))
     before = len(upstream.requests)
-    assert_accepted(kong, call(kong, http, token), upstream, before)
+    assert_accepted(kong, call(kong, token, http=http), upstream, before)
     received = upstream.last["headers"]
     # an introspection answer for a client-credentials token has no sub (RFC 7662: optional)
     assert received["x-client-id"] == ["opaque-client"] and "x-user" not in received, f"plugin: headers {received}"
@@ -172,7 +158,7 @@ def test_tokens_are_exchanged_at_the_provider_and_the_upstream_gets_the_exchange
 
     kong = start_kong(declarative(exchange_config(oidc, validation)))
     before = len(upstream.requests)
-    assert_accepted(kong, call(kong, http, subject, X_Actor_Token=actor), upstream, before)
+    assert_accepted(kong, call(kong, subject, {"X-Actor-Token": actor}, http=http), upstream, before)
     received = upstream.last["headers"]
     assert "x-actor-token" not in received, "plugin: the actor token reached the upstream"
     # claim headers come from the inbound token; an introspected client-credentials token has no sub
@@ -185,7 +171,7 @@ def test_tokens_are_exchanged_at_the_provider_and_the_upstream_gets_the_exchange
     assert exchanged["sub"] == subject_client and exchanged["client_id"] == "exchanger", exchanged
 
     # the exchange is cached: the same subject and actor again are not exchanged again
-    assert_accepted(kong, call(kong, http, subject, X_Actor_Token=actor), upstream, before + 1)
+    assert_accepted(kong, call(kong, subject, {"X-Actor-Token": actor}, http=http), upstream, before + 1)
     assert upstream.last["headers"]["authorization"] == [f"Bearer {forwarded}"]
 
 
@@ -239,14 +225,15 @@ def test_an_actor_token_the_provider_refuses_is_401_and_wrong_exchanger_credenti
     assert refused["error"] == "invalid_grant", f"provider: {refused}"
     kong = start_kong(declarative(exchange_config(oidc, "jwt")))
     before = len(upstream.requests)
-    assert_refused(kong, call(kong, http, subject, X_Actor_Token="not-a-token-this-provider-issued"), upstream, before)
+    response = call(kong, subject, {"X-Actor-Token": "not-a-token-this-provider-issued"}, http=http)
+    assert_refused(response, 401, NOT_EXCHANGED, kong=kong, upstream=upstream, before=before)
 
     config = exchange_config(oidc, "jwt")
     config["token_exchange"]["client_secret"] = "wrong-secret"
     kong = start_kong(declarative(config))
-    assert_refused(
-        kong, call(kong, http, subject, X_Actor_Token=oidc.access_token("mcp-client-es")), upstream, before, status=503
-    )
+    response = call(kong, subject, {"X-Actor-Token": oidc.access_token("mcp-client-es")}, http=http)
+    description = "The token exchange endpoint refused the gateway or failed"
+    assert_refused(response, 503, description, kong=kong, upstream=upstream, before=before)
 
 
 # 4. Key rotation at the provider, picked up by the running plugin server -------------------------
@@ -265,7 +252,7 @@ def test_a_provider_key_rotation_is_picked_up_without_restarting_the_plugin_serv
     assert process is not None
     plugin_server = process.pid
     before = len(upstream.requests)
-    assert_accepted(kong, call(kong, http, old_token), upstream, before)
+    assert_accepted(kong, call(kong, old_token, http=http), upstream, before)
     fetched = time.monotonic()  # the plugin fetched the key set for that first request, before this
 
     provider.restart(new_keys)
@@ -276,9 +263,9 @@ def test_a_provider_key_rotation_is_picked_up_without_restarting_the_plugin_serv
 
     # An unknown kid refetches the key set at most once per 10 s (from the last fetch): wait that out.
     time.sleep(max(0.0, fetched + 10.2 - time.monotonic()))
-    assert_accepted(kong, call(kong, http, new_token), upstream, before + 1)
+    assert_accepted(kong, call(kong, new_token, http=http), upstream, before + 1)
     es_token = provider.access_token("mcp-client-es")
-    assert_accepted(kong, call(kong, http, es_token), upstream, before + 2)
+    assert_accepted(kong, call(kong, es_token, http=http), upstream, before + 2)
     assert process.pid == plugin_server, "plugin: the plugin server restarted"
 
 
@@ -296,9 +283,9 @@ def test_a_token_for_another_resource_is_refused(
 
     before = len(upstream.requests)
     kong = start_kong(declarative(jwt_config(oidc)))
-    assert_refused(kong, call(kong, http, jwt_token), upstream, before)
+    assert_refused(call(kong, jwt_token, http=http), 401, AUDIENCE, kong=kong, upstream=upstream, before=before)
     kong = start_kong(declarative(introspection_config(oidc)))
-    assert_refused(kong, call(kong, http, opaque), upstream, before)
+    assert_refused(call(kong, opaque, http=http), 401, AUDIENCE, kong=kong, upstream=upstream, before=before)
 
 
 def test_an_expired_jwt_is_refused_after_having_been_accepted(
@@ -309,9 +296,10 @@ def test_an_expired_jwt_is_refused_after_having_been_accepted(
     claims = unverified(token)
     assert claims["exp"] - claims["iat"] == SHORT_TTL, f"provider: short-client token lives {claims}"
     before = len(upstream.requests)
-    assert_accepted(kong, call(kong, http, token), upstream, before)  # also cached until its exp
+    assert_accepted(kong, call(kong, token, http=http), upstream, before)  # also cached until its exp
     time.sleep(max(0.0, claims["exp"] + 1.1 - time.time()))
-    assert_refused(kong, call(kong, http, token), upstream, before + 1)
+    expired = "The access token has expired"
+    assert_refused(call(kong, token, http=http), 401, expired, kong=kong, upstream=upstream, before=before + 1)
 
 
 def test_revoked_and_unknown_opaque_tokens_are_refused(
@@ -326,8 +314,8 @@ def test_revoked_and_unknown_opaque_tokens_are_refused(
 
     kong = start_kong(declarative(introspection_config(oidc)))
     before = len(upstream.requests)
-    assert_refused(kong, call(kong, http, revoked), upstream, before)
-    assert_refused(kong, call(kong, http, unknown), upstream, before)
+    assert_refused(call(kong, revoked, http=http), 401, INACTIVE, kong=kong, upstream=upstream, before=before)
+    assert_refused(call(kong, unknown, http=http), 401, INACTIVE, kong=kong, upstream=upstream, before=before)
 
 
 def test_with_introspection_configured_a_jwt_or_an_opaque_token_without_audience_is_refused(
@@ -344,17 +332,21 @@ def test_with_introspection_configured_a_jwt_or_an_opaque_token_without_audience
 
     kong = start_kong(declarative(introspection_config(oidc)))
     before = len(upstream.requests)
-    assert_refused(kong, call(kong, http, jwt_token), upstream, before)
-    assert_refused(kong, call(kong, http, unbound), upstream, before)
+    assert_refused(call(kong, jwt_token, http=http), 401, INACTIVE, kong=kong, upstream=upstream, before=before)
+    assert_refused(call(kong, unbound, http=http), 401, AUDIENCE, kong=kong, upstream=upstream, before=before)
 
 
-@pytest.mark.parametrize("validation", ["jwt", "introspection"])
+@pytest.mark.parametrize("validation,description", [
+    ("jwt", "The authorization server's metadata could not be obtained"),
+    ("introspection", "The authorization server could not be reached"),
+])  # fmt: skip
 def test_the_provider_down_is_503(
     start_kong: StartKong,
     start_provider: StartProvider,
     http: requests.Session,
     upstream: EchoUpstream,
     validation: str,
+    description: str,
 ) -> None:
     provider = start_provider()
     if validation == "jwt":
@@ -364,4 +356,4 @@ def test_the_provider_down_is_503(
     kong = start_kong(declarative(config))
     provider.stop()
     before = len(upstream.requests)
-    assert_refused(kong, call(kong, http, token), upstream, before, status=503)
+    assert_refused(call(kong, token, http=http), 503, description, kong=kong, upstream=upstream, before=before)

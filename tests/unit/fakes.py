@@ -187,6 +187,20 @@ def in_threads(n: int, fn: Callable[[int], Any], start: bool = True) -> tuple[li
     return threads, results
 
 
+def all_at_once(n: int, fn: Callable[[], Any], release: threading.Event) -> list[Any]:
+    """``n`` threads calling ``fn`` while the fake server holds its answer back; ``release`` is
+    set once they have all had 0.2 s to arrive. Returns what each thread got."""
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(fn())) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    return results
+
+
 def join(threads: Iterable[threading.Thread]) -> None:
     for thread in threads:
         thread.join(10)

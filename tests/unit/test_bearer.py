@@ -44,7 +44,9 @@ def test_absent_or_non_bearer_credentials_are_a_missing_token(headers: dict[str,
 def test_ill_formed_bearer_tokens_are_invalid_requests(value: str) -> None:
     with pytest.raises(InvalidRequest) as info:
         extract_token({"authorization": [value]})
-    assert info.value.status == 400
+    assert info.value.status == 400 and info.value.error == "invalid_request"
+    empty = value.strip() == "Bearer"
+    assert info.value.description == ("The Bearer token is empty" if empty else "The Bearer token is not well-formed")
 
 
 @pytest.mark.parametrize("token,expected", [
@@ -61,13 +63,14 @@ def test_several_authorization_headers_are_an_invalid_request() -> None:
     with pytest.raises(InvalidRequest) as info:
         extract_token({"authorization": ["Bearer a", "Bearer b"]})
     assert info.value.status == 400 and info.value.error == "invalid_request"
+    assert info.value.description == "Only one Authorization header is allowed"
 
 
 def test_tokens_above_16_kib_are_refused_before_parsing() -> None:
     extract_token({"authorization": ["Bearer " + "a" * MAX_TOKEN_BYTES]})
     with pytest.raises(InvalidToken) as info:
         extract_token({"authorization": ["Bearer " + "a" * (MAX_TOKEN_BYTES + 1)]})
-    assert info.value.status == 401
+    assert info.value.status == 401 and info.value.description == "The access token is too large"
 
 
 def test_challenge_without_credentials_has_no_error_code() -> None:

@@ -147,7 +147,7 @@ def test_an_exp_or_nbf_that_is_no_usable_number_is_the_servers_garbage_503(name:
 @pytest.mark.parametrize("error", ["unsupported_token_type", "invalid_token"])
 def test_a_400_about_the_token_is_401_not_503(error: str) -> None:
     introspector, _, _ = setup(ok({"error": error}, 400))
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidToken, match="^The authorization server does not accept this access token$"):
         introspector.introspect("a-jwt-the-server-will-not-introspect")
 
 
@@ -162,30 +162,34 @@ def test_ttl_is_the_token_exp_and_one_hour_at_most_without_it() -> None:
     assert introspector.introspect("t")[1] == clock.now + 3600
 
 
-@pytest.mark.parametrize(
-    "answer",
-    [
-        DOWN,
-        ok({"error": "server_error"}, 500),
-        ok({"error": "invalid_client"}, 401),
-        ok({}, 403),
-        ok({"active": "yes"}),
-        ok(["active"]),
-        ok({}, 404),
-        ok({"error": "invalid_request"}, 400),
-    ],
-)
-def test_server_failures_and_refused_gateway_credentials_are_503(answer: Any) -> None:
+UNREACHABLE = "The authorization server could not be reached"
+FAILED = "The authorization server could not introspect the token"
+CREDENTIALS = "The authorization server refused the gateway's credentials"
+MALFORMED = "The authorization server's introspection answer is malformed"
+
+
+@pytest.mark.parametrize("answer,description", [
+    (DOWN, UNREACHABLE),
+    (ok({"error": "server_error"}, 500), FAILED),
+    (ok({"error": "invalid_client"}, 401), CREDENTIALS),
+    (ok({}, 403), CREDENTIALS),
+    (ok({"active": "yes"}), MALFORMED),
+    (ok(["active"]), MALFORMED),
+    (ok({}, 404), FAILED),
+    (ok({"error": "invalid_request"}, 400), FAILED),
+])  # fmt: skip
+def test_server_failures_and_refused_gateway_credentials_are_503(answer: Any, description: str) -> None:
     introspector, _, _ = setup(answer)
-    with pytest.raises(Unavailable):
+    with pytest.raises(Unavailable) as info:
         introspector.introspect("t")
+    assert info.value.description == description
 
 
 def test_non_json_answer_is_503() -> None:
     from kong_plugins.ai_mcp_oauth2.http import HttpResponse
 
     introspector, _, _ = setup(HttpResponse(200, b"<html>"))
-    with pytest.raises(Unavailable):
+    with pytest.raises(Unavailable, match="^The authorization server's introspection answer is not JSON$"):
         introspector.introspect("t")
 
 

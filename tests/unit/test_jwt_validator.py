@@ -184,7 +184,17 @@ def test_a_time_claim_no_float_can_hold_is_refused_before_any_key_is_fetched(nam
 def test_leeway_accepts_slightly_expired_and_early_tokens() -> None:
     validator, _, clock = setup(config={"jwt_claims_leeway": 30})
     now = int(clock.now)
-    validator.validate(KEYS["RS256"].mint({"exp": now - 10, "nbf": now + 10, "iat": now + 10}, now=clock.now))
+    claims, _ = validator.validate(
+        KEYS["RS256"].mint({"exp": now - 10, "nbf": now + 10, "iat": now + 10}, now=clock.now)
+    )
+    assert (claims["exp"], claims["nbf"], claims["sub"]) == (now - 10, now + 10, "alice")
+    # the leeway is 30 s, not unbounded
+    assert refused(validator, KEYS["RS256"].mint({"exp": now - 31}, now=clock.now)) == "The access token has expired"
+    assert (
+        refused(validator, KEYS["RS256"].mint({"nbf": now + 31}, now=clock.now)) == "The access token is not valid yet"
+    )
+    strict, _, _ = setup()
+    assert refused(strict, KEYS["RS256"].mint({"exp": now - 10}, now=clock.now)) == "The access token has expired"
 
 
 @pytest.mark.parametrize(
@@ -233,9 +243,14 @@ def test_tokens_for_another_audience_are_refused(audience: Any) -> None:
 
 def test_audience_list_containing_the_resource_and_relaxed_validation() -> None:
     validator, _, clock = setup()
-    validator.validate(KEYS["RS256"].mint({"aud": ["https://other", RESOURCE]}, now=clock.now))
+    assert validator.validate(KEYS["RS256"].mint({"aud": ["https://other", RESOURCE]}, now=clock.now))[0]["aud"] == [
+        "https://other",
+        RESOURCE,
+    ]
+    other = KEYS["RS256"].mint({"aud": "https://other"}, now=clock.now)
+    assert refused(validator, other) == "The access token is not intended for this resource"
     relaxed, _, _ = setup(config={"insecure_relaxed_audience_validation": True})
-    relaxed.validate(KEYS["RS256"].mint({"aud": "https://other"}, now=clock.now))
+    assert relaxed.validate(other)[0]["aud"] == "https://other"  # the flag alone lets it through
 
 
 def test_forged_and_degenerate_signatures_are_refused() -> None:
@@ -308,11 +323,11 @@ def test_keys_already_held_survive_a_failed_fetch() -> None:
 def test_no_keys_at_all_is_a_503_not_a_401() -> None:
     validator, http, clock = setup()
     http.on(JWKS, DOWN)
-    with pytest.raises(Unavailable):
+    with pytest.raises(Unavailable, match="^The authorization server's keys could not be obtained$"):
         validator.validate(KEYS["RS256"].mint(now=clock.now))
     http.on(JWKS, ok({"not": "a jwks"}))
     clock.now += 6
-    with pytest.raises(Unavailable):
+    with pytest.raises(Unavailable, match="^The authorization server's keys could not be obtained$"):
         validator.validate(KEYS["RS256"].mint(now=clock.now))
 
 

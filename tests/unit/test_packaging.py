@@ -76,3 +76,14 @@ def test_the_scripts_the_readme_names_exist_and_are_executable() -> None:
         path = ROOT / "scripts" / script
         if path.suffix == "" and not (ROOT / "scripts" / f"{script}.py").exists():
             assert path.is_file() and os.access(path, os.X_OK), script
+
+
+def test_the_distribution_ships_the_plugin_and_not_the_tests_or_the_benchmark() -> None:
+    import setuptools
+
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    shipped = setuptools.find_packages(str(ROOT), include=find["include"], exclude=find.get("exclude", ()))
+    assert "kong_plugins.ai_mcp_oauth2" in shipped
+    assert {name.split(".")[0] for name in shipped} == {"kong_plugins"}, shipped
+    # both are importable packages, which setuptools' automatic discovery would otherwise ship
+    assert (ROOT / "tests" / "__init__.py").is_file() and (ROOT / "bench" / "__init__.py").is_file()

@@ -174,7 +174,7 @@ def test_a_config_of_nulls_reads_as_every_declared_default() -> None:
 @pytest.mark.parametrize("path,declared", declared_fields(Config))
 def test_each_field_reads_its_declared_kong_type_into_its_python_type(path: str, declared: Any) -> None:
     python_type = {"string": "str", "boolean": "bool", "integer": "int", "number": "float"}
-    record_type = Config
+    record_type: Any = Config
     *parents, name = path.replace("[]", "").split(".")
     for parent in parents:
         record_type = spec(next(f for f in dataclasses.fields(record_type) if f.name == parent)).record

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from kong_plugins.ai_mcp_oauth2.http import HttpResponse
 from kong_plugins.ai_mcp_oauth2.token_exchange import GRANT_TYPE, TokenExchanger
 
 from .conftest import kong_config
-from .fakes import DOWN, Clock, FakeHttp, Gate, PausingLock, in_threads, join, ok, settle
+from .fakes import DOWN, Clock, FakeHttp, Gate, PausingLock, all_at_once, in_threads, join, ok, settle
 
 HUGE = 10**400  # valid JSON; no float can hold it
 
@@ -171,14 +170,7 @@ def test_concurrent_identical_exchanges_are_made_once() -> None:
         return ok(ISSUED)
 
     te, http, _ = exchanger(slow)
-    results: list[str] = []
-    threads = [threading.Thread(target=lambda: results.append(te.exchange("s", None))) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.2)
-    release.set()
-    for thread in threads:
-        thread.join(5)
+    results = all_at_once(20, lambda: te.exchange("s", None), release)
     assert results == ["exchanged-token"] * 20 and len(http.calls) == 1
 
 
@@ -193,20 +185,29 @@ def test_concurrent_identical_exchanges_are_made_once() -> None:
 )
 def test_the_endpoint_refusing_the_token_is_401(answer: HttpResponse) -> None:
     te, _, _ = exchanger(answer)
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidToken, match="^The access token could not be exchanged for the upstream$"):
         te.exchange("s", None)
 
 
-@pytest.mark.parametrize("answer", [
-    DOWN, ok({"error": "server_error"}, 500), ok({"error": "invalid_client"}, 401), ok({"error": "invalid_client"}, 400),
-    ok({"error": "unauthorized_client"}, 400), ok({"error": "unsupported_grant_type"}, 400), ok({}, 403),
-    ok({"token_type": "Bearer"}), ok(["access_token"]), ok({"access_token": "bad\r\nvalue"}),
-    ok({"access_token": "has space"}), ok({"access_token": ""}), HttpResponse(200, b"<html>"),
+REFUSED_OR_FAILED = "The token exchange endpoint refused the gateway or failed"
+NOT_AN_OBJECT = "The token exchange answer is not a JSON object"
+NO_ACCESS_TOKEN = "The token exchange answer has no usable access_token"
+
+
+@pytest.mark.parametrize("answer,description", [
+    (DOWN, "The token exchange endpoint could not be reached"),
+    (ok({"error": "server_error"}, 500), REFUSED_OR_FAILED), (ok({"error": "invalid_client"}, 401), REFUSED_OR_FAILED),
+    (ok({"error": "invalid_client"}, 400), REFUSED_OR_FAILED), (ok({"error": "unauthorized_client"}, 400), REFUSED_OR_FAILED),
+    (ok({"error": "unsupported_grant_type"}, 400), REFUSED_OR_FAILED), (ok({}, 403), REFUSED_OR_FAILED),
+    (ok({"token_type": "Bearer"}), NO_ACCESS_TOKEN), (ok(["access_token"]), NOT_AN_OBJECT),
+    (ok({"access_token": "bad\r\nvalue"}), NO_ACCESS_TOKEN), (ok({"access_token": "has space"}), NO_ACCESS_TOKEN),
+    (ok({"access_token": ""}), NO_ACCESS_TOKEN), (HttpResponse(200, b"<html>"), NOT_AN_OBJECT),
 ])  # fmt: skip
-def test_failures_and_refusals_of_the_gateway_are_503(answer: Any) -> None:
+def test_failures_and_refusals_of_the_gateway_are_503(answer: Any, description: str) -> None:
     te, _, _ = exchanger(answer)
-    with pytest.raises(Unavailable):
+    with pytest.raises(Unavailable) as info:
         te.exchange("s", None)
+    assert info.value.description == description
 
 
 ACCESS = "urn:ietf:params:oauth:token-type:access_token"
@@ -266,7 +267,7 @@ def test_an_answer_of_the_requested_type_is_forwarded(requested: str | None, ans
 
 def test_failures_are_never_cached() -> None:
     te, http, _ = exchanger(ok({}, 500), ok(ISSUED))
-    with pytest.raises(Unavailable):
+    with pytest.raises(Unavailable, match=f"^{REFUSED_OR_FAILED}$"):
         te.exchange("s", None)
     assert te.exchange("s", None) == "exchanged-token"
 
@@ -304,7 +305,7 @@ def test_a_request_that_missed_the_cache_as_an_exchange_ended_uses_its_result() 
     this request reached the shared call: it made a second exchange."""
     te, http, _ = exchanger()
     lock = PausingLock()
-    te.cache.lock = lock  # type: ignore[assignment,union-attr]
+    te.cache.lock = lock  # type: ignore[union-attr]
     gate, leader = held_exchange(te, http, ok(ISSUED))
     finish = lock.run_late(lambda: te.exchange("s", None))
     assert lock.paused.is_set()  # it missed the cache

@@ -332,9 +332,6 @@ class RequestState:
     uri_captures: dict[str, Any] = field(default_factory=lambda: {"unnamed": [], "named": {}})
     response_headers: list[tuple[str, str]] = field(default_factory=list)  # pending downstream headers
     upstream_host: str | None = None  # set by kong.service.request.set_header("host", ...)
-    # Not read by the stand-in: tests/bench/common.py drive() still passes them (remove both once it does not)
-    http_version: float = 1.1
-    client_port: int = 0
 
     # --- derived values -------------------------------------------------
     @property

@@ -23,6 +23,7 @@ if "-g" in sys.argv:
 
 import json  # noqa: E402
 import warnings  # noqa: E402
+from typing import Any  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -43,7 +44,7 @@ TERMINAL = ("kong.response.exit", "kong.response.error")
 
 
 class Plugin(object):
-    def __init__(self, config):
+    def __init__(self, config: dict[str, Any]) -> None:
         self.calls = [
             (method.split(".")[1:], method in TERMINAL, args) for method, args in json.loads(config["script"])
         ]
@@ -52,7 +53,7 @@ class Plugin(object):
         self.audience = config.get("audience")
         self.issuer = config.get("issuer")
 
-    def access(self, kong):
+    def access(self, kong: Any) -> Any:
         first = True
         for path, terminal, args in self.calls:
             fn = kong
@@ -65,11 +66,11 @@ class Plugin(object):
                 first = False
                 self.decode(result)
 
-    def decode(self, headers):
+    def decode(self, headers: Any) -> None:
         try:
             value = headers["authorization"]
             token = (value[0] if isinstance(value, list) else value).split(" ", 1)[1]
-            jwt.decode(token, self.key, algorithms=self.alg, audience=self.audience, issuer=self.issuer)
+            jwt.decode(token, self.key or "", algorithms=self.alg, audience=self.audience, issuer=self.issuer)
         except Exception:  # noqa: BLE001 - the floor must never change what it does
             pass
 

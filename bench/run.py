@@ -1,15 +1,17 @@
 """The benchmark behind ``scripts/bench`` (behaviour §11). Not a test: run it, read the table.
 
 Every request goes through the Kong stand-in (router, PDK semantics, MsgPack RPC over the real
-Unix socket) to the real plugin server, driven by :func:`tests.bench.common.drive`: the stand-in's
+Unix socket) to the real plugin server, driven by :func:`tests.harness.stack.drive`: the stand-in's
 access phase without its HTTP listener and upstream, so the numbers are the plugin server's and
 the RPC's, not the stand-in's HTTP stack. In the same run, for each kind of request, the floor
-(``tests/bench/floor.py``, a no-op kong-pdk plugin replaying exactly the PDK calls the plugin
+(``bench/floor.py``, a no-op kong-pdk plugin replaying exactly the PDK calls the plugin
 made) runs interleaved with the plugin, so ``plugin / floor`` is the plugin's own overhead.
 
 Writes ``docs/bench/results.json`` and ``docs/bench/latency.png`` (matplotlib; the run says so
-and skips the picture when it is missing). ``--quick`` runs smaller counts (a smoke run; its
-results are not committed).
+and skips the picture when it is missing), and the results table into README.md between the
+lines ``<!-- bench:results -->`` and ``<!-- /bench:results -->`` (a run stops at once when they
+are missing). ``--quick`` runs smaller counts (a smoke run into a temporary directory; its
+results are not committed and the README is left alone).
 """
 
 from __future__ import annotations
@@ -34,14 +36,44 @@ from jwt.algorithms import get_default_algorithms
 from kong_plugins.ai_mcp_oauth2.cache import MAX_ENTRIES
 from kong_plugins.ai_mcp_oauth2.config import parse_config
 from kong_plugins.ai_mcp_oauth2.tokens import CachingTokenVerifier
+from tests.harness import stack as C
 from tests.harness.kong_standin import KongStandIn
+from tests.harness.kong_standin.records import RequestRecord
 from tests.harness.mock_as import MockAuthorizationServer
 
-from . import common as C
-
 OUT = C.ROOT / "docs" / "bench"
+README = C.ROOT / "README.md"
+FLOOR = "bench-floor"
+FLOOR_SCRIPT = Path(__file__).resolve().parent / "floor.py"
 SECRET = "kong-secret"
 Request = tuple[str, str, dict[str, str]]
+
+
+# --------------------------------------------------------------------------------------------- floor
+def floor_env(prefix: Path, threads: bool = False) -> dict[str, str]:
+    """Kong's settings for the floor (bench/floor.py) as a dedicated kong-pdk plugin server."""
+    flags = "" if threads else " -g"  # kong-pdk: thread mode, or gevent (-g, patched by floor.py)
+    return {
+        "KONG_PREFIX": str(prefix),
+        "KONG_PLUGINS": f"bundled,{FLOOR}",
+        "KONG_PLUGINSERVER_NAMES": FLOOR,
+        "KONG_PLUGINSERVER_BENCH_FLOOR_SOCKET": f"{prefix}/{FLOOR}.socket",
+        "KONG_PLUGINSERVER_BENCH_FLOOR_START_CMD": (
+            f"{sys.executable} {FLOOR_SCRIPT} --kong-prefix {prefix} --socket-name {FLOOR}.socket --no-lua-style{flags}"
+        ),
+        "KONG_PLUGINSERVER_BENCH_FLOOR_QUERY_CMD": f"{sys.executable} {FLOOR_SCRIPT} --dump",
+    }
+
+
+def start_floor(prefix: Path, threads: bool = False) -> KongStandIn:
+    """The stand-in with the floor on the route, replaying nothing until :meth:`Bench.set_floor`."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    return C.start(prefix, C.declarative({"script": "[]"}, name=FLOOR), env=floor_env(prefix, threads))
+
+
+def replay_script(record: RequestRecord) -> str:
+    """The PDK calls of a request as the floor plugin's ``script``."""
+    return json.dumps([[c.method, c.args] for c in record.pdk_calls])
 
 
 # --------------------------------------------------------------------------------------------- stats
@@ -74,7 +106,7 @@ def concurrent_run(kong: KongStandIn, requests_: list[Request], concurrency: int
     lock = threading.Lock()
 
     def worker(chunk: list[Request]) -> None:
-        mine = []
+        mine: list[int] = []
         for request in chunk:
             if time.monotonic() > deadline:
                 break
@@ -129,9 +161,9 @@ class Bench:
             ),
         }
         self.config_name = "jwt"
-        self.plugin = C.start(tmp / "plugin", C.PLUGIN, self.configs["jwt"])
-        self.floor = C.start(tmp / "floor", C.FLOOR, {"script": "[]"})
-        self.floor_decode = C.start(tmp / "floor-decode", C.FLOOR, {"script": "[]"})
+        self.plugin = C.start(tmp / "plugin", C.declarative(self.configs["jwt"]))
+        self.floor = start_floor(tmp / "floor")
+        self.floor_decode = start_floor(tmp / "floor-decode")
         self.kongs: list[KongStandIn] = [self.plugin, self.floor, self.floor_decode]
 
     def close(self) -> None:
@@ -141,11 +173,11 @@ class Bench:
 
     def use(self, name: str) -> None:
         """A fresh plugin instance with the named config (a reload: new instance, empty caches)."""
-        self.plugin.reload(C.declarative(C.PLUGIN, self.configs[name]))
+        self.plugin.reload(C.declarative(self.configs[name]))
         self.config_name = name
 
     def set_floor(self, kong: KongStandIn, config: dict[str, Any]) -> None:
-        kong.reload(C.declarative(C.FLOOR, config))
+        kong.reload(C.declarative(config, name=FLOOR))
 
     def as_calls(self) -> dict[str, int]:
         return {e: self.authz.count(e) for e in ("metadata", "jwks", "introspection", "token")}
@@ -157,7 +189,8 @@ class Bench:
         from cryptography.hazmat.primitives import serialization
 
         key = self.authz.current_key(alg).public_key
-        return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        pem: bytes = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return pem.decode()
 
 
 # --------------------------------------------------------------------------------------------- kinds
@@ -189,7 +222,8 @@ def measure_kind(b: Bench, kind: dict[str, Any]) -> dict[str, Any]:
     def request() -> Request:
         if tokens is not None:
             return ("POST", "/mcp", C.bearer(next(tokens)))
-        return kind["fixed"]
+        fixed: Request = kind["fixed"]
+        return fixed
 
     # warm-up: the JWKS, metadata, introspection and exchange caches fill here (counted apart)
     warm_before = b.as_calls()
@@ -198,10 +232,10 @@ def measure_kind(b: Bench, kind: dict[str, Any]) -> dict[str, Any]:
         status, record = C.drive(b.plugin, *request())
         first = first or record
     sample_status, sample = status, record
-    script = C.replay_script(sample)
+    script = replay_script(sample)
     b.set_floor(b.floor, {"script": script})
     decode = fresh is not None
-    if decode:
+    if fresh is not None:
         b.set_floor(
             b.floor_decode,
             {
@@ -264,7 +298,7 @@ def in_process(b: Bench) -> dict[str, Any]:
     out: dict[str, Any] = {}
     algorithms = get_default_algorithms()
     b.use("jwt")
-    config = parse_config(json.loads(b.plugin._config.decl.plugins[0].config_json))
+    config = parse_config(json.loads(b.plugin.config.decl.plugins[0].config_json))
     n = 300 if b.quick else 1000
     for alg in ("RS256", "ES256"):
         key = algorithms[alg].prepare_key(b.pem(alg))
@@ -349,7 +383,7 @@ def kid_flood(b: Bench) -> dict[str, Any]:
     deadline = time.monotonic() + duration
 
     def worker(offset: int) -> None:
-        mine = []
+        mine: list[int] = []
         i = offset
         while time.monotonic() < deadline and len(mine) < 5000:
             mine.append(C.drive(b.plugin, "POST", "/mcp", C.bearer(tokens[i % len(tokens)]))[0])
@@ -377,7 +411,7 @@ def kid_flood(b: Bench) -> dict[str, Any]:
 def slow_as(b: Bench, kong: KongStandIn, waiting: int, slow_s: float, label: str) -> dict[str, Any]:
     """Cached-token latency idle, then while ``waiting`` requests wait on an introspection endpoint
     that takes ``slow_s``: does a slow authorization server block anyone else?"""
-    kong.reload(C.declarative(C.PLUGIN, b.configs["introspection"]))
+    kong.reload(C.declarative(b.configs["introspection"]))
     cached = b.authz.issue_opaque({"sub": "cached"})
     assert C.drive(kong, "POST", "/mcp", C.bearer(cached))[0] == 200
     idle = [timed(kong, ("POST", "/mcp", C.bearer(cached)))[0] for _ in range(600 if not b.quick else 200)]
@@ -427,7 +461,7 @@ def memory(b: Bench) -> dict[str, Any]:
         done += run["requests"]
         samples.append({"tokens": done, "rss_kib": C.rss_kib(pid), "statuses": run["statuses"]})
     # In process: a real CachingTokenVerifier (keys from the mock), 100 000 distinct EdDSA tokens.
-    config = parse_config(json.loads(b.plugin._config.decl.plugins[0].config_json))
+    config = parse_config(json.loads(b.plugin.config.decl.plugins[0].config_json))
     validator = CachingTokenVerifier(config)
     count = 20000 if b.quick else 100_000
     gc.collect()
@@ -452,7 +486,7 @@ def memory(b: Bench) -> dict[str, Any]:
 
 def refused(b: Bench, pid: int) -> list[dict[str, Any]]:
     """Requests the plugin answers itself (no token, metadata), sampled: RSS and handlers left."""
-    reqs = [("POST", "/mcp", {}), ("GET", C.METADATA_PATH, {})]
+    reqs: list[Request] = [("POST", "/mcp", {}), ("GET", C.METADATA_PATH, {})]
     total = 6000 if b.quick else 30000
     samples: list[dict[str, Any]] = [{"requests": 0, "rss_kib": C.rss_kib(pid), "handlers": 0}]
     done = 0
@@ -468,17 +502,17 @@ def modes(b: Bench) -> dict[str, Any]:
     """Repeated JWT: the default gevent mode against kong-pdk's thread mode (--threads), interleaved;
     floors in each mode."""
     gevent, floor_g = b.plugin, b.floor
-    thread = C.start(b.tmp / "plugin-threads", C.PLUGIN, b.configs["jwt"], threads=True)
+    thread = C.start(b.tmp / "plugin-threads", C.declarative(b.configs["jwt"]), threads=True)
     b.kongs.append(thread)
-    floor_t = C.start(b.tmp / "floor-threads", C.FLOOR, {"script": "[]"}, threads=True)
+    floor_t = start_floor(b.tmp / "floor-threads", threads=True)
     b.kongs.append(floor_t)
     b.use("jwt")
     token = b.authz.mint()
     req = ("POST", "/mcp", C.bearer(token))
     _, record = C.drive(gevent, *req)
     C.drive(thread, *req)
-    b.set_floor(floor_t, {"script": C.replay_script(record)})
-    b.set_floor(floor_g, {"script": C.replay_script(record)})
+    b.set_floor(floor_t, {"script": replay_script(record)})
+    b.set_floor(floor_g, {"script": replay_script(record)})
     targets = {"thread": thread, "gevent": gevent, "floor thread": floor_t, "floor gevent": floor_g}
     lat: dict[str, list[float]] = {k: [] for k in targets}
     for kong in targets.values():
@@ -642,6 +676,64 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: README rows: the kind in results.json and how the README names it.
+README_ROWS = {
+    "metadata": "metadata",
+    "rejected: no token": "rejected, no token",
+    "rejected: bad token": "rejected, bad signature",
+    "JWT first seen RS256": "JWT first seen, RS256",
+    "JWT first seen ES256": "JWT first seen, ES256",
+    "JWT repeated": "JWT repeated",
+    "introspection cached": "introspection cached",
+    "exchange cached": "exchange cached",
+}
+README_START, README_END = "<!-- bench:results -->", "<!-- /bench:results -->"
+
+
+def readme_table(res: dict[str, Any]) -> str:
+    """The README's Performance table from the results: medians in µs at concurrency 1, plugin
+    against floor (and floor plus one bare decode for first-seen tokens), req/s at 16."""
+    m = res["machine"]
+    lines = [
+        f"One run on {m['nproc']} cores ({m['cpu_model']}, Python {m['python']}, kong-pdk {m['kong_pdk']}), "
+        "medians in µs, concurrency 1, both in the default mode (gevent, monkey-patched), from "
+        "`docs/bench/results.json`:",
+        "",
+        "| request | plugin | floor | ratio | req/s (c=16) | PDK round trips |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, label in README_ROWS.items():
+        r = res["kinds"][kind]
+        floor = f"{r['floor']['median_us']:.0f}"
+        if "floor+decode" in r:
+            floor += f" (+decode {r['floor+decode']['median_us']:.0f})"
+        lines.append(
+            f"| {label} | {r['plugin']['median_us']:.0f} | {floor} | {r['ratio_median']:.2f} "
+            f"| {r['plugin']['c16']['rps']:.0f} | {r['pdk_round_trips']} |"
+        )
+    return "\n".join(lines)
+
+
+def readme_markers(text: str, path: Path) -> tuple[int, int]:
+    """Where the generated block goes in the README: between the markers, each once and in order."""
+    start, end = text.find(README_START), text.find(README_END)
+    if text.count(README_START) != 1 or text.count(README_END) != 1 or end < start:
+        raise SystemExit(
+            f"{path} must contain the lines {README_START} and {README_END}, once each and in this order, "
+            "around the benchmark's results table (Performance); they are missing or misplaced, so the "
+            "README cannot be updated"
+        )
+    return start + len(README_START), end
+
+
+def write_readme(res: dict[str, Any], path: Path) -> str:
+    """Replace what the README holds between its markers with :func:`readme_table`."""
+    text = path.read_text()
+    start, end = readme_markers(text, path)
+    path.write_text(text[:start] + "\n" + readme_table(res) + "\n" + text[end:])
+    return f"wrote the results table into {path}"
+
+
 def picture(res: dict[str, Any], path: Path) -> str:
     try:
         import matplotlib
@@ -692,11 +784,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out_dir = args.out or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else OUT)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The README shows the committed results: a full run into docs/bench, never a quick one.
+    readme = not args.quick and out_dir.resolve() == OUT.resolve()
+    if readme:
+        readme_markers(README.read_text(), README)  # before minutes of measuring, not after
     started = time.monotonic()
     res: dict[str, Any] = {
         "machine": machine(),
         "quick": args.quick,
-        "method": "stand-in access phase driven in process (tests/bench/common.py drive): router, "
+        "method": "stand-in access phase driven in process (tests/harness/stack.py drive): router, "
         "PDK semantics and MsgPack RPC over the real Unix socket to the real plugin "
         "server; no HTTP listener, no upstream. Plugin and floor interleaved in rounds.",
     }
@@ -731,6 +827,10 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     (out_dir / "results.json").write_text(json.dumps(res, indent=1) + "\n")
     print(f"\nwrote {out_dir / 'results.json'}")
+    if readme:
+        print(write_readme(res, README))
+    else:
+        print(f"README not updated ({'--quick' if args.quick else f'results in {out_dir}, not {OUT}'})")
     print(picture(res, out_dir / "latency.png"))
     print(f"machine: {res['machine']}; {res['seconds']} s")
     return 0
