@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote_plus
 
 import jwt
-from jwt.exceptions import PyJWKError
+from jwt.exceptions import PyJWKError, PyJWTError
 
 from .errors import ConfigError
 from .jwks import ASYMMETRIC_ALGS, key_algorithms
@@ -111,7 +111,7 @@ def signing_algorithm(jwk: str, client_alg: str | None) -> str:
         raise ConfigError("client_alg", "must be an asymmetric algorithm matching client_jwk")
     try:
         jwt.PyJWK(data, algorithm=alg)
-    except (PyJWKError, ValueError, TypeError, KeyError):
+    except (PyJWKError, PyJWTError, ValueError, TypeError, KeyError):  # PyJWT's InvalidKeyError among them
         raise ConfigError("client_jwk", f"is not a usable {alg} key") from None
     return str(alg)
 

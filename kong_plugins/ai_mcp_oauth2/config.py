@@ -147,7 +147,8 @@ _READERS: dict[str, Callable[[Spec, Any, str], Any]] = {
 
 
 def claim_to_header_or_upstream_headers(config: Config) -> None:
-    """Kong's entity check: the two ways of mapping claims to headers are mutually exclusive."""
+    """Kong's entity check: the two ways of mapping claims to headers are mutually exclusive. As
+    Kong's ``mutually_exclusive`` checker, an empty array counts as not set (its ``is_nonempty``)."""
     if config.claim_to_header and config.upstream_headers:
         raise ConfigError("claim_to_header", "claim_to_header and upstream_headers are mutually exclusive")
 

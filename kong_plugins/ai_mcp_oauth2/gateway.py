@@ -121,6 +121,8 @@ class Gateway:
             self.verifier, self.exchanger = services(self.config)
         except ConfigError as exc:
             self.error = exc
+        except Exception as exc:  # noqa: BLE001 - an unforeseen config still fails closed, never a crash
+            self.error = ConfigError("config", f"could not be read ({type(exc).__name__})")
 
     def close(self) -> None:
         """Release what the instance holds (the mTLS key's memory files, pooled connections) when

@@ -59,8 +59,10 @@ ALGORITHMS: dict[str, Algorithm] = {
 
 def key_algorithms(jwk: Mapping[str, Any]) -> tuple[str, ...]:
     """The algorithms a JWK's ``kty`` (and ``crv``) may be used with, its default first; () if none."""
-    kty = jwk.get("kty")
-    return _BY_KTY.get((kty, jwk.get("crv") if kty != "RSA" else None), ())
+    kty, crv = jwk.get("kty"), jwk.get("crv") if jwk.get("kty") != "RSA" else None
+    if not isinstance(kty, str) or not isinstance(crv, (str, type(None))):
+        return ()  # members of the wrong type (a list cannot even be looked up)
+    return _BY_KTY.get((kty, crv), ())
 
 
 @dataclass(frozen=True, slots=True)

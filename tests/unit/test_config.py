@@ -256,3 +256,35 @@ def test_introspection_headers_may_carry_authorization() -> None:
 @pytest.mark.parametrize("url", ["http://[::1", "http://host:99999/x"])
 def test_unparseable_urls_are_config_errors_naming_the_field(url: str) -> None:
     assert refused(jwks_endpoint=url).field == "jwks_endpoint"
+
+
+def test_an_empty_upstream_headers_array_next_to_claim_to_header_is_not_set() -> None:
+    """Kong's ``mutually_exclusive`` entity checker counts an empty array as not set (``is_nonempty``),
+    so this config, which Kong accepts, loads; both non-empty is refused (above)."""
+    config = parse_config(kong_config(claim_to_header=[{"claim": "email", "header": "X-User"}], upstream_headers=[]))
+    assert header_claims(config) == (("X-User", ("email",)),)
+
+
+def _okp_jwk(**members: object) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from jwt.algorithms import get_default_algorithms
+
+    data = json.loads(get_default_algorithms()["EdDSA"].to_jwk(ed25519.Ed25519PrivateKey.generate()))
+    data.update(members)
+    return json.dumps({k: v for k, v in data.items() if v is not None})
+
+
+@pytest.mark.parametrize(
+    "members,client_alg,field",
+    [
+        ({"crv": []}, None, "client_alg"),  # a crv that is not a string: no algorithm for it
+        ({"crv": "X25519"}, None, "client_alg"),  # a key-agreement curve: no signing algorithm
+        ({"crv": None}, "EdDSA", "client_jwk"),  # an OKP key without crv (PyJWT's InvalidKeyError)
+        ({"kty": None}, "RS256", "client_jwk"),  # no kty at all
+    ],
+)
+def test_any_client_jwk_string_is_a_config_error_naming_the_field(
+    members: dict[str, object], client_alg: str | None, field: str
+) -> None:
+    """Kong accepts any string as ``client_jwk``: an unusable one fails closed, naming a field, never a crash."""
+    assert refused(client_jwk=_okp_jwk(**members), client_alg=client_alg).field == field

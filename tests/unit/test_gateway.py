@@ -229,6 +229,22 @@ def test_a_bad_config_answers_500_logs_the_field_and_asks_nothing_else() -> None
     assert "WWW-Authenticate" not in response.headers
 
 
+def test_a_config_that_breaks_the_reader_unforeseen_still_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not only a ConfigError: any exception while reading the config is the misconfigured state
+    (500 for every request, the log naming the exception's type only, never its message)."""
+    from kong_plugins.ai_mcp_oauth2 import gateway
+
+    def crash(raw: object) -> Any:
+        raise RuntimeError("s3cr3t in the message")
+
+    monkeypatch.setattr(gateway, "parse_config", crash)
+    request = FakeRequest({"authorization": ["Bearer abc"]})
+    response = decide(request)
+    assert response.status == 500 and body(response)["error"] == "server_error"
+    assert request.logs[0][0] == "err" and "config: could not be read (RuntimeError)" in request.logs[0][1]
+    assert "s3cr3t" not in request.logs[0][1]
+
+
 class Claims:
     def __init__(self, claims: dict[str, Any]) -> None:
         self.claims = claims

@@ -285,3 +285,13 @@ def test_oversized_rsa_members_are_skipped_without_being_parsed(monkeypatch: pyt
     assert jwks.bind_key({**public, "e": "A" * 500}) is None  # a 3000-bit exponent: 6 ms a verify
     assert jwks.bind_key({**public, "e": "_____w"}) is None  # 2**36 - 1: six characters, 36 bits
     assert jwks.bind_key({**public, "n": 12345}) is None
+
+
+@pytest.mark.parametrize("members", [{"crv": []}, {"crv": {"a": 1}}, {"kty": ["EC"]}, {"crv": "X25519"}])
+def test_a_jwk_whose_type_or_curve_is_unusable_is_skipped(members: dict[str, Any]) -> None:
+    from kong_plugins.ai_mcp_oauth2 import jwks
+
+    public = make_key("ES256").public_jwk()
+    assert jwks.bind_key(public) is not None
+    assert jwks.bind_key({**public, **members}) is None
+    assert jwks.key_algorithms({**public, **members}) == ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -71,3 +72,13 @@ def test_readme_names_every_runtime_dependency() -> None:
     for requirement in dependencies:
         name = re.match(r"[A-Za-z0-9_.-]+", requirement)
         assert name and f"`{name.group(0).lower()}" in libraries, requirement
+
+
+def test_readme_benchmark_table_is_what_scripts_bench_writes_from_the_results() -> None:
+    """The table is regenerated from docs/bench/results.json, never edited by hand."""
+    from bench.run import README_END, README_START, readme_table
+
+    text = README.read_text()
+    block = text[text.index(README_START) + len(README_START) : text.index(README_END)]
+    results = json.loads((ROOT / "docs" / "bench" / "results.json").read_text())
+    assert block == "\n" + readme_table(results) + "\n"
