@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import client_auth
+from . import client_auth, token_exchange
 from .errors import ConfigError
 from .schema import Config, Spec, spec
 
@@ -169,18 +169,6 @@ def exchange_needs_passthrough(config: Config) -> None:
         raise ConfigError("passthrough_credentials", "token_exchange.enabled requires passthrough_credentials: true")
 
 
-def actor_token_source_has_its_value(config: Config) -> None:
-    """An actor token from a header needs the header's name; from config, the token (RFC 8693 §2.1)."""
-    exchange = config.token_exchange
-    request = exchange.request
-    if not exchange.enabled:
-        return
-    if request.actor_token_source == "header" and not request.actor_token_header:
-        raise ConfigError("token_exchange.request.actor_token_header", "required when actor_token_source is header")
-    if request.actor_token_source == "config" and not request.actor_token:
-        raise ConfigError("token_exchange.request.actor_token", "required when actor_token_source is config")
-
-
 def exchange_client_has_credentials(config: Config) -> None:
     """The token endpoint's client authentication has what it needs (``client_auth.py``)."""
     if config.token_exchange.enabled:
@@ -212,7 +200,7 @@ def consumer_groups_cannot_be_mapped(config: Config) -> None:
 CHECKS: tuple[Callable[[Config], None], ...] = (
     client_jwk_is_usable,
     exchange_needs_passthrough,
-    actor_token_source_has_its_value,
+    token_exchange.actor_token_source_has_its_value,
     exchange_client_has_credentials,
     claim_to_header_or_upstream_headers,
     each_header_mapped_once,

@@ -112,12 +112,14 @@ class Gateway:
         self.error: ConfigError | None = None
         self.metadata_body = b""
         self.metadata_paths: frozenset[str] = frozenset()
+        self.header_claims: tuple[tuple[str, tuple[str, ...]], ...] = ()
         self.verifier: TokenVerifier | None = None
         self.exchanger: Exchanger | None = None
         try:
             self.config = parse_config(raw_config)
             self.metadata_body = metadata.document(self.config)
             _, self.metadata_paths = metadata.paths(self.config)
+            self.header_claims = header_claims(self.config)
             self.verifier, self.exchanger = services(self.config)
         except ConfigError as exc:
             self.error = exc
@@ -157,7 +159,7 @@ class Gateway:
                     upstream_token = self.exchanger.exchange(token, actor_token(config, headers))
         except Refusal as refusal:
             return render(refusal, config, request)
-        return upstream_changes(config, headers, token_claims, upstream_token, consumer)
+        return upstream_changes(config, headers, token_claims, upstream_token, consumer, self.header_claims)
 
     def _metadata(self, request: RequestView, headers: Mapping[str, Sequence[str]]) -> Response:
         method = request.method()
@@ -221,6 +223,7 @@ def upstream_changes(
     token_claims: Mapping[str, Any],
     upstream_token: str | None = None,
     consumer: Mapping[str, Any] | None = None,
+    mapped: tuple[tuple[str, tuple[str, ...]], ...] | None = None,
 ) -> LetThrough:
     """Behaviour §8–§10: what the upstream request and Kong's identity become.
 
@@ -255,7 +258,8 @@ def upstream_changes(
             elif value is None:
                 clear.append(name)  # the same name: set_headers replaces it when there is a value
 
-    mapped = header_claims(config)
+    if mapped is None:
+        mapped = header_claims(config)
     for header, path in mapped:
         control(header, claims.header_value(claims.resolve(token_claims, path)))
     actor_header = config.token_exchange.request.actor_token_header

@@ -46,7 +46,7 @@ from typing import Any
 from .cache import ExpiringCache, SingleFlight
 from .claims import number
 from .client_auth import ClientAuth
-from .errors import InvalidToken, Unavailable
+from .errors import ConfigError, InvalidToken, Unavailable
 from .http import HttpClient, OutboundCallFailed
 from .schema import Config
 
@@ -56,6 +56,18 @@ JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 _BEARER_TYPES = frozenset({ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE})  # requested types that must come as Bearer
 _GATEWAY_REFUSED = frozenset({"invalid_client", "unauthorized_client", "unsupported_grant_type"})
 _HEADER_SAFE_TOKEN = re.compile(r"^[\x21-\x7e]{1,16384}$")
+
+
+def actor_token_source_has_its_value(config: Config) -> None:
+    """An actor token from a header needs the header's name; from config, the token (RFC 8693 §2.1)."""
+    exchange = config.token_exchange
+    request = exchange.request
+    if not exchange.enabled:
+        return
+    if request.actor_token_source == "header" and not request.actor_token_header:
+        raise ConfigError("token_exchange.request.actor_token_header", "required when actor_token_source is header")
+    if request.actor_token_source == "config" and not request.actor_token:
+        raise ConfigError("token_exchange.request.actor_token", "required when actor_token_source is config")
 
 
 class TokenExchanger:

@@ -12,10 +12,10 @@ import base64
 import json
 import secrets
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from tests.harness import httpserver
 from tests.harness import stack as C
 from tests.harness.upstream import EchoUpstream
 
@@ -36,14 +36,11 @@ HOSTILE = {"kty": "RSA", "kid": "hostile", "e": "AQAB",
 def jwks_server() -> Iterator[str]:
     body = json.dumps({"keys": [HOSTILE]}).encode()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            C.send(self, 200, body)
+    class Handler(httpserver.Handler):
+        def handle_request(self) -> None:
+            httpserver.send(self, 200, body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with C.serve(Handler) as url:
+    with httpserver.serve(Handler) as url:
         yield url + "/jwks"
 
 

@@ -1,12 +1,14 @@
 """The one HTTP-server base of the test servers (the Kong stand-in's proxy, the mock authorization
-server, the echo upstream): a threaded HTTP/1.1 listener on loopback that serves on its own thread
-and, at :meth:`HttpServer.stop`, cuts every live connection (keep-alive and hanging ones included)."""
+server, the echo upstream, a test's own server through :func:`serve`): a threaded HTTP/1.1 listener
+on loopback that serves on its own thread and, at :meth:`HttpServer.stop`, cuts every live
+connection (keep-alive and hanging ones included)."""
 
 from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
@@ -117,3 +119,23 @@ class HttpServer(ThreadingHTTPServer):
         self.server_close()
         if self._thread is not None:
             self._thread.join(5)
+
+
+def send(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str = "application/json") -> None:
+    """A whole answer with its Content-Length, from a test server's handler."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@contextmanager
+def serve(handler: type[Handler]) -> Iterator[str]:
+    """An :class:`HttpServer` with ``handler`` on a free loopback port, for a test's own server;
+    yields its base URL (``http://127.0.0.1:PORT``) and stops it (live connections cut) after."""
+    server = HttpServer(("127.0.0.1", 0), handler).start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -12,13 +11,13 @@ import pytest
 from kong_plugins.ai_mcp_oauth2.budget import request_budget
 from kong_plugins.ai_mcp_oauth2.config import parse_config
 from kong_plugins.ai_mcp_oauth2.http import MAX_BODY, HttpClient, OutboundCallFailed, _no_proxy_matcher
-from tests.harness.stack import send, serve
+from tests.harness.httpserver import Handler as ServerHandler
+from tests.harness.httpserver import HttpServer, send, serve
 
 from .conftest import kong_config
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(ServerHandler):
     seen: list[dict[str, str]] = []
     drip_finished = threading.Event()
     drip_completed = False
@@ -49,9 +48,6 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         send(self, 200, body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
@@ -228,36 +224,21 @@ def test_a_stalled_name_holds_one_resolver_worker_and_other_names_still_resolve(
 def test_concurrent_calls_keep_their_connections_for_the_next_ones() -> None:
     """urllib3 keeps 10 idle connections a host by default: with more concurrent calls (gevent mode
     has no limit) the rest were closed and reopened, a TLS handshake each."""
-    import socketserver
-
     barrier = threading.Barrier(20, timeout=10)
     connections: list[int] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(ServerHandler):
         def setup(self) -> None:
             super().setup()
             connections.append(1)
 
         def do_GET(self) -> None:  # noqa: N802
             barrier.wait()
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
+            send(self, 200, b"{}")
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
-        daemon_threads = True
-        allow_reuse_address = True
-
-    srv = Server(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    srv = HttpServer(("127.0.0.1", 0), Handler).start()
     http = client()
-    url = f"http://127.0.0.1:{srv.server_address[1]}/"
+    url = f"http://127.0.0.1:{srv.port}/"
     for _ in range(3):
         threads = [threading.Thread(target=http.get, args=(url,)) for _ in range(20)]
         for thread in threads:
@@ -266,8 +247,7 @@ def test_concurrent_calls_keep_their_connections_for_the_next_ones() -> None:
             thread.join(10)
     assert len(connections) == 20  # the first round's connections served the next two rounds
     http.close()
-    srv.shutdown()
-    srv.server_close()
+    srv.stop()
 
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
