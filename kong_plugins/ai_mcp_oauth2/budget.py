@@ -1,4 +1,4 @@
-"""The time budget of one request's outbound work (behaviour §7).
+"""The time budget of one request's outbound work (behaviour §7.5).
 
 Kong waits for the plugin server at most ``lua_socket_read_timeout`` (60 s by default) and then
 *proxies the request unauthenticated*. Discovery retries, key fetches, introspection and exchange

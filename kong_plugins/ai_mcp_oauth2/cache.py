@@ -1,9 +1,9 @@
 """The cache plumbing of validated tokens, exchanged tokens, issuer metadata and key sets.
 
 - :class:`ExpiringCache`: at most :data:`MAX_ENTRIES` entries, each kept until the time it was
-  stored with (behaviour §11), the least recently used going first when it is full. Its lock
+  stored with (behaviour §11.2, §9.5), the least recently used going first when it is full. Its lock
   makes every read and write whole, in thread and gevent mode alike.
-- :class:`SingleFlight`: concurrent calls with the same key share one execution (behaviour §7);
+- :class:`SingleFlight`: concurrent calls with the same key share one execution (behaviour §7.6);
   a request waits for the shared call at most until its time budget ends (a 503).
 - :class:`FailureBackoff`: a failed fetch is remembered for :data:`FAILURE_BACKOFF` seconds, so
   that a server that is down is not asked again on every request meanwhile.
@@ -70,7 +70,7 @@ class _Call:
 
 
 class SingleFlight:
-    """Concurrent calls with the same key share one execution (behaviour §7)."""
+    """Concurrent calls with the same key share one execution (behaviour §7.6)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -1,10 +1,11 @@
 """Entry point of the ``ai-mcp-oauth2`` console script.
 
 The plugin server runs kong-pdk's gevent mode by default, monkey-patched *before* anything else
-is imported. The benchmark (README, Performance) shows why: it is the faster mode, and once
-patched a slow authorization server blocks only the requests that wait on it. kong-pdk itself
-never patches, so its plain ``-g`` would let one slow call stall every request, and requests
-stalled past Kong's RPC timeout are proxied by Kong unauthenticated.
+is imported. The benchmark's mode comparison (``modes`` in docs/bench/results.json) shows why:
+it is the faster mode, and once patched a slow authorization server blocks only the requests
+that wait on it. kong-pdk itself never patches, so its plain ``-g`` would let one slow call
+stall every request, and requests stalled past Kong's RPC timeout are proxied by Kong
+unauthenticated.
 
 ``--threads`` selects kong-pdk's thread mode instead (one OS thread per event).
 """

@@ -45,7 +45,7 @@ TLS_METHODS = ("tls_client_auth", "self_signed_tls_client_auth")
 
 
 def auth_method(config: Config) -> str:
-    """``client_auth``, or by default (behaviour §6) ``client_secret_basic`` with a secret, else ``none``."""
+    """``client_auth``, or by default (behaviour §6.2) ``client_secret_basic`` with a secret, else ``none``."""
     if config.client_auth:
         return config.client_auth
     return "client_secret_basic" if config.client_secret else "none"

@@ -7,9 +7,10 @@ held to the same rules. Kong leaves a record the user omitted as ``null``: it me
 (and, as in Kong, the ``required`` fields inside it are not required then). Fields Kong injects
 (``__plugin_id``, ``route_id``…) are not declared and not read.
 
-A Python plugin cannot declare Kong's entity checks, so the rules that span fields (behaviour §1)
+A Python plugin cannot declare Kong's entity checks, so the rules that span fields (behaviour §1.3)
 are the named checks in :data:`CHECKS`, made once per plugin instance. A problem raises
-:class:`~.errors.ConfigError` naming the field it blames, never its value (which may be a secret).
+:class:`~.errors.ConfigError` naming the field it blames; secrets, keys and URLs are never quoted
+(a header name, an algorithm or a ``client_auth`` method may be).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ _READERS: dict[str, Callable[[Spec, Any, str], Any]] = {
 }
 
 
-# The checks Kong's schema cannot declare, each blaming one field (behaviour §1).
+# The checks Kong's schema cannot declare, each blaming one field (behaviour §1.3).
 
 
 def claim_to_header_or_upstream_headers(config: Config) -> None:

@@ -11,7 +11,7 @@
   (connection error, timeout, 5xx); a 404 or another 4xx moves on to the next URL at once.
 - Found metadata is cached ``metadata_cache_ttl`` seconds; a failure is remembered for
   :data:`~.cache.FAILURE_BACKOFF` seconds so that a down server is not asked again on every request, and
-  metadata already held is used meanwhile. Behaviour §7: concurrent requests share one
+  metadata already held is used meanwhile. Behaviour §7.6: concurrent requests share one
   discovery, and its leader first looks at the cache again, so a request that found the cache
   expired just as another discovery ended or failed uses that outcome instead of asking again.
 """

@@ -2,12 +2,12 @@
 
 ``schema.py`` names the format of each field it applies to; :func:`~.config.parse_config` calls it
 with the field's name and value (never ``None``). A value out of format raises
-:class:`~.errors.ConfigError` naming the field, never repeating the value (it may be a secret).
+:class:`~.errors.ConfigError` naming the field; it never repeats a URL or a secret, only a header name.
 
 - URLs (RFC 3986 §4.3): absolute ``http``/``https`` with a host, no fragment, nothing a header or a
   log line could not carry; an issuer identifier (RFC 8414 §2) and the resource (RFC 9728 §1.2)
-  also have no query, and the resource's path is as Kong's normalisation leaves it (behaviour §3).
-- Header names (RFC 9110 §5.6.2 ``token``); the headers a claim may never set (behaviour §8).
+  also have no query, and the resource's path is as Kong's normalisation leaves it (behaviour §1.3).
+- Header names (RFC 9110 §5.6.2 ``token``); the headers a claim may never set (behaviour §8.3).
 - Scopes (RFC 6749 §3.3 ``scope-token``).
 - PEM (RFC 7468) certificates and unencrypted private keys, which must parse.
 """
@@ -22,7 +22,7 @@ from .errors import ConfigError
 
 # RFC 9110 §5.6.2 token: the only valid header field names.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-# Behaviour §8: headers a claim may never set.
+# Behaviour §8.3: headers a claim may never set.
 FORBIDDEN_HEADERS = frozenset(
     {
         "host",
@@ -84,7 +84,7 @@ def normal_path(name: str, value: str) -> None:
 
 
 def header_name(name: str, value: str) -> None:
-    """A header the gateway may set upstream: a valid name, not one the gateway controls (behaviour §8)."""
+    """A header the gateway may set upstream: a valid name, not one the gateway controls (behaviour §8.3)."""
     if not _TOKEN.match(value):
         raise ConfigError(name, "must be a valid HTTP header name")
     if value.lower() in FORBIDDEN_HEADERS:

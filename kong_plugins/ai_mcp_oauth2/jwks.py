@@ -16,7 +16,7 @@
 - Behaviour §5: the set is cached ``jwks_cache_ttl`` seconds; a failed fetch keeps the keys
   already held and is not retried for :data:`~.cache.FAILURE_BACKOFF` seconds. An unknown ``kid`` (a key
   rotated in) refetches the set at most once per :data:`REFRESH_COOLDOWN` seconds, so tokens with
-  made-up kids cannot make the gateway hammer the server. Behaviour §7: concurrent requests
+  made-up kids cannot make the gateway hammer the server. Behaviour §7.6: concurrent requests
   share one fetch; a request that finds no key waits for the fetch in flight, or uses the keys
   of one that completed since it looked, before it refuses (401); when the latest fetch failed
   it is a 503, since the key may exist.

@@ -81,9 +81,10 @@ def preflight_response(request_headers: str | None) -> Response:
 def origin(config: Config, scheme: object, host: object, port: object) -> str:
     """``scheme://host[:port]`` from Kong's forwarded getters, falling back to ``resource``'s origin.
 
-    Values that could not have come from a valid request (an unknown scheme, a host with
-    characters outside RFC 3986's reg-name or IP literal, a port out of range) are replaced
-    by the configured resource's, so nothing a client sends can break the quoted header value.
+    Values that could not have come from a valid request are replaced, so nothing a client sends
+    can break the quoted header value: an unknown scheme by the resource's scheme (the forwarded
+    host and port are kept), a port out of range by the scheme's default, and a host with
+    characters outside RFC 3986's reg-name or IP literal by the resource's whole origin.
     """
     fallback = urlsplit(config.resource)
     if not isinstance(scheme, str) or scheme.lower() not in _DEFAULT_PORTS:

@@ -25,7 +25,7 @@
   An answer that breaks these rules is the exchange failing, not the client's token: 503.
 - Cache (``cache.enabled``): keyed by a hash of endpoint, client, subject token, actor token and
   request parameters; kept ``expires_in`` less a margin of 10 % (at most 10 s), or ``cache.ttl``
-  when ``expires_in`` is absent. Concurrent identical exchanges are made once (behaviour §7), also
+  when ``expires_in`` is absent. Concurrent identical exchanges are made once (behaviour §7.6), also
   for a request that missed the cache just as the exchange it needed ended. An ``expires_in``
   that is present but no usable number (RFC 6749 §5.1: seconds, a JSON number; not a string, not
   a 400-digit integer) makes the answer malformed: 503, cached or not.

@@ -3,7 +3,7 @@
 Behaviour §5/§6: introspection is used whenever ``introspection_endpoint`` is set, JWT
 validation otherwise. Behaviour §11: a token already validated is not verified again until it
 expires; the cache is bounded and keyed by the token's SHA-256, so no token is kept in memory
-as such. Concurrent requests with the same new token share one introspection (behaviour §7),
+as such. Concurrent requests with the same new token share one introspection (behaviour §7.6),
 including a request that missed the cache just as an introspection of its token ended.
 """
 

@@ -1,4 +1,6 @@
-"""Behaviour §1 and §2: a bad config fails closed, instances follow config changes, PDK calls are counted."""
+"""Behaviour §1 and §2: a bad config fails closed, instances follow config changes; PDK calls are counted
+(behaviour §11.1).
+"""
 
 from __future__ import annotations
 
