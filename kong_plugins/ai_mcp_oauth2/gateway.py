@@ -5,8 +5,9 @@ is a PDK round trip over the plugin-server socket (behaviour §11): the headers 
 always, the method only on a metadata path, the forwarded origin only when it must build a
 challenge, a consumer only when ``consumer_claim`` is set. So a metadata request costs three
 round trips and a rejected one at most five, or six when the consumer was looked up before the
-refusal (the exchange endpoint refusing the token, a malformed actor-token header); an accepted one is applied by ``plugin.py`` with
-one ``set_headers``, a ``clear_header`` per removed header and one ``authenticate``.
+refusal (the exchange endpoint refusing the token, a malformed actor-token header). An accepted
+one is applied by ``plugin.py`` with one ``set_headers``, a ``clear_header`` per removed header
+and one ``authenticate``.
 
 Fail closed (behaviour §2): a bad config answers every request with 500 and a log line naming
 the field; no request is let through unless the :class:`TokenVerifier` accepted its token.
