@@ -9,6 +9,7 @@ until each of them has either answered or is waiting on that fetch.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -51,18 +52,34 @@ def held_fetch(ks: KeySet, http: FakeHttp, answer: Any, kid: str | None) -> tupl
     return gate, results, threads
 
 
+def at_once(ks: KeySet, kids_asked: Sequence[str | None]) -> list[list[str | None]]:
+    """One request per kid, all at the same time; what each was answered."""
+    threads, results = in_threads(len(kids_asked), lambda i: ks.candidates(kids_asked[i], "RS256"))
+    join(threads)
+    return [kids(r) for r in results]
+
+
+def during_held_fetch(
+    ks: KeySet, http: FakeHttp, answer: Any, leader_kid: str | None, kids_asked: Sequence[str | None]
+) -> tuple[list[list[str | None]], list[list[str | None]]]:
+    """A leader's fetch is held at the server until one request per kid has arrived (``settle``);
+    then it completes. What the leader and each of the others were answered."""
+    gate, leader, leader_thread = held_fetch(ks, http, answer, leader_kid)
+    threads, results = in_threads(len(kids_asked), lambda i: ks.candidates(kids_asked[i], "RS256"))
+    settle(threads)
+    gate.open()
+    join(threads + leader_thread)
+    return [kids(r) for r in leader], [kids(r) for r in results]
+
+
 def test_requests_arriving_while_a_rotation_refetch_is_in_flight_wait_for_it_and_are_accepted() -> None:
     """Issue 10 item 3: the request that started the refetch moved the cooldown clock, and the
     others, finding the cooldown not elapsed, refused with 401 instead of waiting for the fetch."""
     ks, http, clock = keyset(OLD)
     assert kids(ks.candidates(OLD.kid, "RS256")) == [OLD.kid]
     clock.now += REFRESH_COOLDOWN + 1
-    gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(OLD, NEW)), NEW.kid)
-    threads, results = in_threads(WIDTH, lambda _: ks.candidates(NEW.kid, "RS256"))
-    settle(threads)  # every follower has arrived: answered already, or waiting on the fetch
-    gate.open()
-    join(threads + leader_thread)
-    assert [kids(r) for r in leader + results] == [[NEW.kid]] * (WIDTH + 1)
+    leader, results = during_held_fetch(ks, http, ok(jwks(OLD, NEW)), NEW.kid, [NEW.kid] * WIDTH)
+    assert leader + results == [[NEW.kid]] * (WIDTH + 1)
     assert http.count(JWKS) == 2
 
 
@@ -70,18 +87,13 @@ def test_rotation_that_removes_the_old_key_accepts_new_kids_and_refuses_the_old_
     ks, http, clock = keyset(OLD)
     ks.candidates(OLD.kid, "RS256")
     clock.now += REFRESH_COOLDOWN + 1
-    gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(NEW)), NEW.kid)
-    threads, results = in_threads(WIDTH, lambda i: ks.candidates(NEW.kid if i % 2 else OLD.kid, "RS256"))
-    settle(threads)
-    gate.open()
-    join(threads + leader_thread)
-    assert kids(leader[0]) == [NEW.kid]
-    assert [kids(r) for r in results[1::2]] == [[NEW.kid]] * (WIDTH // 2)
+    leader, results = during_held_fetch(ks, http, ok(jwks(NEW)), NEW.kid, [OLD.kid, NEW.kid] * (WIDTH // 2))
+    assert leader == [[NEW.kid]]
+    assert results[1::2] == [[NEW.kid]] * (WIDTH // 2)
     # old-kid requests that came while the refetch was in flight used the keys then held
-    assert [kids(r) for r in results[0::2]] == [[OLD.kid]] * (WIDTH // 2)
-    after, results = in_threads(WIDTH, lambda i: ks.candidates(NEW.kid if i % 2 else OLD.kid, "RS256"))
-    join(after)
-    assert [kids(r) for r in results] == [[], [NEW.kid]] * (WIDTH // 2)  # the old key is gone: 401
+    assert results[0::2] == [[OLD.kid]] * (WIDTH // 2)
+    results = at_once(ks, [OLD.kid, NEW.kid] * (WIDTH // 2))
+    assert results == [[], [NEW.kid]] * (WIDTH // 2)  # the old key is gone: 401
     assert http.count(JWKS) == 2
 
 
@@ -107,21 +119,17 @@ def test_unknown_kids_cause_at_most_one_fetch_per_cooldown_even_when_they_arrive
     assert kids(ks.candidates("nobody", "RS256")) == []  # within the cooldown of the first fetch
     assert http.count(JWKS) == 1
     clock.now += REFRESH_COOLDOWN
-    gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(OLD)), "flood-leader")
-    threads, results = in_threads(WIDTH, lambda _: ks.candidates(uuid.uuid4().hex, "RS256"))
-    settle(threads)
-    gate.open()
-    join(threads + leader_thread)
-    assert [kids(r) for r in leader + results] == [[]] * (WIDTH + 1)
+    leader, results = during_held_fetch(
+        ks, http, ok(jwks(OLD)), "flood-leader", [uuid.uuid4().hex for _ in range(WIDTH)]
+    )
+    assert leader + results == [[]] * (WIDTH + 1)
     assert http.count(JWKS) == 2
     clock.now += REFRESH_COOLDOWN - 1
-    threads, results = in_threads(WIDTH, lambda _: ks.candidates(uuid.uuid4().hex, "RS256"))
-    join(threads)
-    assert [kids(r) for r in results] == [[]] * WIDTH and http.count(JWKS) == 2
+    results = at_once(ks, [uuid.uuid4().hex for _ in range(WIDTH)])
+    assert results == [[]] * WIDTH and http.count(JWKS) == 2
     clock.now += 1
-    threads, results = in_threads(WIDTH, lambda _: ks.candidates(uuid.uuid4().hex, "RS256"))
-    join(threads)
-    assert [kids(r) for r in results] == [[]] * WIDTH and http.count(JWKS) == 3
+    results = at_once(ks, [uuid.uuid4().hex for _ in range(WIDTH)])
+    assert results == [[]] * WIDTH and http.count(JWKS) == 3
 
 
 def test_a_failed_refetch_is_503_for_every_request_until_the_next_one_may_be_made() -> None:
@@ -131,57 +139,39 @@ def test_a_failed_refetch_is_503_for_every_request_until_the_next_one_may_be_mad
     ks, http, clock = keyset(OLD)
     ks.candidates(OLD.kid, "RS256")
     clock.now += REFRESH_COOLDOWN + 1
-    gate, leader, leader_thread = held_fetch(ks, http, DOWN, NEW.kid)
-    threads, results = in_threads(WIDTH, lambda _: ks.candidates(NEW.kid, "RS256"))
-    settle(threads)
-    gate.open()
-    join(threads + leader_thread)
-    assert [kids(r) for r in leader + results] == [["OutboundCallFailed"]] * (WIDTH + 1)
+    leader, results = during_held_fetch(ks, http, DOWN, NEW.kid, [NEW.kid] * WIDTH)
+    assert leader + results == [["OutboundCallFailed"]] * (WIDTH + 1)
     clock.now += REFRESH_COOLDOWN - 1
-    threads, results = in_threads(WIDTH, lambda _: ks.candidates(NEW.kid, "RS256"))
-    join(threads)
-    assert [kids(r) for r in results] == [["OutboundCallFailed"]] * WIDTH
+    results = at_once(ks, [NEW.kid] * WIDTH)
+    assert results == [["OutboundCallFailed"]] * WIDTH
     assert kids(ks.candidates(OLD.kid, "RS256")) == [OLD.kid]  # keys held still serve their tokens
     assert http.count(JWKS) == 2
     http.on(JWKS, ok(jwks(OLD, NEW)))
     clock.now += 1
-    threads, results = in_threads(WIDTH, lambda _: ks.candidates(NEW.kid, "RS256"))
-    join(threads)
-    assert [kids(r) for r in results] == [[NEW.kid]] * WIDTH and http.count(JWKS) == 3
+    results = at_once(ks, [NEW.kid] * WIDTH)
+    assert results == [[NEW.kid]] * WIDTH and http.count(JWKS) == 3
 
 
 def test_cold_start_fetches_once_for_all_concurrent_requests() -> None:
     ks, http, _ = keyset()
-    gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(OLD, NEW)), OLD.kid)
-    threads, results = in_threads(WIDTH, lambda i: ks.candidates((OLD, NEW)[i % 2].kid, "RS256"))
-    settle(threads)
-    gate.open()
-    join(threads + leader_thread)
-    assert kids(leader[0]) == [OLD.kid]
-    assert [kids(r) for r in results] == [[OLD.kid], [NEW.kid]] * (WIDTH // 2)
+    leader, results = during_held_fetch(ks, http, ok(jwks(OLD, NEW)), OLD.kid, [OLD.kid, NEW.kid] * (WIDTH // 2))
+    assert leader == [[OLD.kid]]
+    assert results == [[OLD.kid], [NEW.kid]] * (WIDTH // 2)
     assert http.count(JWKS) == 1
 
 
 def test_cold_start_failure_is_503_for_all_and_asks_once_per_backoff_window() -> None:
     ks, http, clock = keyset()
-    gate, leader, leader_thread = held_fetch(ks, http, DOWN, OLD.kid)
-    threads, results = in_threads(WIDTH, lambda _: ks.candidates(OLD.kid, "RS256"))
-    settle(threads)
-    gate.open()
-    join(threads + leader_thread)
-    assert [kids(r) for r in leader + results] == [["OutboundCallFailed"]] * (WIDTH + 1)
+    leader, results = during_held_fetch(ks, http, DOWN, OLD.kid, [OLD.kid] * WIDTH)
+    assert leader + results == [["OutboundCallFailed"]] * (WIDTH + 1)
     assert http.count(JWKS) == 1
     clock.now += FAILURE_BACKOFF - 1
-    threads, results = in_threads(WIDTH, lambda _: ks.candidates(OLD.kid, "RS256"))
-    join(threads)  # inside the window: answered at once, nobody asked
-    assert [kids(r) for r in results] == [["OutboundCallFailed"]] * WIDTH and http.count(JWKS) == 1
+    # inside the window: answered at once, nobody asked
+    results = at_once(ks, [OLD.kid] * WIDTH)
+    assert results == [["OutboundCallFailed"]] * WIDTH and http.count(JWKS) == 1
     clock.now += 1
-    gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(OLD)), OLD.kid)
-    threads, results = in_threads(WIDTH, lambda _: ks.candidates(OLD.kid, "RS256"))
-    settle(threads)
-    gate.open()
-    join(threads + leader_thread)
-    assert [kids(r) for r in leader + results] == [[OLD.kid]] * (WIDTH + 1)
+    leader, results = during_held_fetch(ks, http, ok(jwks(OLD)), OLD.kid, [OLD.kid] * WIDTH)
+    assert leader + results == [[OLD.kid]] * (WIDTH + 1)
     assert http.count(JWKS) == 2
 
 
@@ -199,12 +189,8 @@ def test_expiry_refreshes_once_for_all_concurrent_requests() -> None:
     ks, http, clock = keyset(OLD)
     ks.candidates(OLD.kid, "RS256")
     clock.now += TTL
-    gate, leader, leader_thread = held_fetch(ks, http, ok(jwks(OLD, NEW)), OLD.kid)
-    threads, results = in_threads(WIDTH, lambda i: ks.candidates((OLD, NEW)[i % 2].kid, "RS256"))
-    settle(threads)
-    gate.open()
-    join(threads + leader_thread)
-    assert [kids(r) for r in leader + results] == [[OLD.kid]] + [[OLD.kid], [NEW.kid]] * (WIDTH // 2)
+    leader, results = during_held_fetch(ks, http, ok(jwks(OLD, NEW)), OLD.kid, [OLD.kid, NEW.kid] * (WIDTH // 2))
+    assert leader + results == [[OLD.kid]] + [[OLD.kid], [NEW.kid]] * (WIDTH // 2)
     assert http.count(JWKS) == 2
     clock.now += TTL - 1
     ks.candidates(NEW.kid, "RS256")
@@ -227,21 +213,15 @@ def test_a_failed_refresh_at_expiry_keeps_the_keys_held_for_everyone_and_asks_on
     ks, http, clock = keyset(OLD)
     ks.candidates(OLD.kid, "RS256")
     clock.now += TTL
-    gate, leader, leader_thread = held_fetch(ks, http, DOWN, OLD.kid)
-    threads, results = in_threads(WIDTH, lambda _: ks.candidates(OLD.kid, "RS256"))
-    settle(threads)
-    gate.open()
-    join(threads + leader_thread)
-    assert [kids(r) for r in leader + results] == [[OLD.kid]] * (WIDTH + 1)
+    leader, results = during_held_fetch(ks, http, DOWN, OLD.kid, [OLD.kid] * WIDTH)
+    assert leader + results == [[OLD.kid]] * (WIDTH + 1)
     clock.now += FAILURE_BACKOFF - 1
-    threads, results = in_threads(WIDTH, lambda _: ks.candidates(OLD.kid, "RS256"))
-    join(threads)
-    assert [kids(r) for r in results] == [[OLD.kid]] * WIDTH and http.count(JWKS) == 2
+    results = at_once(ks, [OLD.kid] * WIDTH)
+    assert results == [[OLD.kid]] * WIDTH and http.count(JWKS) == 2
     clock.now += 1
     http.on(JWKS, ok(jwks(OLD)))
-    threads, results = in_threads(WIDTH, lambda _: ks.candidates(OLD.kid, "RS256"))
-    join(threads)
-    assert [kids(r) for r in results] == [[OLD.kid]] * WIDTH and http.count(JWKS) == 3
+    results = at_once(ks, [OLD.kid] * WIDTH)
+    assert results == [[OLD.kid]] * WIDTH and http.count(JWKS) == 3
 
 
 def test_a_key_set_without_any_keys_is_503() -> None:

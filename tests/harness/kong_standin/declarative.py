@@ -14,7 +14,7 @@ import urllib.parse
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -289,6 +289,17 @@ def _parse_route(r: dict[str, Any], idx: int, service: Service | None, order: in
     )
 
 
+_E = TypeVar("_E")
+
+
+def _resolve(where: str, ref: object, by_name: dict[str, _E], kind: str) -> _E:
+    """An entity reference (a name/id string or a ``{name:}``/``{id:}`` table) -> the entity it names."""
+    key = ref.get("name") or ref.get("id") if isinstance(ref, dict) else ref
+    if key not in by_name:
+        raise ConfigError(f"{where}: unknown {kind} reference {ref!r}")
+    return by_name[key]
+
+
 def parse_declarative(
     data: dict[str, Any], schemas: dict[str, dict[str, Any]], plugin_names_enabled: Collection[str]
 ) -> DeclarativeConfig:
@@ -332,10 +343,7 @@ def parse_declarative(
         svc: Service | None = None
         ref = (r or {}).get("service")
         if ref is not None:
-            key = ref.get("name") or ref.get("id") if isinstance(ref, dict) else ref
-            if key not in by_service_name:
-                raise ConfigError(f"routes[{j}].service: unknown service reference {ref!r}")
-            svc = by_service_name[key]
+            svc = _resolve(f"routes[{j}].service", ref, by_service_name, "service")
         route = _parse_route(r, j, svc, order)
         order += 1
         routes.append(route)
@@ -366,17 +374,9 @@ def parse_declarative(
         _check_keys(where, p, PLUGIN_KEYS)
         # explicit service:/route: references (top-level or nested)
         if p.get("service") is not None:
-            ref = p["service"]
-            key = ref.get("name") or ref.get("id") if isinstance(ref, dict) else ref
-            if key not in by_service_name:
-                raise ConfigError(f"{where}.service: unknown service reference {ref!r}")
-            p_service = by_service_name[key]
+            p_service = _resolve(f"{where}.service", p["service"], by_service_name, "service")
         if p.get("route") is not None:
-            ref = p["route"]
-            key = ref.get("name") or ref.get("id") if isinstance(ref, dict) else ref
-            if key not in by_route_name:
-                raise ConfigError(f"{where}.route: unknown route reference {ref!r}")
-            p_route = by_route_name[key]
+            p_route = _resolve(f"{where}.route", p["route"], by_route_name, "route")
         if p.get("consumer") is not None:
             raise ConfigError(f"{where}.consumer: consumer-scoped plugins are not supported by the stand-in")
         name = p.get("name")

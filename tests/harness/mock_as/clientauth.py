@@ -61,6 +61,20 @@ class Client:
     cert_pem: str | None = None
     cert_der: bytes | None = None
 
+    def __post_init__(self) -> None:
+        method = self.method
+        if method not in METHODS:
+            raise ValueError(f"unknown client auth method {method!r}; one of {METHODS}")
+        if method in ("client_secret_basic", "client_secret_post", "client_secret_jwt") and not self.secret:
+            raise ValueError(f"{method} needs a secret")
+        if method == "private_key_jwt" and not self.public_jwk:
+            raise ValueError("private_key_jwt needs public_jwk")
+        if method in ("tls_client_auth", "self_signed_tls_client_auth") and not self.cert_pem:
+            raise ValueError(f"{method} needs cert_pem")
+        self.public_jwk = dict(self.public_jwk) if self.public_jwk else None
+        if self.cert_pem and self.cert_der is None:
+            self.cert_der = cert_der(self.cert_pem)
+
 
 class ClientRegistry:
     def __init__(self) -> None:
@@ -68,32 +82,9 @@ class ClientRegistry:
         self._clients: dict[str, Client] = {}
         self._seen_jti: set[tuple[str, str]] = set()
 
-    def add(
-        self,
-        client_id: str,
-        method: str,
-        secret: str | None = None,
-        public_jwk: dict[str, Any] | None = None,
-        cert_pem: str | None = None,
-    ) -> Client:
-        if method not in METHODS:
-            raise ValueError(f"unknown client auth method {method!r}; one of {METHODS}")
-        if method in ("client_secret_basic", "client_secret_post", "client_secret_jwt") and not secret:
-            raise ValueError(f"{method} needs a secret")
-        if method == "private_key_jwt" and not public_jwk:
-            raise ValueError("private_key_jwt needs public_jwk")
-        if method in ("tls_client_auth", "self_signed_tls_client_auth") and not cert_pem:
-            raise ValueError(f"{method} needs cert_pem")
-        c = Client(
-            client_id,
-            method,
-            secret,
-            dict(public_jwk) if public_jwk else None,
-            cert_pem,
-            cert_der(cert_pem) if cert_pem else None,
-        )
+    def add(self, c: Client) -> Client:
         with self._lock:
-            self._clients[client_id] = c
+            self._clients[c.client_id] = c
         return c
 
     def get(self, client_id: str) -> Client | None:

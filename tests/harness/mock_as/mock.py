@@ -368,7 +368,7 @@ class MockAuthorizationServer:
         public_jwk: dict[str, Any] | None = None,
         cert_pem: str | None = None,
     ) -> Client:
-        c = self._clients.add(client_id, method, secret, public_jwk, cert_pem)
+        c = self._clients.add(Client(client_id, method, secret, public_jwk, cert_pem))
         ctx = getattr(self, "_mtls_ctx", None)
         if cert_pem and ctx is not None and self._mtls is not None:
             ctx.load_verify_locations(cadata=cert_pem)
