@@ -32,6 +32,14 @@ def discovery(*answers: Any, clock: Clock | None = None) -> tuple[Discovery, Fak
     return Discovery(http, endpoint=META, attempts=1, ttl=TTL, clock=clock), http, clock  # type: ignore[arg-type]
 
 
+def expired() -> tuple[Discovery, FakeHttp, Clock]:
+    """FIRST discovered, and its TTL over: the next request refreshes it."""
+    d, http, clock = discovery()
+    d.metadata(ISSUER)
+    clock.now += TTL
+    return d, http, clock
+
+
 def outcome(result: Any) -> Any:
     return type(result).__name__ if isinstance(result, BaseException) else result
 
@@ -44,27 +52,35 @@ def held(d: Discovery, http: FakeHttp, answer: Any) -> tuple[Gate, list[Any], li
     return gate, results, threads
 
 
-def concurrently(d: Discovery, gate: Gate, leader: list[threading.Thread]) -> list[Any]:
+def at_once(d: Discovery) -> list[Any]:
+    """WIDTH requests at the same time; what each was answered."""
+    threads, results = in_threads(WIDTH, lambda _: d.metadata(ISSUER))
+    join(threads)
+    return [outcome(r) for r in results]
+
+
+def during_held_discovery(d: Discovery, http: FakeHttp, answer: Any) -> tuple[list[Any], list[Any]]:
+    """A leader's discovery is held at the server until WIDTH other requests have arrived (``settle``);
+    then it completes with ``answer``. What the leader and each of the others were answered."""
+    gate, first, leader = held(d, http, answer)
     threads, results = in_threads(WIDTH, lambda _: d.metadata(ISSUER))
     settle(threads)
     gate.open()
     join(threads + leader)
-    return [outcome(r) for r in results]
+    return [outcome(r) for r in first], [outcome(r) for r in results]
 
 
 def test_the_first_requests_share_one_discovery() -> None:
     d, http, _ = discovery()
-    gate, first, leader = held(d, http, ok(FIRST))
-    assert concurrently(d, gate, leader) == [FIRST] * WIDTH and first == [FIRST]
+    first, results = during_held_discovery(d, http, ok(FIRST))
+    assert results == [FIRST] * WIDTH and first == [FIRST]
     assert http.count(META) == 1
 
 
 def test_expired_metadata_is_refreshed_once_for_all_concurrent_requests() -> None:
-    d, http, clock = discovery()
-    d.metadata(ISSUER)
-    clock.now += TTL
-    gate, first, leader = held(d, http, ok(SECOND))
-    assert concurrently(d, gate, leader) == [SECOND] * WIDTH and first == [SECOND]
+    d, http, clock = expired()
+    first, results = during_held_discovery(d, http, ok(SECOND))
+    assert results == [SECOND] * WIDTH and first == [SECOND]
     assert http.count(META) == 2
     clock.now += TTL - 1
     assert d.metadata(ISSUER) == SECOND and http.count(META) == 2
@@ -89,9 +105,7 @@ class PausingCache(dict[str, Any]):
 
 
 def test_a_request_that_looked_at_expired_metadata_before_the_refresh_completed_does_not_discover_again() -> None:
-    d, http, clock = discovery()
-    d.metadata(ISSUER)
-    clock.now += TTL
+    d, http, clock = expired()
     cache = PausingCache()
     cache.update(d.cache)
     d.cache = cache
@@ -148,32 +162,28 @@ def test_a_request_arriving_as_a_discovery_fails_does_not_ask_again_within_the_b
 
 def test_a_failed_first_discovery_is_503_for_all_and_asks_once_per_backoff_window() -> None:
     d, http, clock = discovery()
-    gate, first, leader = held(d, http, DOWN)
-    assert concurrently(d, gate, leader) == ["OutboundCallFailed"] * WIDTH and outcome(first[0]) == "OutboundCallFailed"
+    first, results = during_held_discovery(d, http, DOWN)
+    assert results == ["OutboundCallFailed"] * WIDTH and first == ["OutboundCallFailed"]
     assert http.count(META) == 1
     clock.now += FAILURE_BACKOFF - 1
-    threads, results = in_threads(WIDTH, lambda _: d.metadata(ISSUER))
-    join(threads)  # inside the window: answered at once, nobody asked
-    assert [outcome(r) for r in results] == ["OutboundCallFailed"] * WIDTH and http.count(META) == 1
+    # inside the window: answered at once, nobody asked
+    results = at_once(d)
+    assert results == ["OutboundCallFailed"] * WIDTH and http.count(META) == 1
     clock.now += 1
-    gate, first, leader = held(d, http, ok(FIRST))
-    assert concurrently(d, gate, leader) == [FIRST] * WIDTH and first == [FIRST]
+    first, results = during_held_discovery(d, http, ok(FIRST))
+    assert results == [FIRST] * WIDTH and first == [FIRST]
     assert http.count(META) == 2
 
 
 def test_a_failed_refresh_serves_the_metadata_held_to_everyone_and_asks_once_per_backoff_window() -> None:
-    d, http, clock = discovery()
-    d.metadata(ISSUER)
-    clock.now += TTL
-    gate, first, leader = held(d, http, ok({}, status=503))
-    assert concurrently(d, gate, leader) == [FIRST] * WIDTH and first == [FIRST]
+    d, http, clock = expired()
+    first, results = during_held_discovery(d, http, ok({}, status=503))
+    assert results == [FIRST] * WIDTH and first == [FIRST]
     assert http.count(META) == 2
     clock.now += FAILURE_BACKOFF - 1
-    threads, results = in_threads(WIDTH, lambda _: d.metadata(ISSUER))
-    join(threads)
+    results = at_once(d)
     assert results == [FIRST] * WIDTH and http.count(META) == 2
     clock.now += 1
     http.on(META, ok(SECOND))
-    threads, results = in_threads(WIDTH, lambda _: d.metadata(ISSUER))
-    join(threads)
+    results = at_once(d)
     assert results == [SECOND] * WIDTH and http.count(META) == 3
