@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import client_auth, token_exchange
+from . import client_auth, scopes, token_exchange
 from .errors import ConfigError
 from .schema import Config, Spec, spec
 
@@ -188,6 +188,12 @@ def client_jwk_is_usable(config: Config) -> None:
         client_auth.signing_algorithm(config.client_jwk, config.client_alg)
 
 
+def scope_rules_are_consistent(config: Config) -> None:
+    """``scope_hierarchy`` has no cycle and no two ``mcp_operations`` entries claim the same operation
+    (``scopes.py``)."""
+    scopes.ScopeRules(config)
+
+
 def consumer_groups_cannot_be_mapped(config: Config) -> None:
     """The Kong PDK has no consumer-group lookup: groups from a claim fail closed unless optional."""
     if config.consumer_groups_claim and not config.consumer_groups_optional:
@@ -207,6 +213,7 @@ CHECKS: tuple[Callable[[Config], None], ...] = (
     each_header_mapped_once,
     introspection_client_has_credentials,
     consumer_groups_cannot_be_mapped,
+    scope_rules_are_consistent,
 )
 
 
@@ -221,5 +228,8 @@ def warnings(config: Config) -> list[str]:
     if config.consumer_claim and "custom_id" in config.consumer_by:
         found.append("consumer_by: the Kong PDK offers no lookup by custom_id; that choice is skipped")
     if "offline_access" in config.scopes_supported:
-        found.append("scopes_supported: MCP authorization advises against advertising offline_access")
+        found.append(
+            "scopes_supported: offline_access is not advertised (MCP authorization: servers SHOULD NOT), "
+            "neither in the metadata document nor in challenges"
+        )
     return found

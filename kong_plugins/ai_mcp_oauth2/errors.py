@@ -68,6 +68,7 @@ class Refusal(Exception):
     error = "server_error"
     description = "The gateway could not process the request"
     challenges = False  # whether the response carries a ``WWW-Authenticate`` challenge
+    scopes: tuple[str, ...] | None = None  # the challenge's ``scope``, when not ``scopes_supported``
     headers: Mapping[str, str] = {}
 
     def __init_subclass__(cls, *, status: int, error: str, description: str) -> None:
@@ -104,6 +105,20 @@ class InvalidRequest(Refusal, status=400, error="invalid_request", description="
 
 class InvalidToken(InvalidRequest, status=401, error="invalid_token", description="The access token is invalid"):
     """A token is present but not acceptable (RFC 6750 §3.1 ``invalid_token``)."""
+
+
+class InsufficientScope(
+    InvalidRequest,
+    status=403,
+    error="insufficient_scope",
+    description="The access token does not grant the scopes this operation needs",
+):
+    """RFC 6750 §3.1 ``insufficient_scope``; MCP 2026-07-28's step-up: the challenge names every scope
+    the current operation needs, so the client can ask for them in one authorization."""
+
+    def __init__(self, scopes: tuple[str, ...], description: str | None = None) -> None:
+        super().__init__(description)
+        self.scopes = scopes
 
 
 class PayloadTooLarge(

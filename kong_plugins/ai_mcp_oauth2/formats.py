@@ -104,6 +104,18 @@ def scope_tokens(name: str, value: Sequence[str]) -> None:
         raise ConfigError(name, "each scope must be an RFC 6749 scope-token")
 
 
+def scope_token(name: str, value: str) -> None:
+    """One RFC 6749 §3.3 ``scope-token``."""
+    if not _SCOPE_TOKEN.match(value):
+        raise ConfigError(name, "must be an RFC 6749 scope-token")
+
+
+def scope_set(name: str, value: str) -> None:
+    """Scopes that must all be granted, separated by single spaces (Kong openid-connect's ``scopes_required``)."""
+    if not all(_SCOPE_TOKEN.match(scope) for scope in value.split(" ")):
+        raise ConfigError(name, "must be RFC 6749 scope-tokens separated by single spaces")
+
+
 def http_version(name: str, value: float) -> None:
     """The HTTP versions the outbound client speaks."""
     if value not in HTTP_VERSIONS:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import bearer, claims, metadata
+from . import bearer, claims, mcp, metadata, scopes
 from .budget import request_budget
 from .config import parse_config
 from .errors import (
@@ -32,6 +32,7 @@ from .errors import (
     LengthRequired,
     MethodNotAllowed,
     Misconfigured,
+    MissingToken,
     PayloadTooLarge,
     Refusal,
     Response,
@@ -61,6 +62,8 @@ class RequestView(Protocol):
     def load_consumer(self, value: str, by_username: bool) -> Mapping[str, Any] | None:
         """``kong.client.load_consumer``: by id (a UUID), then by username when allowed."""
         ...
+
+    def raw_body(self) -> bytes | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +120,10 @@ class Gateway:
         self.header_claims: tuple[tuple[str, tuple[str, ...]], ...] = ()
         self.verifier: TokenVerifier | None = None
         self.exchanger: Exchanger | None = None
+        self.scope_rules: scopes.ScopeRules | None = None
         try:
             self.config = parse_config(raw_config)
+            self.scope_rules = scopes.ScopeRules(self.config)
             self.metadata_body = metadata.document(self.config)
             _, self.metadata_paths = metadata.paths(self.config)
             self.header_claims = header_claims(self.config)
@@ -137,8 +142,8 @@ class Gateway:
                 close()
 
     def handle(self, request: RequestView) -> Decision:
-        config = self.config
-        if config is None or self.verifier is None:
+        config, rules = self.config, self.scope_rules
+        if config is None or self.verifier is None or rules is None:
             assert self.error is not None
             request.log("err", f"{_PREFIX}invalid configuration, refusing all requests: {self.error}")
             return render(Misconfigured(), None, request)
@@ -152,9 +157,16 @@ class Gateway:
             if path in self.metadata_paths:
                 return self._metadata(request, headers)
             check_body_size(headers, config.max_request_body_size)
-            token = bearer.extract_token(headers)
+            try:
+                token = bearer.extract_token(headers)
+            except MissingToken as missing:
+                if rules.active:
+                    missing.scopes = challenge_hint(rules, headers)
+                raise
             with request_budget():  # outbound work must end before Kong gives up and proxies
                 token_claims = self.verifier.verify(token)
+                if rules.active:
+                    rules.check(token_claims, request_operations(config, rules, request, headers))
                 consumer = find_consumer(config, request, token_claims)
                 upstream_token = None
                 if self.exchanger is not None:
@@ -171,6 +183,58 @@ class Gateway:
             requested = headers.get("access-control-request-headers") or []
             return metadata.preflight_response(", ".join(requested) if requested else None)
         raise MethodNotAllowed()
+
+
+def has_body(headers: Mapping[str, Sequence[str]]) -> bool:
+    """Whether the request carries a body: a non-zero ``Content-Length`` or a ``Transfer-Encoding``
+    (``check_body_size`` has already refused an invalid ``Content-Length``). Only a request with a
+    body can name an MCP operation, so one without (an SSE ``GET``, a ``DELETE``) needs no reading."""
+    lengths = headers.get("content-length") or []
+    return bool(headers.get("transfer-encoding")) or any(v.strip() not in ("", "0") for v in lengths)
+
+
+def request_operations(
+    config: Config, rules: scopes.ScopeRules, request: RequestView, headers: Mapping[str, Sequence[str]]
+) -> list[mcp.Operation | None]:
+    """Behaviour §12.3: the MCP operations a request performs, for rules that depend on them.
+
+    Without ``mcp_operations``: none (no body is read). With ``mcp_trust_routing_headers`` and a
+    request of MCP 2026-07-28 or later naming its operation in ``Mcp-Method``/``Mcp-Name``: that
+    operation, at no round trip. Otherwise the JSON-RPC body, read with one round trip, held to
+    ``max_request_body_size`` whatever the headers said, and checked against the routing headers
+    when they are present (a mismatch is ``400`` with JSON-RPC error ``-32020``). A body Kong cannot
+    hand over (larger than its client body buffer) is refused, never proxied.
+    """
+    if not rules.uses_operations:
+        return [None]
+    if config.mcp_trust_routing_headers:
+        trusted = mcp.trusted_operation(headers)
+        if trusted is not None:
+            return [trusted]
+    if not has_body(headers):
+        return [None]
+    raw = request.raw_body()
+    if raw is None:
+        raise PayloadTooLarge("The request body is larger than the gateway can inspect")
+    if 0 < config.max_request_body_size < len(raw):
+        raise PayloadTooLarge()
+    message = mcp.read_message(raw)
+    mcp.check_agreement(headers, message)
+    return list(message.operations)
+
+
+def challenge_hint(rules: scopes.ScopeRules, headers: Mapping[str, Sequence[str]]) -> tuple[str, ...] | None:
+    """Behaviour §12.4: the scopes a ``401`` for a request without a token names: those of the
+    operation its ``Mcp-Method``/``Mcp-Name`` name (a hint: trusted or not, nothing is decided on
+    it), or the route's for a request without a body; None (``scopes_supported``) otherwise, or when
+    that set is empty. No body is read for a request without a token."""
+    try:
+        operation = mcp.header_operation(headers)
+    except Refusal:
+        operation = None  # garbled routing headers: no hint from them
+    if operation is None and has_body(headers):
+        return None
+    return rules.hint(operation) or None
 
 
 def actor_token(config: Config, headers: Mapping[str, Sequence[str]]) -> str | None:
@@ -341,8 +405,9 @@ def render(refusal: Refusal, config: Config | None, request: RequestView | None)
     headers = {"Content-Type": JSON, "Cache-Control": "no-store"}
     if refusal.challenges and config is not None and request is not None:
         origin = metadata.origin(config, *request.forwarded_origin())
+        named = refusal.scopes if refusal.scopes is not None else config.scopes_supported
         headers["WWW-Authenticate"] = bearer.challenge(
-            refusal.challenge_params(), origin + metadata.paths(config)[0], config.scopes_supported
+            refusal.challenge_params(), origin + metadata.paths(config)[0], scopes.advertised(named)
         )
     headers.update(refusal.extra_headers())
     return Response(refusal.status, headers, json_body(refusal.error, refusal.description))

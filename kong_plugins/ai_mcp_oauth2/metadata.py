@@ -18,6 +18,7 @@ import json
 import re
 from urllib.parse import urlsplit
 
+from . import scopes
 from .errors import JSON, Response
 from .schema import Config
 
@@ -51,8 +52,9 @@ def document(config: Config) -> bytes:
         "resource": config.resource,
         "authorization_servers": list(config.authorization_servers),
     }
-    if config.scopes_supported:
-        body["scopes_supported"] = list(config.scopes_supported)
+    advertised = scopes.advertised(config.scopes_supported)  # never offline_access (MCP 2026-07-28)
+    if advertised:
+        body["scopes_supported"] = list(advertised)
     body["bearer_methods_supported"] = ["header"]
     return json.dumps(body, separators=(",", ":")).encode()
 

@@ -36,6 +36,7 @@ class Spec:
     check: Check | None = None  # a format of the whole value
     element_check: Check | None = None  # a format of each element of an array
     minimum: int | None = None  # integers: the smallest value (every integer here counts seconds, bytes or tries)
+    extension: bool = False  # a field beyond Kong 3.14's schema (optional, its default keeps Kong's behaviour)
 
 
 @dataclass(frozen=True)
@@ -68,18 +69,19 @@ def string(
     encrypted: bool = False,
     secret: bool = False,
     check: Check | None = None,
+    extension: bool = False,
 ) -> Any:
     """A string field (``str``, or ``str | None`` without a default)."""
     one = list(one_of) or None
     dsl = _dsl("string", description, required=required, default=default, one_of=one,
                referenceable=referenceable, encrypted=encrypted)  # fmt: skip
-    return _declare(Spec(dsl, check=check), secret or encrypted)
+    return _declare(Spec(dsl, check=check, extension=extension), secret or encrypted)
 
 
-def boolean(description: str, *, default: bool) -> Any:
+def boolean(description: str, *, default: bool, extension: bool = False) -> Any:
     """A boolean field."""
     dsl = {"type": "boolean", "default": default, "description": description}
-    return _declare(Spec(dsl))
+    return _declare(Spec(dsl, extension=extension))
 
 
 def integer(description: str, *, default: int, minimum: int = 0) -> Any:
@@ -107,6 +109,7 @@ def array(
     default: list[str] | None = None,
     len_min: int | None = None,
     check: Check | None = None,
+    extension: bool = False,
 ) -> Any:
     """An array (a ``tuple``) of strings (:func:`text`) or of records (a declared dataclass)."""
     if isinstance(elements, Element):
@@ -114,7 +117,7 @@ def array(
     else:
         element_dsl, record_type, element_check = {"type": "record"}, elements, None
     dsl = _dsl("array", description, elements=element_dsl, required=required, default=default, len_min=len_min)
-    return _declare(Spec(dsl, record=record_type, check=check, element_check=element_check))
+    return _declare(Spec(dsl, record=record_type, check=check, element_check=element_check, extension=extension))
 
 
 def string_map(description: str, *, secret: bool = False, check: Check | None = None) -> Any:
@@ -222,6 +225,38 @@ class UpstreamHeader:
 
     header: str = string("The name of the header.", required=True, check=formats.header_name)
     path: tuple[str, ...] = array("The path of the header value.", text(), required=True, len_min=1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class McpOperation:
+    """One ``mcp_operations`` entry: the scopes one MCP operation needs besides the route's (extension)."""
+
+    method: str = string(
+        "The JSON-RPC method of the operation, such as tools/call, resources/read, prompts/get or tools/list.",
+        required=True,
+    )
+    name: str | None = string(
+        "The tool or prompt name, or the resource URI, of the operation; a trailing * matches a prefix. Unset: every operation of the method."
+    )
+    scopes_required: tuple[str, ...] = array(
+        "Scopes the operation needs: each entry a space-separated set that must all be granted; the entries are alternatives.",
+        text(check=formats.scope_set),
+        required=True,
+        len_min=1,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScopeImplication:
+    """One ``scope_hierarchy`` entry: a broader scope and the narrower ones it implies (extension)."""
+
+    scope: str = string("A scope that implies others.", required=True, check=formats.scope_token)
+    implies: tuple[str, ...] = array(
+        "The scopes holding it implies, transitively (never the reverse).",
+        text(check=formats.scope_token),
+        required=True,
+        len_min=1,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -382,6 +417,38 @@ class Config:
     upstream_headers: tuple[UpstreamHeader, ...] = array(
         "Map token claims to upstream headers using path-based access. Each entry specifies a header name and a path (array of strings) to traverse the token claims. Mutually exclusive with claim_to_header.",
         UpstreamHeader,
+    )
+
+    # Extensions beyond Kong 3.14's schema: optional, each default keeps Kong's behaviour.
+    scopes_claim: tuple[str, ...] = array(
+        "Extension: the claim path of the token's scopes (a space-separated string or an array of strings). With the default and no scope claim, scp is read instead.",
+        text(),
+        default=["scope"],
+        len_min=1,
+        extension=True,
+    )
+    scopes_required: tuple[str, ...] = array(
+        "Extension: scopes every request on the route needs. Each entry is a space-separated set that must all be granted; the entries are alternatives.",
+        text(check=formats.scope_set),
+        len_min=1,
+        extension=True,
+    )
+    mcp_operations: tuple[McpOperation, ...] = array(
+        "Extension: scopes per MCP operation (JSON-RPC method and tool, prompt or resource name), needed besides scopes_required; the most specific entry applies.",
+        McpOperation,
+        len_min=1,
+        extension=True,
+    )
+    scope_hierarchy: tuple[ScopeImplication, ...] = array(
+        "Extension: broader scopes and the narrower ones they imply, transitively; a cycle is a configuration error.",
+        ScopeImplication,
+        len_min=1,
+        extension=True,
+    )
+    mcp_trust_routing_headers: bool = boolean(
+        "Extension: classify MCP 2026-07-28 requests by their Mcp-Method and Mcp-Name headers without reading the body; the upstream must reject header/body mismatches.",
+        default=False,
+        extension=True,
     )
 
 

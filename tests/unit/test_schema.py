@@ -75,9 +75,17 @@ def check_field(path: str, kong: dict[str, Any], mine: dict[str, Any], required:
     return []
 
 
+EXTENSIONS = {"scopes_claim", "scopes_required", "mcp_operations", "scope_hierarchy", "mcp_trust_routing_headers"}
+
+
+def kongs_own(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The declared fields but the extensions beyond Kong 3.14's schema."""
+    return [entry for entry in fields if not EXTENSIONS & set(entry)]
+
+
 def test_every_kong_3_14_field_is_declared_with_kongs_type_default_and_rules() -> None:
-    compared = walk(KONG, SCHEMA)
-    assert len(SCHEMA) == 45
+    compared = walk(KONG, kongs_own(SCHEMA))
+    assert len(kongs_own(SCHEMA)) == 45
     assert "token_exchange.request.actor_token_source" in compared
     assert "upstream_headers[].path" in compared
 
@@ -149,7 +157,7 @@ def test_the_typed_config_and_the_schema_kong_receives_have_the_same_fields() ->
     typed = [path for path, _ in declared_fields(Config)]
     in_schema = [path for path, _ in descriptions(SCHEMA)]
     assert typed == in_schema
-    assert len(typed) == 67
+    assert len(typed) == 77
 
 
 def test_a_config_of_nulls_reads_as_every_declared_default() -> None:
@@ -168,7 +176,7 @@ def test_a_config_of_nulls_reads_as_every_declared_default() -> None:
         default = declared.kong["default"]
         assert value == (tuple(default) if isinstance(default, list) else default), path
         checked += 1
-    assert checked == 25
+    assert checked == 27
 
 
 @pytest.mark.parametrize("path,declared", declared_fields(Config))
@@ -189,3 +197,22 @@ def test_each_field_reads_its_declared_kong_type_into_its_python_type(path: str,
         assert annotation.startswith("tuple["), path
     else:
         assert annotation == declared.record.__name__, path
+
+
+def test_extensions_are_marked_optional_and_default_to_kongs_behaviour() -> None:
+    """Every field beyond Kong's schema says so, is never required, and its default changes nothing:
+    null (no rule) or, for scopes_claim and mcp_trust_routing_headers, values no rule reads unless set."""
+    marked = {path for path, declared in declared_fields(Config) if declared.extension}
+    assert marked == EXTENSIONS
+    defaults = {}
+    for path, declared in declared_fields(Config):
+        if path in EXTENSIONS:
+            assert not declared.kong.get("required"), path
+            defaults[path] = declared.kong.get("default")
+    assert defaults == {
+        "scopes_claim": ["scope"],
+        "scopes_required": None,
+        "mcp_operations": None,
+        "scope_hierarchy": None,
+        "mcp_trust_routing_headers": False,
+    }

@@ -1,0 +1,189 @@
+"""Which scopes a request needs, and whether its token grants them (behaviour §12).
+
+- **Granted scopes** (RFC 8693 §4.2, RFC 9068 §2.2.3, RFC 7662 §2.2): the claim at ``scopes_claim``
+  (default ``["scope"]``) as a space-separated string or an array of strings; any other type grants
+  nothing. With the default path and no ``scope`` claim, ``scp`` (Entra ID, Okta) is read instead,
+  never both and never for another path. Introspection results are read the same way.
+- **Required scopes**, with Kong openid-connect's meaning of ``scopes_required``: each entry is a
+  space-separated set that must all be granted; the entries are alternatives (``["a b", "c"]`` is
+  (a and b) or c). The route's ``scopes_required`` applies to every request; the most specific
+  ``mcp_operations`` entry for the request's operation (method and exact name, then method and
+  prefix, longest first, then method alone) adds its own, which must hold as well. A batch needs
+  what each of its members needs.
+- **Hierarchy** (MCP 2026-07-28 ``basic/authorization``: "servers MUST account for scope
+  hierarchies, where a broader scope implies narrower ones"): ``scope_hierarchy`` entries; holding
+  a scope counts as holding every scope it implies, transitively, never the reverse. A cycle is a
+  configuration error.
+- **Challenge** (MCP 2026-07-28: a ``403`` with ``error="insufficient_scope"`` and every scope the
+  current operation needs in a single challenge; RFC 6750 §3.1): the route's set plus the
+  operation's set, for alternatives the first in configuration order. ``offline_access`` is never
+  advertised (MCP 2026-07-28: servers SHOULD NOT include it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from . import claims
+from .errors import ConfigError, InsufficientScope
+from .schema import Config
+
+NEVER_ADVERTISED = "offline_access"
+
+Alternatives = tuple[frozenset[str], ...]
+"""A requirement: one of these sets must be granted whole (empty: no requirement)."""
+
+
+class Operation(Protocol):
+    """What an MCP request does: its JSON-RPC method and the tool, prompt or resource it names."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def name(self) -> str | None: ...
+
+
+def granted(token_claims: Mapping[str, Any], scopes_claim: Sequence[str]) -> frozenset[str]:
+    """The scopes the token (or introspection result) grants, read at ``scopes_claim``."""
+    value = claims.resolve(token_claims, scopes_claim)
+    if value is None and tuple(scopes_claim) == ("scope",):
+        value = token_claims.get("scp")
+    if isinstance(value, str):
+        return frozenset(scope for scope in value.split(" ") if scope)
+    if isinstance(value, list) and all(isinstance(scope, str) for scope in value):
+        return frozenset(scope for scope in value if scope)
+    return frozenset()
+
+
+def alternatives(entries: Sequence[str]) -> Alternatives:
+    """``scopes_required`` entries as sets, in configuration order."""
+    return tuple(frozenset(entry.split(" ")) for entry in entries)
+
+
+def implied(hierarchy: Sequence[Any]) -> dict[str, frozenset[str]]:
+    """Each scope of ``scope_hierarchy`` with every scope it implies, transitively; a cycle is a
+    ConfigError naming ``scope_hierarchy``."""
+    direct: dict[str, list[str]] = {}
+    for entry in hierarchy:
+        direct.setdefault(entry.scope, []).extend(entry.implies)
+    closure: dict[str, frozenset[str]] = {}
+    visiting: set[str] = set()
+
+    def close(scope: str) -> frozenset[str]:
+        if scope in closure:
+            return closure[scope]
+        if scope in visiting:
+            raise ConfigError("scope_hierarchy", f"scope {scope} implies itself (a cycle)")
+        visiting.add(scope)
+        out: set[str] = set()
+        for narrower in direct.get(scope, ()):
+            out.add(narrower)
+            out |= close(narrower)
+        visiting.discard(scope)
+        closure[scope] = frozenset(out)
+        return closure[scope]
+
+    for scope in direct:
+        close(scope)
+    return closure
+
+
+class ScopeRules:
+    """The scope rules of one plugin instance, prepared once from its config."""
+
+    def __init__(self, config: Config) -> None:
+        self.scopes_claim = config.scopes_claim
+        self.route_entries: tuple[str, ...] = config.scopes_required
+        self.route = alternatives(config.scopes_required)
+        self.implied = implied(config.scope_hierarchy)
+        self.exact: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.prefixes: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+        self.by_method: dict[str, tuple[str, ...]] = {}
+        for i, entry in enumerate(config.mcp_operations, 1):
+            where = f"mcp_operations[{i}]"
+            if entry.name is None:
+                table: dict[Any, Any] = self.by_method
+                key: Any = entry.method
+            elif entry.name.endswith("*"):
+                prefixes = self.prefixes.setdefault(entry.method, [])
+                if any(prefix == entry.name[:-1] for prefix, _ in prefixes):
+                    raise ConfigError(where, "another entry has the same method and name")
+                prefixes.append((entry.name[:-1], entry.scopes_required))
+                continue
+            else:
+                table, key = self.exact, (entry.method, entry.name)
+            if key in table:
+                raise ConfigError(where, "another entry has the same method and name")
+            table[key] = entry.scopes_required
+        for prefixes in self.prefixes.values():
+            prefixes.sort(key=lambda item: len(item[0]), reverse=True)  # longest first; stable otherwise
+        self.sets: dict[tuple[str, ...], Alternatives] = {
+            entries: alternatives(entries)
+            for entries in (self.route_entries, *(entry.scopes_required for entry in config.mcp_operations))
+        }
+        self.uses_operations = bool(config.mcp_operations)
+        self.active = bool(self.route or self.uses_operations)
+
+    def operation_entries(self, operation: Operation | None) -> tuple[str, ...]:
+        """The ``scopes_required`` of the most specific ``mcp_operations`` entry for ``operation``."""
+        if operation is None:
+            return ()
+        name = operation.name
+        if name is not None:
+            found = self.exact.get((operation.method, name))
+            if found is not None:
+                return found
+            for prefix, entries in self.prefixes.get(operation.method, ()):
+                if name.startswith(prefix):
+                    return entries
+        return self.by_method.get(operation.method, ())
+
+    def needed(self, operations: Sequence[Operation | None]) -> list[tuple[str, ...]]:
+        """The requirements a request with these operations must meet: the route's, then each operation's."""
+        found = [self.route_entries] if self.route_entries else []
+        for operation in operations:
+            entries = self.operation_entries(operation)
+            if entries and entries not in found:
+                found.append(entries)
+        return found
+
+    def expand(self, scopes: frozenset[str]) -> frozenset[str]:
+        """The granted scopes with every scope they imply."""
+        if not self.implied:
+            return scopes
+        out = set(scopes)
+        for scope in scopes:
+            out |= self.implied.get(scope, frozenset())
+        return frozenset(out)
+
+    def check(self, token_claims: Mapping[str, Any], operations: Sequence[Operation | None]) -> None:
+        """Raise :class:`~.errors.InsufficientScope` unless the token grants what the request needs."""
+        needed = self.needed(operations)
+        if not needed:
+            return
+        held = self.expand(granted(token_claims, self.scopes_claim))
+        for entries in needed:
+            if not any(alternative <= held for alternative in self.sets[entries]):
+                raise InsufficientScope(challenged(needed))
+
+    def hint(self, operation: Operation | None) -> tuple[str, ...]:
+        """The scopes a ``401`` challenge names for a request that has no token yet."""
+        return challenged(self.needed([operation]))
+
+
+def challenged(needed: Sequence[Sequence[str]]) -> tuple[str, ...]:
+    """Every scope of each requirement's first alternative, in configuration order, once each;
+    never ``offline_access``."""
+    out: dict[str, None] = {}
+    for entries in needed:
+        for scope in entries[0].split(" "):
+            if scope != NEVER_ADVERTISED:
+                out.setdefault(scope)
+    return tuple(out)
+
+
+def advertised(scopes: Iterable[str]) -> tuple[str, ...]:
+    """Scopes a challenge or the metadata document may name: all but ``offline_access``."""
+    return tuple(scope for scope in scopes if scope != NEVER_ADVERTISED)
