@@ -48,6 +48,15 @@ def mismatch(headers: Mapping[str, Sequence[str]], raw: bytes) -> errors.HeaderM
     return caught.value
 
 
+def refused(raw: bytes) -> tuple[int, int, Any]:
+    """The JSON-RPC error code (checked against the body's), status and id of the refusal of ``raw``."""
+    with pytest.raises(errors.InvalidMessage) as caught:
+        mcp.read_message(raw)
+    sent = json.loads(caught.value.body())
+    assert sent["error"]["code"] == caught.value.code
+    return caught.value.code, caught.value.status, sent["id"]
+
+
 # --- read_message: the body ---------------------------------------------------------------------
 
 
@@ -123,10 +132,7 @@ def test_a_batch_has_every_members_operation_and_no_id() -> None:
     b'{"method":"tools/list",}',
 ])  # fmt: skip
 def test_a_body_that_is_not_strict_utf8_json_is_a_parse_error(raw: bytes) -> None:
-    with pytest.raises(errors.InvalidMessage) as caught:
-        mcp.read_message(raw)
-    assert caught.value.code == -32700
-    assert json.loads(caught.value.body())["error"]["code"] == -32700
+    assert refused(raw) == (-32700, 400, None)
 
 
 @pytest.mark.parametrize("raw", [
@@ -142,10 +148,7 @@ def test_a_body_that_is_not_strict_utf8_json_is_a_parse_error(raw: bytes) -> Non
     b'{"method":"resources/read","params":{"uri":"\\udc00file:///x"}}',
 ])  # fmt: skip
 def test_json_of_another_shape_is_an_invalid_request(raw: bytes) -> None:
-    with pytest.raises(errors.InvalidMessage) as caught:
-        mcp.read_message(raw)
-    assert caught.value.code == -32600
-    assert (caught.value.status, json.loads(caught.value.body())["id"]) == (400, None)
+    assert refused(raw) == (-32600, 400, None)
 
 
 def test_a_lone_surrogate_outside_the_method_and_name_is_the_bodys_business() -> None:
