@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 # RFC 6750 §3: error, error_description and scope values are %x20-21 / %x23-5B / %x5D-7E.
 _UNSAFE_HEADER_TEXT = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
@@ -87,6 +88,10 @@ class Refusal(Exception):
     def extra_headers(self) -> dict[str, str]:
         return dict(self.headers)
 
+    def body(self) -> bytes:
+        """The response body: the JSON error body of behaviour §4 unless a subclass answers otherwise."""
+        return json_body(self.error, self.description)
+
 
 class MissingToken(Refusal, status=401, error="unauthorized", description="Missing access token"):
     """No bearer token at all: RFC 6750 §3.1, no error code in the challenge."""
@@ -125,6 +130,58 @@ class PayloadTooLarge(
     Refusal, status=413, error="request_too_large", description="The request body is larger than this resource accepts"
 ):
     """``Content-Length`` above ``max_request_body_size``."""
+
+
+def jsonrpc_error_body(request_id: Any, code: int, message: str) -> bytes:
+    """A JSON-RPC 2.0 error response (JSON-RPC 2.0 §5, §5.1): ``{"jsonrpc", "id", "error": {"code", "message"}}``."""
+    error = {"code": code, "message": message}
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}, separators=(",", ":")).encode()
+
+
+class HeaderMismatch(
+    Refusal,
+    status=400,
+    error="invalid_request",
+    description="Header mismatch: the MCP routing headers are missing, malformed or do not match the request body",
+):
+    """MCP 2026-07-28 Streamable HTTP, *Request Metadata* § *Server Validation*: ``400`` with the
+    JSON-RPC error ``-32020`` (``HeaderMismatch``) for a required routing header that is missing, a
+    header value that does not match the body or that contains invalid characters; also a routing
+    header sent twice (first-copy and last-copy readers would disagree).
+
+    ``request_id`` is the id of the single JSON-RPC request in the body, ``None`` (JSON ``null``)
+    when there is none or the body was not read.
+    """
+
+    CODE = -32020
+
+    def __init__(self, request_id: Any = None, description: str | None = None) -> None:
+        super().__init__(description)
+        self.request_id = request_id
+
+    def body(self) -> bytes:
+        return jsonrpc_error_body(self.request_id, self.CODE, self.description)
+
+
+class InvalidMessage(
+    Refusal,
+    status=400,
+    error="invalid_request",
+    description="Invalid Request: the body is not a JSON-RPC request or notification",
+):
+    """A body that is not a JSON-RPC request or notification: ``400`` with a JSON-RPC error body
+    whose id is ``null`` (JSON-RPC 2.0 §5.1): ``-32700`` (Parse error) when it is not UTF-8 JSON,
+    ``-32600`` (Invalid Request) when it is JSON of the wrong shape."""
+
+    PARSE_ERROR = -32700
+    INVALID_REQUEST = -32600
+
+    def __init__(self, description: str | None = None, *, code: int = INVALID_REQUEST) -> None:
+        super().__init__(description)
+        self.code = code
+
+    def body(self) -> bytes:
+        return jsonrpc_error_body(None, self.code, self.description)
 
 
 class LengthRequired(

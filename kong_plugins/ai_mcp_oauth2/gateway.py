@@ -36,7 +36,6 @@ from .errors import (
     PayloadTooLarge,
     Refusal,
     Response,
-    json_body,
 )
 from .http import HttpClient
 from .schema import Config
@@ -410,4 +409,4 @@ def render(refusal: Refusal, config: Config | None, request: RequestView | None)
             refusal.challenge_params(), origin + metadata.paths(config)[0], scopes.advertised(named)
         )
     headers.update(refusal.extra_headers())
-    return Response(refusal.status, headers, json_body(refusal.error, refusal.description))
+    return Response(refusal.status, headers, refusal.body())

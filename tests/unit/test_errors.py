@@ -27,6 +27,8 @@ def test_header_safe_keeps_rfc_6750_characters_and_replaces_the_rest() -> None:
     (errors.MethodNotAllowed(), 405, "method_not_allowed", False),
     (errors.Misconfigured(), 500, "server_error", False),
     (errors.InternalError(), 500, "server_error", False),
+    (errors.HeaderMismatch(), 400, "invalid_request", False),
+    (errors.InvalidMessage(), 400, "invalid_request", False),
 ])  # fmt: skip
 def test_each_refusal_has_its_status_error_and_challenge(
     refusal: errors.Refusal, status: int, error: str, challenges: bool
@@ -56,3 +58,24 @@ def test_the_json_body_and_the_config_error_naming_its_field() -> None:
     assert json.loads(errors.json_body("invalid_token", "x")) == {"error": "invalid_token", "error_description": "x"}
     error = errors.ConfigError("timeout", "must be positive")
     assert (error.field, error.message, str(error)) == ("timeout", "must be positive", "timeout: must be positive")
+
+
+def test_the_default_body_is_the_json_error_body() -> None:
+    refusal = errors.InvalidToken("expired")
+    assert refusal.body() == errors.json_body("invalid_token", "expired")
+
+
+def test_a_header_mismatch_answers_with_the_json_rpc_error_minus_32020_and_the_request_id() -> None:
+    """MCP 2026-07-28 Streamable HTTP, Server Validation: 400 and JSON-RPC error -32020."""
+    body = json.loads(errors.HeaderMismatch(7, "Header mismatch: x").body())
+    assert body == {"jsonrpc": "2.0", "id": 7, "error": {"code": -32020, "message": "Header mismatch: x"}}
+    assert json.loads(errors.HeaderMismatch().body())["id"] is None
+    assert json.loads(errors.HeaderMismatch("a").body())["id"] == "a"
+
+
+def test_an_invalid_message_answers_with_a_json_rpc_parse_or_invalid_request_error_and_a_null_id() -> None:
+    body = json.loads(errors.InvalidMessage().body())
+    assert body["jsonrpc"] == "2.0" and body["id"] is None
+    assert body["error"] == {"code": -32600, "message": errors.InvalidMessage.description}
+    parse = json.loads(errors.InvalidMessage("bad", code=errors.InvalidMessage.PARSE_ERROR).body())
+    assert parse["error"] == {"code": -32700, "message": "bad"}
