@@ -87,6 +87,11 @@ class Operation:
     name: str | None = None
 
 
+RESPONSE = Operation("")
+"""A JSON-RPC response in the body: no operation (no ``mcp_operations`` entry has an empty method), so
+only the route's scopes apply; routing headers on it are a mismatch."""
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """A POST body: one operation per request or notification (several for a batch), and the id of
@@ -227,6 +232,8 @@ def _parse(raw: bytes) -> Any:
 
 
 def _operation(member: Any) -> Operation:
+    if _is_response(member):
+        return RESPONSE
     if not isinstance(member, dict) or not isinstance(method := member.get("method"), str):
         raise InvalidMessage("Invalid Request: a JSON-RPC request or notification needs a string method")
     name = None
@@ -236,6 +243,19 @@ def _operation(member: Any) -> Operation:
     if _AMBIGUOUS.search(method) or (name is not None and _AMBIGUOUS.search(name)):
         raise InvalidMessage("Invalid Request: the method or name holds a NUL or an unpaired surrogate")
     return Operation(method, name)
+
+
+def _is_response(member: Any) -> bool:
+    """JSON-RPC 2.0 §5: a response the client posts to answer a server's request (sampling,
+    elicitation, roots in protocol versions before 2026-07-28): an ``id`` and exactly one of
+    ``result`` and ``error``, ``"jsonrpc": "2.0"``, no ``method``. It performs no operation."""
+    return (
+        isinstance(member, dict)
+        and member.get("jsonrpc") == "2.0"
+        and "method" not in member
+        and "id" in member
+        and (("result" in member) != ("error" in member))
+    )
 
 
 def _single(headers: Mapping[str, Sequence[str]], key: str) -> str | None:

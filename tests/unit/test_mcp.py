@@ -499,3 +499,35 @@ def test_property_the_classification_is_the_bodys_truth_or_a_refusal() -> None:
             outcomes["trusted"] += 1
             assert message.operations == (trusted,)
     assert min(outcomes.values()) > 100, outcomes  # every branch was exercised
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"jsonrpc":"2.0","id":7,"result":{"content":[]}}',
+        b'{"jsonrpc":"2.0","id":"a","error":{"code":-1,"message":"declined"}}',
+    ],
+)
+def test_a_posted_json_rpc_response_is_no_operation(body: bytes) -> None:
+    """Clients before 2026-07-28 POST their answers to a server's requests (sampling, elicitation):
+    those perform no operation, so only the route's scopes apply; routing headers on them lie."""
+    from kong_plugins.ai_mcp_oauth2.mcp import RESPONSE
+
+    message = mcp.read_message(body)
+    assert message.operations == (RESPONSE,)
+    mcp.check_agreement({}, message)
+    with pytest.raises(errors.HeaderMismatch):
+        mcp.check_agreement({"mcp-method": ["tools/call"]}, message)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"jsonrpc":"2.0","id":7,"result":{},"error":{"code":1,"message":"x"}}',  # both
+        b'{"jsonrpc":"2.0","result":{}}',  # no id
+        b'{"jsonrpc":"2.0","id":7}',  # neither
+    ],
+)
+def test_what_is_neither_a_request_nor_a_response_is_refused(body: bytes) -> None:
+    with pytest.raises(errors.InvalidMessage):
+        mcp.read_message(body)
