@@ -62,6 +62,11 @@ class RequestView(Protocol):
         """``kong.client.load_consumer``: by id (a UUID), then by username when allowed."""
         ...
 
+    def raw_body(self) -> bytes | None:
+        """``kong.request.get_raw_body``: the request body, or None when Kong cannot return it
+        (Kong keeps a body in memory only up to ``nginx_http_client_body_buffer_size``)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class LetThrough:
