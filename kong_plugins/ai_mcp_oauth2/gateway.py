@@ -62,7 +62,11 @@ class RequestView(Protocol):
         """``kong.client.load_consumer``: by id (a UUID), then by username when allowed."""
         ...
 
-    def raw_body(self) -> bytes | None: ...
+    def raw_body(self, file_limit: int | None) -> bytes | None:
+        """``kong.request.get_raw_body``: the request body, or None when Kong cannot return it. Kong
+        keeps a body in memory up to ``nginx_http_client_body_buffer_size``; past that it reads the
+        file nginx buffered it to only up to ``file_limit`` bytes (Kong 3.8+), never without one."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +216,7 @@ def request_operations(
             return [trusted]
     if not has_body(headers):
         return [None]
-    raw = request.raw_body()
+    raw = request.raw_body(config.max_request_body_size or None)
     if raw is None:
         raise PayloadTooLarge("The request body is larger than the gateway can inspect")
     if 0 < config.max_request_body_size < len(raw):

@@ -13,6 +13,8 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kong_pdk.exception import PDKException
+
 from . import PRIORITY, __version__
 from .config import warnings
 from .errors import InternalError, Response
@@ -59,6 +61,33 @@ class KongRequest:
     def load_consumer(self, value: str, by_username: bool) -> Mapping[str, Any] | None:
         consumer = self.kong.client.load_consumer(value, by_username)
         return consumer if isinstance(consumer, dict) else None
+
+    def raw_body(self, file_limit: int | None) -> bytes | None:
+        """One ``kong.request.get_raw_body()`` round trip. With ``file_limit``, Kong (3.8+) also reads a
+        body nginx buffered to a file (larger than ``nginx_http_client_body_buffer_size``) up to that
+        many bytes (its ``max_allowed_file_size``); without, only a body held in memory.
+
+        Kong sends the body as msgpack *bin* (``mp_rpc.lua`` ``fix_raw``), so it arrives as bytes,
+        ``b""`` for no body. A *str* (a plugin-protocol peer that sends Lua strings as str) was
+        decoded by :func:`.pluginserver.handle_connection` with ``surrogateescape`` and is encoded
+        back to the same bytes. A body Kong cannot return (past the buffer without ``file_limit``, or
+        a file above it): Kong 3.9 then fails the call with a Lua error (no step, a 500 of its own,
+        never a proxied request); an error step (kong-pdk raises ``PDKException``) or a step without
+        data is None here, never an empty body.
+        """
+        try:
+            body = (
+                self.kong.request.get_raw_body(file_limit)
+                if file_limit is not None
+                else self.kong.request.get_raw_body()
+            )
+        except PDKException:
+            return None
+        if isinstance(body, bytes):
+            return body
+        if isinstance(body, str):
+            return body.encode("utf-8", "surrogateescape")
+        return None
 
 
 def exit_args(response: Response) -> list[Any]:

@@ -35,6 +35,7 @@ RESOURCE = "http://localhost:8000/mcp"
 AUTHORIZATION_SERVER = "http://localhost:9090"
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 MCP_REQUEST: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+BODY_BUFFER_SIZE = "1m"  # KONG_NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE of the image and the compose stack
 #: The ``error`` member (and RFC 6750 challenge code) each refusal status carries, unless told otherwise.
 ERRORS = {
     400: "invalid_request",
@@ -50,7 +51,7 @@ MISSING_TOKEN = "Missing access token"  # the 401 without an error code (RFC 675
 
 # ------------------------------------------------------------------------------------ configuration
 def plugin_env(prefix: Path | str, threads: bool = False, flags: str = "", launcher: str = "") -> dict[str, str]:
-    """What the README tells a user to set for Kong ("Install into Kong"), pointed at ``prefix``:
+    """What the README tells a user to set for Kong ("Install into Kong") and the image sets, pointed at ``prefix``:
     the plugin's default mode (gevent, monkey-patched), or kong-pdk's thread mode with ``threads``;
     ``flags`` are more of the plugin server's flags, ``launcher`` a command the start command runs
     under. ``AI_MCP_OAUTH2_SERVER_FLAGS`` in the environment adds flags too (e.g. to run every
@@ -65,6 +66,9 @@ def plugin_env(prefix: Path | str, threads: bool = False, flags: str = "", launc
         "KONG_PLUGINSERVER_AI_MCP_OAUTH2_SOCKET": f"{prefix}/{PLUGIN}.socket",
         "KONG_PLUGINSERVER_AI_MCP_OAUTH2_START_CMD": f"{script} --kong-prefix {prefix}{flags}",
         "KONG_PLUGINSERVER_AI_MCP_OAUTH2_QUERY_CMD": f"{CONSOLE_SCRIPT} --dump",
+        # as kong/Dockerfile and docker-compose.yml set it (Kong's default, 8k, holds less than
+        # max_request_body_size: a body past it cannot be handed to the plugin)
+        "KONG_NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE": BODY_BUFFER_SIZE,
     }
 
 

@@ -25,8 +25,11 @@ class FakeRequest:
         path: str = "/mcp",
         method: str = "POST",
         origin: tuple[object, object, object] = ("https", "gw.example.com", 443),
+        body: bytes | None = b"",
     ) -> None:
         self._headers = headers or {}
+        self._body = body
+        self.file_limits: list[int | None] = []
         self._path = path
         self._method = method
         self._origin = origin
@@ -56,6 +59,11 @@ class FakeRequest:
     def load_consumer(self, value: str, by_username: bool) -> Mapping[str, Any] | None:
         self.calls.append("load_consumer")
         return None  # no consumers (ConsumerRequest has some)
+
+    def raw_body(self, file_limit: int | None) -> bytes | None:
+        self.calls.append("raw_body")
+        self.file_limits.append(file_limit)
+        return self._body
 
 
 def decide(request: FakeRequest, **config: Any) -> Response:

@@ -87,3 +87,33 @@ def test_the_distribution_ships_the_plugin_and_not_the_tests_or_the_benchmark() 
     assert {name.split(".")[0] for name in shipped} == {"kong_plugins"}, shipped
     # both are importable packages, which setuptools' automatic discovery would otherwise ship
     assert (ROOT / "tests" / "__init__.py").is_file() and (ROOT / "bench" / "__init__.py").is_file()
+
+
+def test_kong_keeps_every_body_the_plugin_may_read_in_memory() -> None:
+    """Kong hands a plugin the body (kong.request.get_raw_body) only from nginx's in-memory buffer,
+    client_body_buffer_size (Kong's default 8k): the image, the compose stack and the test stacks
+    raise it, alike, to at least the default max_request_body_size."""
+    from kong_plugins.ai_mcp_oauth2.schema import SCHEMA
+    from tests.harness.kong_standin.settings import BODY_BUFFER_ENV, parse_nginx_size, read_settings
+    from tests.harness.stack import plugin_env
+
+    def fields(node: object) -> dict[str, dict[str, object]]:
+        found: dict[str, dict[str, object]] = {}
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, dict) and "type" in value:
+                    found[key] = value
+                found.update(fields(value))
+        elif isinstance(node, list):
+            for item in node:
+                found.update(fields(item))
+        return found
+
+    default = fields(SCHEMA)["max_request_body_size"]["default"]
+    assert default == 1024 * 1024
+    image = dockerfile_env()[BODY_BUFFER_ENV]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["kong"]["environment"]
+    assert compose[BODY_BUFFER_ENV] == image == plugin_env("/p")[BODY_BUFFER_ENV]
+    assert parse_nginx_size(image) >= default
+    settings = read_settings(plugin_env("/p"), file_exists=lambda _: False)
+    assert settings.client_body_buffer_size == parse_nginx_size(image)

@@ -162,3 +162,58 @@ def test_an_accepted_token_sets_claim_headers_in_one_call_and_strips_authorizati
         ("kong.service.request.set_headers", ({"X-User": "alice"},)),
         ("kong.service.request.clear_header", ("Authorization",)),
     ]
+
+
+def raw_body(answer: Any, file_limit: int | None = None) -> tuple[bytes | None, list[tuple[str, tuple[Any, ...]]]]:
+    calls: list[tuple[str, tuple[Any, ...]]] = []
+    return plugin.KongRequest(FakeKong({"kong.request.get_raw_body": answer}, calls)).raw_body(file_limit), calls
+
+
+def test_raw_body_is_one_get_raw_body_round_trip_without_arguments() -> None:
+    body, calls = raw_body(b'{"jsonrpc":"2.0","method":"tools/list","id":1}')
+    assert body == b'{"jsonrpc":"2.0","method":"tools/list","id":1}'
+    # no max_allowed_file_size: Kong is never asked to read a body nginx buffered to a file
+    assert calls == [("kong.request.get_raw_body", ())]
+
+
+def test_with_a_file_limit_kong_may_read_a_buffered_file_up_to_it() -> None:
+    body, calls = raw_body(b"{}", file_limit=1048576)
+    assert body == b"{}" and calls == [("kong.request.get_raw_body", (1048576,))]
+
+
+def test_raw_body_keeps_every_byte_kong_sent_as_bin() -> None:
+    sent = bytes(range(256))
+    assert raw_body(sent) == (sent, [("kong.request.get_raw_body", ())])
+
+
+def test_no_body_is_empty_bytes_not_none() -> None:
+    body, calls = raw_body(b"")
+    assert body == b"" and body is not None and len(calls) == 1
+
+
+def test_a_body_sent_as_str_is_encoded_back_to_the_bytes_on_the_wire() -> None:
+    import msgpack
+
+    wire = "é".encode() + b"\xff\xfe{}"  # UTF-8 and bytes that are not UTF-8, packed as msgpack str
+    packed = msgpack.packb(wire, use_bin_type=False)
+    # decoded as pluginserver.handle_connection decodes Kong's frames
+    arrived = msgpack.unpackb(packed, raw=False, unicode_errors="surrogateescape")
+    assert isinstance(arrived, str)
+    body, calls = raw_body(arrived)
+    assert body == wire and len(calls) == 1
+
+
+def test_kong_reporting_it_cannot_return_the_body_is_none() -> None:
+    from kong_pdk.exception import PDKException
+
+    # a step without data (Kong's nil), and an error step (kong-pdk raises PDKException)
+    assert raw_body(None) == (None, [("kong.request.get_raw_body", ())])
+    error = PDKException("exception from kong.request.get_raw_body: request body did not fit into client body buffer")
+    assert raw_body(error) == (None, [("kong.request.get_raw_body", ())])
+
+
+def test_any_other_answer_is_none() -> None:
+    answers: list[object] = [0, [], {}, True]
+    for answer in answers:
+        body, calls = raw_body(answer)
+        assert body is None and len(calls) == 1

@@ -115,6 +115,11 @@ class KongStandIn:
         assert self._config is not None, "the stand-in is not started"
         return self._config
 
+    @property
+    def client_body_buffer_size(self) -> int:
+        """nginx's client_body_buffer_size (``KONG_NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE``), in bytes."""
+        return self.settings.client_body_buffer_size
+
     # ------------------------------------------------------------------ start-up
     def _child_env(self) -> dict[str, str]:
         # Kong's children inherit its environment; the stand-in passes its own environment plus `env`.

@@ -25,6 +25,8 @@ KONG_VERSION = "3.9.1"
 SERVER_HEADER = f"kong/{KONG_VERSION}"
 MAX_REQ_HEADERS_DEFAULT = 100
 SERVICE_REQUEST_PHASES = ("rewrite", "access")
+BEFORE_CONTENT_PHASES = ("rewrite", "access", "response", "error", "admin_api")  # request.lua before_content
+BODY_NOT_BUFFERED = "request body did not fit into client body buffer, consider raising 'client_body_buffer_size'"
 
 # Every function of Kong's PDK (from kong-pdk's generated stubs, Kong 3.4.x) plus plugin.lua's exposed_api.
 KNOWN_METHODS = set(
@@ -331,6 +333,7 @@ class RequestState:
     matched_prefix: str | None = None
     uri_captures: dict[str, Any] = field(default_factory=lambda: {"unnamed": [], "named": {}})
     response_headers: list[tuple[str, str]] = field(default_factory=list)  # pending downstream headers
+    body_in_file: bool = False  # nginx buffered the body to a temporary file (past client_body_buffer_size)
     upstream_host: str | None = None  # set by kong.service.request.set_header("host", ...)
 
     # --- derived values -------------------------------------------------
@@ -432,6 +435,37 @@ class Pdk:
 
     def m_kong_request_get_path(self, *_: Any) -> str:
         return self.s.path
+
+    def m_kong_request_get_raw_body(self, max_allowed_file_size: Any, *_: Any) -> bytes:
+        """kong/pdk/request.lua get_raw_body (3.9; unchanged on master): ngx.req.read_body(), then
+        the body nginx holds in memory (``""`` when there is none: no body, an empty one, a GET); a
+        body nginx buffered to a file is read from it only when ``max_allowed_file_size`` is 0 or at
+        least its size, else ``nil, err``. A nil result never reaches the plugin: mp_rpc.lua applies
+        ``fix_raw`` to it, and packing nil as msgpack bin raises, so the call is a Lua error (the event
+        is abandoned, Kong answers 500). Bodies cross as msgpack bin (bytes), ``b""`` included.
+
+        STRICTER: a body longer than client_body_buffer_size is always "in a file" here; nginx
+        sizes the buffer of a Content-Length body up to 1.25x the setting to fit it
+        (ngx_http_request_body.c: ``size += size >> 2``), so Kong may return somewhat larger ones."""
+        self.check_phase(BEFORE_CONTENT_PHASES)
+        body = self.s.body
+        if not self.s.body_in_file:
+            return body
+        limit = max_allowed_file_size
+        if limit is None or limit is False:  # Lua: `not max_allowed_file_size`
+            err = BODY_NOT_BUFFERED
+        elif lua_type(limit) != "number":
+            raise LuaError(f"attempt to compare {lua_type(limit)} with number")
+        elif limit < 0:
+            err = BODY_NOT_BUFFERED
+        elif limit > 0 and len(body) > limit:
+            err = "request body file too big: %d > %d" % (len(body), int(limit))
+        else:
+            return body
+        raise LuaError(
+            f"get_raw_body returned nil, {err!r}; mp_rpc.lua fix_raw packs it as bin: "
+            "MessagePack.lua: attempt to get length of local 'str' (a nil value)"
+        )
 
     def m_kong_request_get_uri_captures(self, *_: Any) -> dict[str, Any]:
         return self.s.uri_captures

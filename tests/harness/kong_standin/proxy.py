@@ -52,6 +52,9 @@ class Gateway(Protocol):
     @property
     def config(self) -> ConfigState: ...
 
+    @property
+    def client_body_buffer_size(self) -> int: ...
+
     def begin(self, record: RequestRecord) -> None: ...
 
     def run_plugins(self, config: ConfigState, match: Match, state: RequestState, record: RequestRecord) -> Outcome: ...
@@ -110,6 +113,8 @@ class _Handler(Handler):
             self.close_connection = True
             return self._send_exit(kong_error_response(400, state, "Bad request"), record, t0)
         state.body = body
+        # nginx keeps a request body in memory up to client_body_buffer_size, past it in a temporary file
+        state.body_in_file = len(body) > kong.client_body_buffer_size
         config = kong.config
         match = find_route(config.decl.routes, self.command, state.host, state.path, state.get_header)
         if match is None:

@@ -6,17 +6,26 @@ Mirrors kong/conf_loader/init.lua (3.9+) and kong/runloop/plugin_servers/process
   * defaults: socket ``<prefix>/<name>.socket``; start ``/usr/local/bin/<name>`` if it exists;
     query ``/usr/local/bin/<name> -dump`` if it exists.
   * no query command is a fatal error ("query_command undefined for pluginserver <name>").
+
+And the one nginx setting the stand-in models: ``KONG_NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE`` (Kong's
+``nginx_http_client_body_buffer_size``, default ``8k`` in kong/templates/kong_defaults.lua), which Kong
+writes as ``client_body_buffer_size`` into the http block of nginx-kong.conf; nginx parses it with
+``ngx_parse_size`` and refuses to start on an invalid value.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import ConfigError
 
 DEFAULT_PREFIX = "/usr/local/kong"
+BODY_BUFFER_ENV = "KONG_NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE"
+DEFAULT_BODY_BUFFER_SIZE = "8k"  # kong_defaults.lua: nginx_http_client_body_buffer_size = 8k
+_NGINX_SIZE = re.compile(r"([0-9]+)([kKmM]?)")
 
 
 @dataclass
@@ -33,6 +42,27 @@ class Settings:
     plugins: list[str]  # KONG_PLUGINS items (may include "bundled")
     servers: list[ServerDef]
     warnings: list[str]
+    client_body_buffer_size: int = 8 * 1024  # bytes nginx keeps a request body in memory for
+
+
+def parse_nginx_size(value: str) -> int:
+    """nginx's ``ngx_parse_size`` (src/core/ngx_parse.c): decimal digits with an optional ``k``/``K``
+    (x1024) or ``m``/``M`` (x1024*1024) suffix; anything else (a sign, a space, ``g``, a fraction)
+    is an invalid value."""
+    match = _NGINX_SIZE.fullmatch(value)
+    if match is None:
+        raise ValueError(value)
+    return int(match.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2).lower()]
+
+
+def read_body_buffer_size(env: dict[str, str]) -> int:
+    value = env.get(BODY_BUFFER_ENV, DEFAULT_BODY_BUFFER_SIZE).strip()  # nginx splits arguments on spaces
+    try:
+        return parse_nginx_size(value)
+    except ValueError:
+        raise ConfigError(
+            f'"client_body_buffer_size" directive invalid value {value!r} (from {BODY_BUFFER_ENV}): nginx does not start'
+        ) from None
 
 
 def _split_list(value: str) -> list[str]:
@@ -69,4 +99,10 @@ def read_settings(env: dict[str, str], *, file_exists: Callable[[str], bool] = o
         if not start_cmd:
             warnings.append(f"start_command undefined for pluginserver {name}; assuming external process management")
         servers.append(ServerDef(name=name, socket=socket, start_cmd=start_cmd, query_cmd=query_cmd))
-    return Settings(prefix=prefix, plugins=plugins, servers=servers, warnings=warnings)
+    return Settings(
+        prefix=prefix,
+        plugins=plugins,
+        servers=servers,
+        warnings=warnings,
+        client_body_buffer_size=read_body_buffer_size(env),
+    )
