@@ -437,7 +437,8 @@ def random_name_header(rng: random.Random) -> str:
 def random_headers(rng: random.Random, document: Any) -> dict[str, list[str]]:
     """Random routing headers, half of the time mirroring (part of) the body the way a client would."""
     mirror = document if isinstance(document, dict) else {}
-    params = mirror.get("params") if isinstance(mirror.get("params"), dict) else {}
+    found = mirror.get("params")
+    params: dict[Any, Any] = found if isinstance(found, dict) else {}
     method, name = mirror.get("method"), next(iter(params.values()), None)
     headers: dict[str, list[str]] = {}
     for key, values, faithful in (
