@@ -188,12 +188,17 @@ class Gateway:
         raise MethodNotAllowed()
 
 
-def has_body(headers: Mapping[str, Sequence[str]]) -> bool:
-    """Whether the request carries a body: a non-zero ``Content-Length`` or a ``Transfer-Encoding``
-    (``check_body_size`` has already refused an invalid ``Content-Length``). Only a request with a
-    body can name an MCP operation, so one without (an SSE ``GET``, a ``DELETE``) needs no reading."""
+def has_body(headers: Mapping[str, Sequence[str]]) -> bool | None:
+    """Whether the request carries a body: True with a ``Transfer-Encoding`` or a ``Content-Length``
+    above 0 (``check_body_size`` has already refused an invalid one), False with ``Content-Length: 0``,
+    None (unknown) with neither: an HTTP/2 or HTTP/3 request may send a body without announcing its
+    length, so only reading it tells."""
+    if headers.get("transfer-encoding"):
+        return True
     lengths = headers.get("content-length") or []
-    return bool(headers.get("transfer-encoding")) or any(v.strip() not in ("", "0") for v in lengths)
+    if lengths:
+        return any(value.strip() not in ("", "0") for value in lengths)
+    return None
 
 
 def request_operations(
@@ -203,7 +208,8 @@ def request_operations(
 
     Without ``mcp_operations``: none (no body is read). With ``mcp_trust_routing_headers`` and a
     request of MCP 2026-07-28 or later naming its operation in ``Mcp-Method``/``Mcp-Name``: that
-    operation, at no round trip. Otherwise the JSON-RPC body, read with one round trip, held to
+    operation, at no round trip. A request with ``Content-Length: 0``: none. Otherwise the JSON-RPC
+    body (an empty one names no operation), read with one round trip, held to
     ``max_request_body_size`` whatever the headers said, and checked against the routing headers
     when they are present (a mismatch is ``400`` with JSON-RPC error ``-32020``). A body Kong cannot
     hand over (larger than its client body buffer) is refused, never proxied.
@@ -214,13 +220,15 @@ def request_operations(
         trusted = mcp.trusted_operation(headers)
         if trusted is not None:
             return [trusted]
-    if not has_body(headers):
+    if has_body(headers) is False:
         return [None]
     raw = request.raw_body(config.max_request_body_size or None)
     if raw is None:
         raise PayloadTooLarge("The request body is larger than the gateway can inspect")
     if 0 < config.max_request_body_size < len(raw):
         raise PayloadTooLarge()
+    if raw == b"":
+        return [None]  # no body after all (a GET over HTTP/2): no operation
     message = mcp.read_message(raw)
     mcp.check_agreement(headers, message)
     return list(message.operations)
@@ -236,7 +244,7 @@ def challenge_hint(rules: scopes.ScopeRules, headers: Mapping[str, Sequence[str]
     except Refusal:
         operation = None  # garbled routing headers: no hint from them
     if operation is None and has_body(headers):
-        return None
+        return None  # a body that may name any operation: scopes_supported
     return rules.hint(operation) or None
 
 

@@ -140,13 +140,23 @@ def test_a_body_kong_cannot_hand_over_is_refused_never_proxied() -> None:
     assert status == 413 and error["error_description"] == "The request body is larger than the gateway can inspect"
 
 
-@pytest.mark.parametrize("method_body", [None, b""])
-def test_a_request_without_a_body_needs_only_the_routes_scopes(method_body: bytes | None) -> None:
-    request = FakeRequest({"authorization": ["Bearer t"]}, method="GET", body=method_body)
+def test_a_request_announcing_no_body_needs_only_the_routes_scopes_and_reads_nothing() -> None:
+    request = FakeRequest({"authorization": ["Bearer t"], "content-length": ["0"]}, method="DELETE")
     assert isinstance(run(request, "mcp", scopes_required=["mcp"], mcp_operations=OPERATIONS), LetThrough)
     assert "raw_body" not in request.calls and "method" not in request.calls
     status, _, challenge = refused(run(request, "other", scopes_required=["mcp"], mcp_operations=OPERATIONS))
     assert status == 403 and challenge is not None and challenge.endswith('scope="mcp"')
+
+
+def test_a_request_that_does_not_announce_its_body_is_read_since_http2_need_not() -> None:
+    """HTTP/2 and HTTP/3 may carry a body with neither Content-Length nor Transfer-Encoding: deciding
+    "no body" from the headers would let a JSON-RPC call through under the route's scopes alone."""
+    sneaky = FakeRequest({"authorization": ["Bearer t"]}, body=call("delete_repo"))
+    status, _, challenge = refused(run(sneaky, "mcp tools", scopes_required=["mcp"], mcp_operations=OPERATIONS))
+    assert status == 403 and challenge is not None and 'scope="mcp repo:admin"' in challenge
+    stream = FakeRequest({"authorization": ["Bearer t"]}, method="GET", body=b"")  # an SSE GET: empty body
+    assert isinstance(run(stream, "mcp", scopes_required=["mcp"], mcp_operations=OPERATIONS), LetThrough)
+    assert stream.calls == ["headers", "path", "raw_body"]
 
 
 def test_route_scopes_alone_read_no_body_and_cost_no_round_trip() -> None:
@@ -178,7 +188,8 @@ def test_a_401_names_what_the_header_named_operation_needs() -> None:
 def test_a_401_without_routing_headers_names_scopes_supported_or_for_a_bodiless_request_the_routes() -> None:
     config: dict[str, Any] = {"scopes_required": ["mcp"], "mcp_operations": OPERATIONS, "scopes_supported": ["x"]}
     assert no_token({}, **config).endswith('scope="x"')
-    assert no_token({}, body=None, **config).endswith('scope="mcp"')
+    assert no_token({"content-length": ["0"]}, body=None, **config).endswith('scope="mcp"')
+    assert no_token({}, body=None, **config).endswith('scope="mcp"')  # unannounced: read as bodiless
 
 
 def test_a_401_with_garbled_routing_headers_falls_back_to_scopes_supported() -> None:
