@@ -227,6 +227,12 @@ def warnings(config: Config) -> list[str]:
         )
     if config.consumer_claim and "custom_id" in config.consumer_by:
         found.append("consumer_by: the Kong PDK offers no lookup by custom_id; that choice is skipped")
+    required = [*config.scopes_required, *(s for op in config.mcp_operations for s in op.scopes_required)]
+    if any("offline_access" in entry.split(" ") for entry in required):
+        found.append(
+            "scopes_required/mcp_operations: offline_access is never named in a challenge; "
+            "an alternative of only offline_access cannot be stepped up to"
+        )
     if "offline_access" in config.scopes_supported:
         found.append(
             "scopes_supported: offline_access is not advertised (MCP authorization: servers SHOULD NOT), "

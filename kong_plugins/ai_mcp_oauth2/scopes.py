@@ -24,9 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
+from urllib.parse import unquote
 
-from . import claims
+from . import claims, mcp
 from .errors import ConfigError, InsufficientScope
+from .mcp import NAME_PARAMS
 from .schema import Config
 
 NEVER_ADVERTISED = "offline_access"
@@ -64,29 +66,35 @@ def alternatives(entries: Sequence[str]) -> Alternatives:
 
 def implied(hierarchy: Sequence[Any]) -> dict[str, frozenset[str]]:
     """Each scope of ``scope_hierarchy`` with every scope it implies, transitively; a cycle is a
-    ConfigError naming ``scope_hierarchy``."""
+    ConfigError naming ``scope_hierarchy``. Iterative, so a long chain is no deeper than a short one."""
     direct: dict[str, list[str]] = {}
     for entry in hierarchy:
         direct.setdefault(entry.scope, []).extend(entry.implies)
     closure: dict[str, frozenset[str]] = {}
-    visiting: set[str] = set()
-
-    def close(scope: str) -> frozenset[str]:
-        if scope in closure:
-            return closure[scope]
-        if scope in visiting:
-            raise ConfigError("scope_hierarchy", f"scope {scope} implies itself (a cycle)")
-        visiting.add(scope)
-        out: set[str] = set()
-        for narrower in direct.get(scope, ()):
-            out.add(narrower)
-            out |= close(narrower)
-        visiting.discard(scope)
-        closure[scope] = frozenset(out)
-        return closure[scope]
-
-    for scope in direct:
-        close(scope)
+    for root in direct:
+        if root in closure:
+            continue
+        path: list[str] = [root]  # the scopes being closed, each implying the next
+        on_path = {root}
+        pending: list[list[str]] = [list(direct.get(root, ()))]
+        while path:
+            if pending[-1]:
+                narrower = pending[-1].pop()
+                if narrower in on_path:
+                    raise ConfigError("scope_hierarchy", f"scope {narrower} implies itself (a cycle)")
+                if narrower not in closure:
+                    path.append(narrower)
+                    on_path.add(narrower)
+                    pending.append(list(direct.get(narrower, ())))
+                continue
+            scope = path.pop()
+            on_path.discard(scope)
+            pending.pop()
+            out: set[str] = set()
+            for narrower in direct.get(scope, ()):
+                out.add(narrower)
+                out |= closure.get(narrower, frozenset())
+            closure[scope] = frozenset(out)
     return closure
 
 
@@ -99,26 +107,29 @@ class ScopeRules:
         self.route = alternatives(config.scopes_required)
         self.implied = implied(config.scope_hierarchy)
         self.exact: dict[tuple[str, str], tuple[str, ...]] = {}
-        self.prefixes: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+        # prefixes by method, then by length (longest first): a name is looked up once per length
+        self.prefixes: dict[str, dict[int, dict[str, tuple[str, ...]]]] = {}
         self.by_method: dict[str, tuple[str, ...]] = {}
         for i, entry in enumerate(config.mcp_operations, 1):
             where = f"mcp_operations[{i}]"
+            if entry.name is not None and entry.method not in NAME_PARAMS:
+                raise ConfigError(
+                    where + ".name", "only " + ", ".join(NAME_PARAMS) + " name their tool, prompt or resource"
+                )
             if entry.name is None:
                 table: dict[Any, Any] = self.by_method
                 key: Any = entry.method
             elif entry.name.endswith("*"):
-                prefixes = self.prefixes.setdefault(entry.method, [])
-                if any(prefix == entry.name[:-1] for prefix, _ in prefixes):
-                    raise ConfigError(where, "another entry has the same method and name")
-                prefixes.append((entry.name[:-1], entry.scopes_required))
-                continue
+                table = self.prefixes.setdefault(entry.method, {}).setdefault(len(entry.name) - 1, {})
+                key = entry.name[:-1]
             else:
                 table, key = self.exact, (entry.method, entry.name)
             if key in table:
                 raise ConfigError(where, "another entry has the same method and name")
             table[key] = entry.scopes_required
-        for prefixes in self.prefixes.values():
-            prefixes.sort(key=lambda item: len(item[0]), reverse=True)  # longest first; stable otherwise
+        self.prefixes = {
+            method: dict(sorted(by_length.items(), reverse=True)) for method, by_length in self.prefixes.items()
+        }
         self.sets: dict[tuple[str, ...], Alternatives] = {
             entries: alternatives(entries)
             for entries in (self.route_entries, *(entry.scopes_required for entry in config.mcp_operations))
@@ -135,19 +146,23 @@ class ScopeRules:
             found = self.exact.get((operation.method, name))
             if found is not None:
                 return found
-            for prefix, entries in self.prefixes.get(operation.method, ()):
-                if name.startswith(prefix):
-                    return entries
+            for length, by_prefix in self.prefixes.get(operation.method, {}).items():
+                if length <= len(name) and (found := by_prefix.get(name[:length])) is not None:
+                    return found
         return self.by_method.get(operation.method, ())
 
     def needed(self, operations: Sequence[Operation | None]) -> list[tuple[str, ...]]:
-        """The requirements a request with these operations must meet: the route's, then each operation's."""
-        found = [self.route_entries] if self.route_entries else []
-        for operation in operations:
-            entries = self.operation_entries(operation)
-            if entries and entries not in found:
-                found.append(entries)
-        return found
+        """The requirements a request with these operations must meet: the route's, then each
+        operation's, each distinct operation looked up once. A resource URI is also looked up
+        percent-decoded (RFC 3986 §2.1): MCP servers' URI templates match the decoded form, so
+        ``secret%73`` must need what ``secrets`` needs."""
+        found: dict[tuple[str, ...], None] = {self.route_entries: None} if self.route_entries else {}
+        for operation in dict.fromkeys(operations):
+            for candidate in _forms(operation):
+                entries = self.operation_entries(candidate)
+                if entries:
+                    found.setdefault(entries)
+        return list(found)
 
     def expand(self, scopes: frozenset[str]) -> frozenset[str]:
         """The granted scopes with every scope they imply."""
@@ -174,14 +189,23 @@ class ScopeRules:
 
 
 def challenged(needed: Sequence[Sequence[str]]) -> tuple[str, ...]:
-    """Every scope of each requirement's first alternative, in configuration order, once each;
-    never ``offline_access``."""
+    """Every scope of each requirement's first alternative that names one a client may ask for (not
+    ``offline_access``), in configuration order, once each."""
     out: dict[str, None] = {}
     for entries in needed:
-        for scope in entries[0].split(" "):
-            if scope != NEVER_ADVERTISED:
-                out.setdefault(scope)
+        for alternative in entries:
+            named = [scope for scope in alternative.split(" ") if scope != NEVER_ADVERTISED]
+            if named:
+                out.update(dict.fromkeys(named))
+                break
     return tuple(out)
+
+
+def _forms(operation: Operation | None) -> list[Operation | None]:
+    """The operation, and its percent-decoded form when its name has a ``%``."""
+    if operation is None or operation.name is None or "%" not in operation.name:
+        return [operation]
+    return [operation, mcp.Operation(operation.method, unquote(operation.name))]
 
 
 def advertised(scopes: Iterable[str]) -> tuple[str, ...]:

@@ -170,8 +170,16 @@ def test_a_cycle_in_the_hierarchy_is_a_config_error_naming_it(hierarchy: list[di
         ({"mcp_operations": [{"method": "tools/call"}]}, "mcp_operations[1].scopes_required"),
         ({"mcp_operations": [{"scopes_required": ["a"]}]}, "mcp_operations[1].method"),
         (
-            {"mcp_operations": [{"method": "m", "name": "x*", "scopes_required": ["a"]}] * 2},
+            {"mcp_operations": [{"method": "tools/call", "name": "x*", "scopes_required": ["a"]}] * 2},
             "mcp_operations[2]",
+        ),
+        (
+            {"mcp_operations": [{"method": "tools/call", "name": "x", "scopes_required": ["a"]}] * 2},
+            "mcp_operations[2]",
+        ),
+        (
+            {"mcp_operations": [{"method": "resources/subscribe", "name": "file:///x", "scopes_required": ["a"]}]},
+            "mcp_operations[1].name",
         ),
         ({"mcp_operations": [{"method": "m", "scopes_required": ["a"]}] * 2}, "mcp_operations[2]"),
         ({"scope_hierarchy": [{"scope": "a", "implies": []}]}, "scope_hierarchy[1].implies"),
