@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,6 +43,7 @@ RESOURCE = "http://localhost:8000/mcp"
 OTHER_RESOURCE = "http://localhost:8000/other"
 UPSTREAM_AUDIENCE = "https://upstream-mcp.internal"
 SHORT_TTL = 2
+SCOPED_RESOURCE_SCOPES = ("mcp:read", "mcp:admin")
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 
@@ -120,10 +121,14 @@ def private_jwks(tag: str) -> dict[str, Any]:
 
 
 class OidcProvider:
-    """One `node server.mjs` process; restartable on the same port (same issuer) with new keys."""
+    """One `node server.mjs` process; restartable on the same port (same issuer) with new keys.
 
-    def __init__(self, node: str, workdir: Path, port: int | None = None):
+    ``scoped_resources``: resource servers whose scopes are ``SCOPED_RESOURCE_SCOPES`` (server.mjs
+    --scoped-resource), for the per-operation scope tests."""
+
+    def __init__(self, node: str, workdir: Path, port: int | None = None, scoped_resources: Sequence[str] = ()):
         self.node = node
+        self.scoped_resources = tuple(scoped_resources)
         self.workdir = workdir
         self.port = port or free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
@@ -142,6 +147,8 @@ class OidcProvider:
             path = self.workdir / f"jwks-{time.monotonic_ns()}.json"
             path.write_text(json.dumps(jwks))
             command += ["--jwks", str(path)]
+        for resource in self.scoped_resources:
+            command += ["--scoped-resource", resource]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             command,
@@ -198,6 +205,15 @@ class OidcProvider:
             return self.log_path.read_text(errors="replace")[-4000:]
         except OSError:
             return ""
+
+    def events(self) -> list[dict[str, Any]]:
+        """What server.mjs reported on stdout ("interop-event {json}" lines): each authorization
+        request (client, scope, resource) and each consent (client, resource, scope granted)."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        return [json.loads(line.split(" ", 1)[1]) for line in lines if line.startswith("interop-event ")]
 
     # -- the provider's own answers (each asserted, so a failure names the provider)
     @property

@@ -1,13 +1,20 @@
 // A real OpenID provider (panva's oidc-provider, a certified implementation) on loopback, for the
 // ai-mcp-oauth2 interoperability tests in tests/interop/. Nothing here is a mock: tokens, discovery,
 // JWKS, introspection and revocation are oidc-provider's own; the only code of ours is the
-// configuration and a small RFC 8693 token-exchange grant registered through its grant-type API.
+// configuration, a small RFC 8693 token-exchange grant registered through its grant-type API, and
+// an interaction endpoint that logs a fixed user in and consents to whatever is asked (the user of
+// the authorization-code tests, who always says yes).
 //
-//   node server.mjs --port N [--jwks FILE]
+//   node server.mjs --port N [--jwks FILE] [--scoped-resource URL ...]
 //
 // Issuer http://127.0.0.1:N. Signing keys (RS256 and ES256) are generated at start, or read from
 // FILE (a JWKS of private JWKs with kid and alg) so a test can restart the provider with a rotated
 // key set under the same issuer. Prints "listening <issuer>" on stdout once it accepts connections.
+//
+// --scoped-resource URL adds a resource server whose scopes are SCOPED_RESOURCE_SCOPES (the
+// per-operation scope tests run their gateway on a free port, so its resource is only known then).
+// Each authorization request and each consent is printed on stdout as a line
+// "interop-event {json}", so a test can see what the provider was asked and what it granted.
 
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
@@ -20,12 +27,13 @@ const { values: args } = parseArgs({
   options: {
     port: { type: 'string' },
     jwks: { type: 'string' },
+    'scoped-resource': { type: 'string', multiple: true },
   },
   strict: true,
 });
 const port = Number.parseInt(args.port ?? '', 10);
 if (!(port > 0 && port < 65536)) {
-  process.stderr.write('usage: node server.mjs --port N [--jwks FILE]\n');
+  process.stderr.write('usage: node server.mjs --port N [--jwks FILE] [--scoped-resource URL ...]\n');
   process.exit(2);
 }
 const issuer = `http://127.0.0.1:${port}`;
@@ -42,6 +50,9 @@ const RESOURCE_SERVERS = new Set([
   'http://localhost:8000/services/x/mcp', // an MCP server behind a path prefix (RFC 9728 §3.3 tests)
   'https://upstream-mcp.internal', // the upstream audience of exchanged tokens
 ]);
+// Resource servers with per-operation scopes (a read-only tool set and an admin tool).
+const SCOPED_RESOURCE_SCOPES = 'mcp:read mcp:admin';
+const SCOPED_RESOURCES = new Set(args['scoped-resource'] ?? []);
 
 // Static clients, all authenticating with client_secret_basic. Each name says what it is for.
 const SECRET = (id) => `${id}-secret`;
@@ -60,13 +71,22 @@ const CLIENTS = [
   clientCredentials('short-client'), // JWT access tokens living SHORT_TTL seconds
   { ...clientCredentials('gateway'), grant_types: [] }, // the gateway: introspection only
   { ...clientCredentials('exchanger'), grant_types: [TOKEN_EXCHANGE] }, // the gateway: token exchange
+  { // an MCP client app: authorization code with PKCE, redirected to a loopback URI (RFC 8252 §7.3)
+    client_id: 'mcp-app',
+    client_secret: SECRET('mcp-app'),
+    application_type: 'native',
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    redirect_uris: ['http://127.0.0.1/callback'],
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
 ];
 const SHORT_TTL = 2;
 const TTL = 600;
 
 function resourceServerInfo(resource, clientId) {
   return {
-    scope: 'mcp:tools',
+    scope: SCOPED_RESOURCES.has(resource) ? SCOPED_RESOURCE_SCOPES : 'mcp:tools',
     audience: resource,
     accessTokenTTL: clientId === 'short-client' ? SHORT_TTL : TTL,
     accessTokenFormat: clientId === 'opaque-client' ? 'opaque' : 'jwt',
@@ -115,7 +135,7 @@ const provider = new Provider(issuer, {
       defaultResource: async () => undefined,
       useGrantedResource: async () => false,
       getResourceServerInfo: async (ctx, resource, client) => {
-        if (!RESOURCE_SERVERS.has(resource)) throw new errors.InvalidTarget();
+        if (!RESOURCE_SERVERS.has(resource) && !SCOPED_RESOURCES.has(resource)) throw new errors.InvalidTarget();
         return resourceServerInfo(resource, client.clientId);
       },
     },
@@ -216,6 +236,46 @@ provider.registerGrantType(
     'audience', 'resource', 'scope'],
   ['audience', 'resource'],
 );
+
+// ---- authorization requests: a fixed user who logs in and consents to everything asked ----------
+
+const USER = 'interop-user';
+
+function event(name, fields) {
+  process.stdout.write(`interop-event ${JSON.stringify({ event: name, ...fields })}\n`);
+}
+
+provider.use(async (ctx, next) => {
+  if (ctx.method === 'GET' && ctx.path === '/auth') {
+    const { client_id: client, scope, resource } = ctx.query;
+    event('authorization', { client, scope, resource });
+    return next();
+  }
+  const match = /^\/interaction\/([^/]+)$/.exec(ctx.path);
+  if (ctx.method !== 'GET' || !match) return next();
+  const details = await provider.interactionDetails(ctx.req, ctx.res);
+  if (details.uid !== match[1]) throw new errors.InvalidRequest('interaction mismatch');
+  let result;
+  if (details.prompt.name === 'login') {
+    result = { login: { accountId: USER } };
+  } else if (details.prompt.name === 'consent') {
+    const { missingOIDCScope, missingOIDCClaims, missingResourceScopes } = details.prompt.details;
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
+    if (missingOIDCScope) grant.addOIDCScope(missingOIDCScope.join(' '));
+    if (missingOIDCClaims) grant.addOIDCClaims(missingOIDCClaims);
+    for (const [resource, scopes] of Object.entries(missingResourceScopes ?? {})) {
+      grant.addResourceScope(resource, scopes.join(' '));
+      event('consent', { client: details.params.client_id, resource, scope: scopes.join(' ') });
+    }
+    const grantId = await grant.save();
+    result = { consent: details.grantId ? {} : { grantId } };
+  } else {
+    throw new errors.InvalidRequest(`unexpected prompt ${details.prompt.name}`);
+  }
+  ctx.redirect(await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: true }));
+});
 
 // ---- serve ---------------------------------------------------------------------------------------
 
