@@ -333,6 +333,9 @@ def test_routing_headers_that_lie_about_the_body_are_a_400_jsonrpc_error_never_p
     notification = {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "delete_repo"}}
     response = post(kong, http, notification, token, routing(name="read_file"))
     jsonrpc_refused(kong, response.status_code, response.content, upstream, before, -32020, None, response.headers)
+    batch = [rpc(name="read_file"), rpc(name="delete_repo", request_id=2)]  # a batch cannot be mirrored
+    response = post(kong, http, batch, token, routing(name="read_file"))
+    jsonrpc_refused(kong, response.status_code, response.content, upstream, before, -32020, None, response.headers)
     # headers that agree pass, in plain or base64 form
     for name in ("delete_repo", encoded("delete_repo")):
         before = len(upstream.requests)
@@ -398,6 +401,10 @@ def test_a_batch_needs_the_union_of_its_members_scopes(
         (b'[{"jsonrpc":"2.0","id":1,"method":"tools/list"}, 1]', -32600),
         (
             b'{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call","params":{"name":"delete_repo"}}',
+            -32700,
+        ),
+        (  # a duplicated name: which one would the upstream take?
+            b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","name":"delete_repo"}}',
             -32700,
         ),
     ],
