@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from . import claims, mcp
 from .errors import ConfigError, InsufficientScope
@@ -202,10 +202,32 @@ def challenged(needed: Sequence[Sequence[str]]) -> tuple[str, ...]:
 
 
 def _forms(operation: Operation | None) -> list[Operation | None]:
-    """The operation, and its percent-decoded form when its name has a ``%``."""
-    if operation is None or operation.name is None or "%" not in operation.name:
+    """The operation, and for a name with a ``%`` or a dot segment also its percent-decoded form and
+    its form without dot segments (RFC 3986 §2.1, §5.2.4): each must be allowed."""
+    if operation is None or operation.name is None or ("%" not in operation.name and "." not in operation.name):
         return [operation]
-    return [operation, mcp.Operation(operation.method, unquote(operation.name))]
+    name = operation.name
+    names = dict.fromkeys([name, unquote(name), _without_dot_segments(name), _without_dot_segments(unquote(name))])
+    forms: list[Operation | None] = [operation]
+    return forms + [mcp.Operation(operation.method, other) for other in names if other != name]
+
+
+def _without_dot_segments(uri: str) -> str:
+    """RFC 3986 §5.2.4 ``remove_dot_segments`` applied to the path of ``uri`` (scheme and authority kept)."""
+    parts = urlsplit(uri)
+    if not parts.path:
+        return uri
+    output: list[str] = []
+    for segment in parts.path.split("/"):
+        if segment == "..":
+            if len(output) > 1:
+                output.pop()
+        elif segment != ".":
+            output.append(segment)
+    path = "/".join(output)
+    if parts.path.endswith(("/.", "/..")):
+        path += "/"
+    return urlunsplit(parts._replace(path=path))
 
 
 def advertised(scopes: Iterable[str]) -> tuple[str, ...]:

@@ -200,3 +200,24 @@ def test_offline_access_is_never_advertised() -> None:
     rule = rules(scopes_required=["offline_access mcp"])
     assert refused_with(rule, {"scope": ""}) == ("mcp",)
     assert rule.hint(None) == ("mcp",)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "file:///etc/passw%64",  # percent-encoded
+        "file:///public/../etc/passwd",  # a dot segment climbing into the protected tree
+        "file:///etc/./passwd",
+        "file:///public/%2e%2e/etc/passwd",  # both
+    ],
+)
+def test_a_resource_uri_needs_what_each_of_its_normal_forms_needs(uri: str) -> None:
+    rule = rules(mcp_operations=OPERATIONS)
+    assert refused_with(rule, {"scope": ""}, Op("resources/read", uri)) == ("files:system",)
+    rule.check({"scope": "files:system"}, [Op("resources/read", uri)])
+
+
+def test_a_name_with_dots_that_are_not_segments_needs_just_its_own_entry() -> None:
+    rule = rules(mcp_operations=OPERATIONS)
+    assert rule.needed([Op("tools/call", "repo_v1.2")]) == [("repo:read",)]
+    assert rule.needed([Op("resources/read", "file:///home/x.txt")]) == []
