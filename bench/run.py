@@ -46,7 +46,21 @@ README = C.ROOT / "README.md"
 FLOOR = "bench-floor"
 FLOOR_SCRIPT = Path(__file__).resolve().parent / "floor.py"
 SECRET = "kong-secret"
-Request = tuple[str, str, dict[str, str]]
+#: A request for :func:`tests.harness.stack.drive`: method, path, headers and, optionally, the body.
+Request = tuple[str, str, dict[str, str]] | tuple[str, str, dict[str, str], bytes]
+#: A permitted MCP 2026-07-28 tool call (behaviour §12): its JSON-RPC body and its routing headers.
+TOOL_CALL = json.dumps({
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "tools/call",
+    "params": {"name": "read_file", "arguments": {"path": "README.md"}},
+}).encode()  # fmt: skip
+ROUTING_HEADERS = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "read_file"}
+#: Scopes per MCP operation (behaviour §12.2): the route needs ``mcp``, any tool call ``tools``.
+OPERATIONS = [
+    {"method": "tools/call", "scopes_required": ["tools"]},
+    {"method": "tools/call", "name": "delete_repo", "scopes_required": ["repo:admin"]},
+]
 
 
 # --------------------------------------------------------------------------------------------- floor
@@ -92,9 +106,8 @@ def summary(lat_us: list[float]) -> dict[str, float]:
 
 
 def timed(kong: KongStandIn, request: Request) -> tuple[float, int]:
-    method, path, headers = request
     t0 = time.perf_counter()
-    status, _ = C.drive(kong, method, path, headers)
+    status, _ = C.drive(kong, *request)
     return (time.perf_counter() - t0) * 1e6, status
 
 
@@ -137,10 +150,18 @@ class Bench:
         self.authz = MockAuthorizationServer(resource=C.RESOURCE).start()
         self.authz.add_client("kong", "client_secret_basic", secret=SECRET)
         issuer = self.authz.issuer
+        scoped: dict[str, Any] = {
+            "authorization_servers": [issuer],
+            "claim_to_header": [{"claim": "sub", "header": "X-User"}],
+            "scopes_required": ["mcp"],
+            "mcp_operations": OPERATIONS,
+        }
         self.configs = {
             "jwt": C.plugin_config(
                 authorization_servers=[issuer], claim_to_header=[{"claim": "sub", "header": "X-User"}]
             ),
+            "scopes, trusted headers": C.plugin_config(**scoped, mcp_trust_routing_headers=True),
+            "scopes, body": C.plugin_config(**scoped),
             "introspection": C.plugin_config(
                 authorization_servers=[issuer],
                 claim_to_header=[{"claim": "sub", "header": "X-User"}],
@@ -201,6 +222,9 @@ def kinds(b: Bench) -> list[dict[str, Any]]:
     repeated = b.authz.mint()
     opaque = b.authz.issue_opaque({"sub": "opaque-user"})
     exchanged = b.authz.mint()
+    # behaviour §12: the same tool call classified from its trusted routing headers (no round trip)
+    # or from its body (one get_raw_body round trip, which the floor replays too)
+    tool_call = ("POST", "/mcp", {**C.bearer(b.authz.mint({"scope": "mcp tools"})), **ROUTING_HEADERS}, TOOL_CALL)
     return [
         {"name": "metadata", "config": "jwt", "fixed": ("GET", C.METADATA_PATH, {})},
         {"name": "rejected: no token", "config": "jwt", "fixed": ("POST", "/mcp", {})},
@@ -210,6 +234,8 @@ def kinds(b: Bench) -> list[dict[str, Any]]:
         {"name": "JWT repeated", "config": "jwt", "fixed": ("POST", "/mcp", C.bearer(repeated))},
         {"name": "introspection cached", "config": "introspection", "fixed": ("POST", "/mcp", C.bearer(opaque))},
         {"name": "exchange cached", "config": "exchange", "fixed": ("POST", "/mcp", C.bearer(exchanged))},
+        {"name": "tool call, trusted headers", "config": "scopes, trusted headers", "fixed": tool_call},
+        {"name": "tool call, body read", "config": "scopes, body", "fixed": tool_call},
     ]
 
 
@@ -585,6 +611,21 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     )
     v = res["in_process"]["verify_cached_us"]["median"]
     add("CachingTokenVerifier.verify on a cached token, in process", "<= 5 us", f"{v} us", v <= 5)
+    base = rep["pdk_round_trips"]
+    hdr, body = k["tool call, trusted headers"], k["tool call, body read"]
+    raw = "kong.request.get_raw_body"
+    add(
+        "permitted tool call with per-operation scopes: PDK round trips vs repeated JWT (behaviour §12.5)",
+        "trusted headers +0, body read +1 (get_raw_body)",
+        f"repeated JWT {base}, trusted headers {hdr['pdk_round_trips']} (+{hdr['pdk_round_trips'] - base}), "
+        f"body read {body['pdk_round_trips']} (+{body['pdk_round_trips'] - base}); "
+        f"statuses {hdr['status']}, {body['status']}",
+        hdr["pdk_round_trips"] == base
+        and body["pdk_round_trips"] == base + 1
+        and raw not in hdr["pdk_calls"]
+        and body["pdk_calls"].count(raw) == 1
+        and hdr["status"] == body["status"] == [200],
+    )
     sf = res["single_flight"]
     add(
         "50 concurrent requests, one new token",
@@ -647,20 +688,20 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 def table(res: dict[str, Any]) -> str:
     lines = [
-        f"{'kind':24} {'status':>6} {'med us':>8} {'p99 us':>8} {'floor med':>9} {'ratio':>6} "
+        f"{'kind':27} {'status':>6} {'med us':>8} {'p99 us':>8} {'floor med':>9} {'ratio':>6} "
         f"{'rps c1':>7} {'rps c16':>7} {'floor c16':>9} {'PDK RT':>6}  AS calls/request"
     ]
     for name, r in res["kinds"].items():
         p, f = r["plugin"], r["floor"]
         calls = ", ".join(f"{k} {v:g}" for k, v in r["as_calls_per_request"].items()) or "0"
         lines.append(
-            f"{name:24} {','.join(map(str, r['status'])):>6} {p['median_us']:>8} {p['p99_us']:>8} "
+            f"{name:27} {','.join(map(str, r['status'])):>6} {p['median_us']:>8} {p['p99_us']:>8} "
             f"{f['median_us']:>9} {r['ratio_median']:>6} {p['rps_c1']:>7} {p['c16']['rps']:>7} "
             f"{f['c16']['rps']:>9} {r['pdk_round_trips']:>6}  {calls}"
         )
         if "floor+decode" in r:
             lines.append(
-                f"{'  floor + jwt.decode':24} {'':>6} {r['floor+decode']['median_us']:>8} "
+                f"{'  floor + jwt.decode':27} {'':>6} {r['floor+decode']['median_us']:>8} "
                 f"{r['floor+decode']['p99_us']:>8}"
             )
     ip = res["in_process"]
@@ -686,6 +727,8 @@ README_ROWS = (
     "JWT repeated",
     "introspection cached",
     "exchange cached",
+    "tool call, trusted headers",
+    "tool call, body read",
 )
 README_START, README_END = "<!-- bench:results -->", "<!-- /bench:results -->"
 
@@ -741,7 +784,7 @@ def picture(res: dict[str, Any], path: Path) -> str:
     except ImportError:
         return "matplotlib is not installed: no picture (pip install matplotlib)"
     names = list(res["kinds"])
-    fig, ax = plt.subplots(figsize=(11, 6.5))
+    fig, ax = plt.subplots(figsize=(11, 7.5))
     data, labels, colors = [], [], []
     for name in names:
         for label, color in (("plugin", "tab:blue"), ("floor", "tab:gray"), ("floor+decode", "tab:orange")):

@@ -242,12 +242,19 @@ def server_errors(kong: KongStandIn, markers: tuple[str, ...] = (": ERROR: ", "T
 
 # ---------------------------------------------------------------------------- without the listener
 def drive(
-    kong: KongStandIn, method: str = "POST", path: str = "/mcp", headers: dict[str, str] | None = None
+    kong: KongStandIn,
+    method: str = "POST",
+    path: str = "/mcp",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
 ) -> tuple[int, RequestRecord]:
     """One request through the stand-in's router and access phase, over the real plugin-server
     socket, without the HTTP listener and the upstream (what ``proxy._Handler`` does up to the
-    upstream call). Returns the status Kong would answer with (200: proxied) and the record."""
-    body = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}' if method == "POST" else b""
+    upstream call). ``body`` is the request body, sent with ``Content-Type: application/json`` and
+    its ``Content-Length`` (default: a ``tools/list`` request for a POST, none otherwise). Returns
+    the status Kong would answer with (200: proxied) and the record."""
+    if body is None:
+        body = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}' if method == "POST" else b""
     sent = [["Host", f"127.0.0.1:{kong.port}"], ["User-Agent", "bench"], ["Accept", "*/*"]]
     if body:
         sent += [["Content-Type", "application/json"], ["Content-Length", str(len(body))]]
