@@ -32,6 +32,7 @@ from .mcp import NAME_PARAMS
 from .schema import Config
 
 NEVER_ADVERTISED = "offline_access"
+RESOURCE_READ = "resources/read"  # the method whose name is a URI, with many spellings
 
 Alternatives = tuple[frozenset[str], ...]
 """A requirement: one of these sets must be granted whole (empty: no requirement)."""
@@ -110,6 +111,7 @@ class ScopeRules:
         # prefixes by method, then by length (longest first): a name is looked up once per length
         self.prefixes: dict[str, dict[int, dict[str, tuple[str, ...]]]] = {}
         self.by_method: dict[str, tuple[str, ...]] = {}
+        owners: dict[tuple[str, Any], int] = {}  # which entry each key belongs to
         for i, entry in enumerate(config.mcp_operations, 1):
             where = f"mcp_operations[{i}]"
             if entry.name is not None and entry.method not in NAME_PARAMS:
@@ -117,16 +119,19 @@ class ScopeRules:
                     where + ".name", "only " + ", ".join(NAME_PARAMS) + " name their tool, prompt or resource"
                 )
             if entry.name is None:
-                table: dict[Any, Any] = self.by_method
-                key: Any = entry.method
+                tables: list[tuple[str, dict[Any, Any], Any]] = [("method", self.by_method, entry.method)]
             elif entry.name.endswith("*"):
-                table = self.prefixes.setdefault(entry.method, {}).setdefault(len(entry.name) - 1, {})
-                key = entry.name[:-1]
+                tables = [
+                    ("prefix", self.prefixes.setdefault(entry.method, {}).setdefault(len(name), {}), name)
+                    for name in _spellings(entry.method, entry.name[:-1])
+                ]
             else:
-                table, key = self.exact, (entry.method, entry.name)
-            if key in table:
-                raise ConfigError(where, "another entry has the same method and name")
-            table[key] = entry.scopes_required
+                tables = [("exact", self.exact, (entry.method, name)) for name in _spellings(entry.method, entry.name)]
+            for kind, table, key in tables:
+                owner = owners.setdefault((kind, (entry.method, key)), i)
+                if owner != i:
+                    raise ConfigError(where, f"mcp_operations[{owner}] names the same method and name")
+                table[key] = entry.scopes_required
         self.prefixes = {
             method: dict(sorted(by_length.items(), reverse=True)) for method, by_length in self.prefixes.items()
         }
@@ -202,14 +207,39 @@ def challenged(needed: Sequence[Sequence[str]]) -> tuple[str, ...]:
 
 
 def _forms(operation: Operation | None) -> list[Operation | None]:
-    """The operation, and for a name with a ``%`` or a dot segment also its percent-decoded form and
-    its form without dot segments (RFC 3986 §2.1, §5.2.4): each must be allowed."""
-    if operation is None or operation.name is None or ("%" not in operation.name and "." not in operation.name):
+    """The operation, and for ``resources/read`` every spelling of its URI (:func:`uri_forms`): each
+    must be allowed. Tools and prompts are looked up by their exact name, so they have one."""
+    if operation is None or operation.name is None or operation.method != RESOURCE_READ:
         return [operation]
-    name = operation.name
-    names = dict.fromkeys([name, unquote(name), _without_dot_segments(name), _without_dot_segments(unquote(name))])
     forms: list[Operation | None] = [operation]
-    return forms + [mcp.Operation(operation.method, other) for other in names if other != name]
+    return forms + [mcp.Operation(operation.method, form) for form in uri_forms(operation.name)[1:]]
+
+
+def uri_forms(uri: str) -> list[str]:
+    """The spellings under which an MCP server may read the resource ``uri`` names, ``uri`` first:
+    percent-decoded (RFC 3986 §2.1), without dot segments (§5.2.4), without query and fragment
+    (URI templates such as ``logs://{service}{?level}`` match those off), and their combinations."""
+    out = dict.fromkeys([uri])
+    for base in (uri, unquote(uri)):
+        for form in (base, _without_dot_segments(base)):
+            out.setdefault(form)
+            out.setdefault(_without_query(form))
+    return list(out)
+
+
+def _spellings(method: str, name: str) -> list[str]:
+    """The keys a rule's name is registered under: as written, and for ``resources/read`` also its
+    most normal form (decoded, without dot segments, query and fragment), which every spelling of a
+    request's URI reaches through :func:`uri_forms`."""
+    if method != RESOURCE_READ:
+        return [name]
+    return list(dict.fromkeys([name, _without_query(_without_dot_segments(unquote(name)))]))
+
+
+def _without_query(uri: str) -> str:
+    """``uri`` without its query and fragment."""
+    cut = min((i for i in (uri.find("?"), uri.find("#")) if i >= 0), default=len(uri))
+    return uri[:cut]
 
 
 def _without_dot_segments(uri: str) -> str:
