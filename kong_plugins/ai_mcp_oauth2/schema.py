@@ -120,6 +120,11 @@ def array(
     return _declare(Spec(dsl, record=record_type, check=check, element_check=element_check, extension=extension))
 
 
+def required_strings(description: str, check: Check) -> Any:
+    """A required, non-empty array of strings, each of the format ``check``."""
+    return array(description, text(check=check), required=True, len_min=1)
+
+
 def string_map(description: str, *, secret: bool = False, check: Check | None = None) -> Any:
     """A map of strings to strings, read as a tuple of (key, value) pairs."""
     dsl = {"type": "map", "keys": {"type": "string"}, "values": {"type": "string"}, "description": description}
@@ -238,11 +243,9 @@ class McpOperation:
     name: str | None = string(
         "The tool or prompt name, or the resource URI, of the operation; a trailing * matches a prefix. Unset: every operation of the method."
     )
-    scopes_required: tuple[str, ...] = array(
+    scopes_required: tuple[str, ...] = required_strings(
         "Scopes the operation needs: each entry a space-separated set that must all be granted; the entries are alternatives.",
-        text(check=formats.scope_set),
-        required=True,
-        len_min=1,
+        formats.scope_set,
     )
 
 
@@ -251,11 +254,8 @@ class ScopeImplication:
     """One ``scope_hierarchy`` entry: a broader scope and the narrower ones it implies (extension)."""
 
     scope: str = string("A scope that implies others.", required=True, check=formats.scope_token)
-    implies: tuple[str, ...] = array(
-        "The scopes holding it implies, transitively (never the reverse).",
-        text(check=formats.scope_token),
-        required=True,
-        len_min=1,
+    implies: tuple[str, ...] = required_strings(
+        "The scopes holding it implies, transitively (never the reverse).", formats.scope_token
     )
 
 
