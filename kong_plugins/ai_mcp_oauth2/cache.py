@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from cachetools import TLRUCache
 
+from . import metrics
 from .budget import remaining
 from .errors import Unavailable
 
@@ -35,7 +36,8 @@ def _until(_key: Any, entry: tuple[Any, float], _now: float) -> float:
 class ExpiringCache(Generic[K, V]):
     """A bounded map whose entries expire at the time each was stored with."""
 
-    def __init__(self, clock: Callable[[], float], max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(self, clock: Callable[[], float], max_entries: int = MAX_ENTRIES, name: str = "other") -> None:
+        self.name = name  # the ``cache`` label of its lookups (behaviour §11.5)
         self.lock = threading.Lock()
         self._entries: TLRUCache[K, tuple[V, float]] = TLRUCache(max_entries, ttu=_until, timer=clock)
 
@@ -43,6 +45,7 @@ class ExpiringCache(Generic[K, V]):
         """The value stored under ``key``, or None when there is none or it has expired."""
         with self.lock:
             entry = self._entries.get(key)
+        metrics.sink.lookup(self.name, "local", "miss" if entry is None else "hit")
         return entry[0] if entry is not None else None
 
     def put(self, key: K, value: V, until: float) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from . import metrics
 from .cache import FailureBackoff, SingleFlight
 from .claims import same_identifier
 from .http import HttpClient, OutboundCallFailed
@@ -78,7 +79,9 @@ class Discovery:
         """
         now = self.clock()
         cached = self.cache.get(issuer)
-        if cached is not None and now - cached[0] < self.ttl:
+        fresh = cached is not None and now - cached[0] < self.ttl
+        metrics.sink.lookup("discovery", "local", "hit" if fresh else "miss")
+        if fresh and cached is not None:
             return cached[1]
         if self.failures.backing_off(issuer, now):
             if cached is not None:
@@ -110,7 +113,7 @@ class Discovery:
     def _fetch(self, url: str) -> dict[str, Any] | None:
         for _ in range(self.attempts):
             try:
-                response = self.http.get(url)
+                response = self.http.get(url, kind="discovery")
             except OutboundCallFailed:
                 continue
             if response.status >= 500:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import bearer, claims, mcp, metadata, scopes
+from . import bearer, claims, mcp, metadata, metrics, scopes
 from .budget import request_budget
 from .config import parse_config
 from .errors import (
@@ -158,7 +158,9 @@ class Gateway:
                 # a second Authorization or the Content-Length could hide there.
                 raise InvalidRequest("The request has too many headers")
             if path in self.metadata_paths:
-                return self._metadata(request, headers)
+                answer = self._metadata(request, headers)
+                metrics.sink.request("metadata", answer.status, "metadata")
+                return answer
             check_body_size(headers, config.max_request_body_size)
             try:
                 token = bearer.extract_token(headers)
@@ -176,6 +178,7 @@ class Gateway:
                     upstream_token = self.exchanger.exchange(token, actor_token(config, headers))
         except Refusal as refusal:
             return render(refusal, config, request)
+        metrics.sink.request("accepted", 200, "accepted")
         return upstream_changes(config, headers, token_claims, upstream_token, consumer, self.header_claims)
 
     def _metadata(self, request: RequestView, headers: Mapping[str, Sequence[str]]) -> Response:
@@ -412,7 +415,9 @@ def check_body_size(headers: Mapping[str, Sequence[str]], limit: int) -> None:
 
 
 def render(refusal: Refusal, config: Config | None, request: RequestView | None) -> Response:
-    """The one exit point: a refusal becomes status, headers and JSON body (behaviour §4)."""
+    """The one exit point: a refusal becomes status, headers and JSON body (behaviour §4), counted
+    by its class (behaviour §11.5)."""
+    metrics.sink.refused(refusal)
     headers = {"Content-Type": JSON, "Cache-Control": "no-store"}
     if refusal.challenges and config is not None and request is not None:
         origin = metadata.origin(config, *request.forwarded_origin())

@@ -54,6 +54,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
+from . import metrics
 from .budget import remaining
 from .schema import Config
 
@@ -70,6 +71,18 @@ SYSTEM_CA_BUNDLES = (
 def system_ca_bundle() -> str | None:
     """The first CA bundle of the operating system that exists, if any."""
     return next((path for path in SYSTEM_CA_BUNDLES if os.path.isfile(path)), None)
+
+
+def _outcome(answer: HttpResponse) -> str:
+    """A call's outcome label: ``ok`` for a 2xx answer that is JSON (every authorization-server answer
+    the plugin reads is), ``malformed`` for one that is not, ``error_status`` for any other status."""
+    if not 200 <= answer.status < 300:
+        return "error_status"
+    try:
+        json.loads(answer.body)
+    except (ValueError, RecursionError):
+        return "malformed"
+    return "ok"
 
 
 class OutboundCallFailed(Exception):
@@ -410,8 +423,34 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         cert: tuple[str, str] | None = None,
         verify: bool | None = None,
+        kind: str = "other",
     ) -> HttpResponse:
-        """Send a request; ``verify`` overrides ``ssl_verify`` (the mTLS endpoint has its own)."""
+        """Send a request; ``verify`` overrides ``ssl_verify`` (the mTLS endpoint has its own).
+
+        ``kind`` (discovery, jwks, introspection, exchange) names the call in the metrics
+        (behaviour §11.5): its outcome and duration are recorded here, whatever the caller makes of it.
+        """
+        sink = metrics.sink
+        if not sink.enabled:
+            return self._call(method, url, data, headers, cert, verify)
+        started = time.monotonic()
+        outcome = "failed"
+        try:
+            answer = self._call(method, url, data, headers, cert, verify)
+            outcome = _outcome(answer)
+            return answer
+        finally:
+            sink.call(kind, outcome, time.monotonic() - started)
+
+    def _call(
+        self,
+        method: str,
+        url: str,
+        data: Iterable[tuple[str, str]] | None,
+        headers: Mapping[str, str] | None,
+        cert: tuple[str, str] | None,
+        verify: bool | None,
+    ) -> HttpResponse:
         left = remaining()
         if left is None:
             return self._send(method, url, data, headers, cert, verify, self.timeout, None)
@@ -471,8 +510,8 @@ class HttpClient:
             response.close()
         return HttpResponse(response.status_code, b"".join(chunks))
 
-    def get(self, url: str) -> HttpResponse:
-        return self.request("GET", url)
+    def get(self, url: str, kind: str = "other") -> HttpResponse:
+        return self.request("GET", url, kind=kind)
 
     def close(self) -> None:
         self.session.close()

@@ -67,7 +67,13 @@ class Introspector:
         headers = {**dict(self.config.headers), **client.headers}
         try:
             response = self.http.request(
-                "POST", client.url, data=form, headers=headers, cert=client.cert, verify=client.verify
+                "POST",
+                client.url,
+                data=form,
+                headers=headers,
+                cert=client.cert,
+                verify=client.verify,
+                kind="introspection",
             )
         except OutboundCallFailed:
             raise Unavailable("The authorization server could not be reached") from None

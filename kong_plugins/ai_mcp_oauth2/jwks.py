@@ -34,6 +34,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import Algorithm, get_default_algorithms
 
+from . import metrics
 from .cache import FailureBackoff, SingleFlight
 from .http import HttpClient, OutboundCallFailed
 
@@ -165,7 +166,7 @@ class KeySet:
             self.last_attempt = now
         keys: list[BoundKey] | None = None
         try:
-            response = self.http.get(self.uri)
+            response = self.http.get(self.uri, kind="jwks")
             if response.status != 200:
                 raise OutboundCallFailed(f"JWKS answered {response.status}")
             keys = parse_jwks(response.json())
@@ -189,7 +190,9 @@ class KeySet:
             seen, keys, fetched_at = self.generation, self.keys, self.fetched_at
             now = self.clock()
             backing_off = self.failures.backing_off(self.uri, now)
-        if keys is None or now - fetched_at >= self.ttl:
+        due = keys is None or now - fetched_at >= self.ttl
+        metrics.sink.lookup("jwks", "local", "miss" if due else "hit")
+        if due:
             if not backing_off:
                 try:
                     self.flight.do("fetch", lambda: self._fetch(seen, cooldown=False))

@@ -58,7 +58,7 @@ from kong_pdk.exception import PDKException, PluginServerException
 from kong_pdk.pdk import Kong
 from kong_pdk.server import PluginServer
 
-from . import NAME, PRIORITY, __version__, budget
+from . import NAME, PRIORITY, __version__, budget, metrics
 from .errors import Unavailable
 from .gateway import render
 from .plugin import Plugin, exit_args
@@ -346,6 +346,51 @@ def _take_request_budget(argv: list[str]) -> float | None:
     return None
 
 
+def _take_metrics_address(argv: list[str]) -> str | None:
+    """Remove ``--metrics-address HOST:PORT`` (ours, not kong-pdk's) from ``argv`` and return it
+    (behaviour §11.5); a value that is not ``HOST:PORT`` is a start error."""
+    for i, arg in enumerate(argv):
+        if arg == "--metrics-address" and i + 1 < len(argv) or arg.startswith("--metrics-address="):
+            value = argv[i + 1] if arg == "--metrics-address" else arg.split("=", 1)[1]
+            del argv[i : i + (2 if arg == "--metrics-address" else 1)]
+            try:
+                metrics.parse_address(value)
+            except ValueError as exc:
+                sys.stderr.write(f"{NAME}: {exc}\n")
+                raise SystemExit(2) from None
+            return value
+    return None
+
+
+def _serve_metrics(address: str) -> None:
+    """Serve ``/metrics`` on ``address`` and record to it; a start error if it cannot be bound."""
+    recorder = metrics.PrometheusMetrics()
+    try:
+        metrics.serve(address, recorder)
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"{NAME}: --metrics-address {address}: cannot listen ({type(exc).__name__}: {exc})\n")
+        raise SystemExit(2) from None
+    metrics.install(recorder)
+    log.info("serving Prometheus metrics at http://%s/metrics", address)
+
+
+def _help(argv: list[str]) -> None:
+    """Add this plugin server's own options to kong-pdk's ``--help``."""
+    if "-h" in argv or "--help" in argv:
+        import atexit
+
+        atexit.register(
+            sys.stdout.write,
+            "\nai-mcp-oauth2 options:\n"
+            "  --threads             kong-pdk's thread mode instead of gevent\n"
+            "  --request-budget SECONDS\n"
+            "                        time budget of one request's outbound work (default 45)\n"
+            "  --metrics-address HOST:PORT\n"
+            "                        serve Prometheus metrics at http://HOST:PORT/metrics (off by default;\n"
+            "                        unauthenticated: bind it to loopback)\n",
+        )
+
+
 def _exit_when_orphaned() -> None:
     """End the process once Kong, its parent, is gone (it is then adopted by init)."""
     while os.getppid() != 1:
@@ -364,6 +409,8 @@ def main() -> None:
     from kong_pdk.module import Module
 
     seconds = _take_request_budget(sys.argv)
+    metrics_address = _take_metrics_address(sys.argv)
+    _help(sys.argv)
     args = parse(dedicated=True)
     if args.multiprocessing:
         sys.stderr.write(
@@ -397,6 +444,8 @@ def main() -> None:
         sys.stdout.flush()
         return
 
+    if metrics_address is not None:
+        _serve_metrics(metrics_address)
     socket_name = args.socket_name
     if socket_name == DEFAULT_SOCKET_NAME:
         socket_name = f"{NAME}.socket"

@@ -81,7 +81,7 @@ class TokenExchanger:
         self.clock = clock
         self.client = ClientAuth.for_exchange(config, clock)
         self.cache: ExpiringCache[bytes, str] | None = (
-            ExpiringCache(clock) if config.token_exchange.cache.enabled else None
+            ExpiringCache(clock, name="exchange") if config.token_exchange.cache.enabled else None
         )
         self.flight = SingleFlight()
 
@@ -131,6 +131,7 @@ class TokenExchanger:
                 headers=client.headers,
                 cert=client.cert,
                 verify=client.verify,
+                kind="exchange",
             )
         except OutboundCallFailed:
             raise Unavailable("The token exchange endpoint could not be reached") from None

@@ -36,7 +36,7 @@ class CachingTokenVerifier:
     ) -> None:
         self.http = http or HttpClient(config)
         self.clock = clock
-        self.cache: ExpiringCache[bytes, Entry] = ExpiringCache(clock)
+        self.cache: ExpiringCache[bytes, Entry] = ExpiringCache(clock, name="tokens")
         self.flight = SingleFlight()
         self.introspector = Introspector(config, self.http, clock) if config.introspection_endpoint else None
         self.jwt = None if self.introspector else JwtValidator(config, self.http, clock)

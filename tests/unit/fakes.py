@@ -61,7 +61,7 @@ class FakeHttp:
             return answer(method, url, **kwargs)
         return answer
 
-    def get(self, url: str) -> HttpResponse:
+    def get(self, url: str, kind: str = "other") -> HttpResponse:
         return self.request("GET", url)
 
     def count(self, url: str) -> int:
