@@ -175,14 +175,15 @@ _REASONS: tuple[tuple[type[Refusal], str], ...] = (
 
 
 def refusal_reason(refusal: Refusal) -> str:
-    """A refusal's ``reason`` label: its class, refined for 401 and 503 by its cause."""
+    """A refusal's ``reason`` label: its class, refined for 401 and 503 by its cause; for a class
+    not listed, the error code its class declares."""
     for cls, name in _REASONS:
         if isinstance(refusal, cls):
             for word, cause in _CAUSES.get(cls, ()):
                 if word in refusal.description:
                     return cause
             return name
-    return "other"
+    return type(refusal).error  # a class constant (the JSON-RPC 400s: invalid_request)
 
 
 def parse_address(text: str) -> tuple[str, int]:
