@@ -47,3 +47,30 @@ def test_threads_selects_kong_pdks_thread_mode_unpatched() -> None:
 def test_multiprocessing_is_refused_before_anything_is_patched() -> None:
     result = run("-m", "--kong-prefix", "/tmp")
     assert result.returncode == 2 and "multiprocessing is not supported" in result.stderr
+
+
+def test_a_bad_metrics_address_stops_the_start_command_with_a_message() -> None:
+    with tempfile.TemporaryDirectory() as prefix:
+        result = run("--metrics-address", "nowhere", "--kong-prefix", prefix)
+    assert result.returncode == 2 and "--metrics-address takes HOST:PORT, got 'nowhere'" in result.stderr
+
+
+def test_a_metrics_address_that_cannot_be_bound_stops_the_start_command_in_both_modes() -> None:
+    import socket
+
+    with socket.socket() as busy, tempfile.TemporaryDirectory() as prefix:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        address = "127.0.0.1:%d" % busy.getsockname()[1]
+        for mode in ((), ("--threads",)):
+            result = run(*mode, f"--metrics-address={address}", "--kong-prefix", prefix)
+            assert result.returncode == 2, result.stderr
+            assert f"--metrics-address {address}: cannot listen" in result.stderr
+            assert not (Path(prefix) / "ai-mcp-oauth2.socket").exists()  # never started serving Kong
+
+
+def test_help_lists_the_plugin_servers_own_options() -> None:
+    result = run("--help")
+    assert result.returncode == 0, result.stderr
+    for option in ("--threads", "--request-budget SECONDS", "--metrics-address HOST:PORT", "bind it to loopback"):
+        assert option in result.stdout
