@@ -430,43 +430,36 @@ class HttpClient:
         ``kind`` (discovery, jwks, introspection, exchange) names the call in the metrics
         (behaviour §11.5): its outcome and duration are recorded here, whatever the caller makes of it.
         """
+
+        def send() -> HttpResponse:
+            left = remaining()
+            if left is None:
+                return self._send(method, url, data, headers, cert, verify, self.timeout, None)
+            if left <= 0.01:
+                raise OutboundCallFailed("the request's time budget is spent")
+            call = _Outbound(time.monotonic() + left)
+            _watchdog.watch(call)
+            _calls.call = call
+            try:
+                answer = self._send(method, url, data, headers, cert, verify, min(self.timeout, left), call)
+            finally:
+                _calls.call = None
+                call.finish()
+            if call.expired or call.left() <= 0:
+                raise OutboundCallFailed("the request's time budget was spent on the call")
+            return answer
+
         sink = metrics.sink
         if not sink.enabled:
-            return self._call(method, url, data, headers, cert, verify)
+            return send()
         started = time.monotonic()
         outcome = "failed"
         try:
-            answer = self._call(method, url, data, headers, cert, verify)
+            answer = send()
             outcome = _outcome(answer)
             return answer
         finally:
             sink.call(kind, outcome, time.monotonic() - started)
-
-    def _call(
-        self,
-        method: str,
-        url: str,
-        data: Iterable[tuple[str, str]] | None,
-        headers: Mapping[str, str] | None,
-        cert: tuple[str, str] | None,
-        verify: bool | None,
-    ) -> HttpResponse:
-        left = remaining()
-        if left is None:
-            return self._send(method, url, data, headers, cert, verify, self.timeout, None)
-        if left <= 0.01:
-            raise OutboundCallFailed("the request's time budget is spent")
-        call = _Outbound(time.monotonic() + left)
-        _watchdog.watch(call)
-        _calls.call = call
-        try:
-            answer = self._send(method, url, data, headers, cert, verify, min(self.timeout, left), call)
-        finally:
-            _calls.call = None
-            call.finish()
-        if call.expired or call.left() <= 0:
-            raise OutboundCallFailed("the request's time budget was spent on the call")
-        return answer
 
     def _send(
         self,

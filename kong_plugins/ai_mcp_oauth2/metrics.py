@@ -22,20 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import (
-    Forbidden,
-    InsufficientScope,
-    InternalError,
-    InvalidRequest,
-    InvalidToken,
-    LengthRequired,
-    MethodNotAllowed,
-    Misconfigured,
-    MissingToken,
-    PayloadTooLarge,
-    Refusal,
-    Unavailable,
-)
+from . import errors
+from .errors import Refusal
 
 PREFIX = "ai_mcp_oauth2_"
 KINDS = ("discovery", "jwks", "introspection", "exchange")
@@ -135,7 +123,7 @@ def install(metrics: NoMetrics) -> None:
 
 # The 401 and 503 causes: the plugin's own descriptions (never request data), by a word they contain.
 _CAUSES: dict[type[Refusal], tuple[tuple[str, str], ...]] = {
-    InvalidToken: (
+    errors.InvalidToken: (
         ("expired", "expired"),
         ("not active", "inactive"),
         ("does not accept", "inactive"),
@@ -147,7 +135,7 @@ _CAUSES: dict[type[Refusal], tuple[tuple[str, str], ...]] = {
         ("malformed", "malformed"),
         ("not a JWT", "malformed"),
     ),
-    Unavailable: (
+    errors.Unavailable: (
         ("Timed out", "timeout"),
         ("in time", "timeout"),
         ("overloaded", "overloaded"),
@@ -160,17 +148,17 @@ _CAUSES: dict[type[Refusal], tuple[tuple[str, str], ...]] = {
     ),
 }
 _REASONS: tuple[tuple[type[Refusal], str], ...] = (
-    (MissingToken, "missing_token"),
-    (InvalidToken, "invalid_token"),
-    (InsufficientScope, "insufficient_scope"),
-    (Forbidden, "access_denied"),
-    (InvalidRequest, "invalid_request"),
-    (PayloadTooLarge, "request_too_large"),
-    (LengthRequired, "length_required"),
-    (MethodNotAllowed, "method_not_allowed"),
-    (Unavailable, "unavailable"),
-    (Misconfigured, "misconfigured"),
-    (InternalError, "internal"),
+    (errors.MissingToken, "missing_token"),
+    (errors.InvalidToken, "invalid_token"),
+    (errors.InsufficientScope, "insufficient_scope"),
+    (errors.Forbidden, "access_denied"),
+    (errors.InvalidRequest, "invalid_request"),
+    (errors.PayloadTooLarge, "request_too_large"),
+    (errors.LengthRequired, "length_required"),
+    (errors.MethodNotAllowed, "method_not_allowed"),
+    (errors.Unavailable, "unavailable"),
+    (errors.Misconfigured, "misconfigured"),
+    (errors.InternalError, "internal"),
 )
 
 

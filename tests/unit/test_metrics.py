@@ -246,7 +246,7 @@ def client_answering(monkeypatch: pytest.MonkeyPatch, *answers: HttpResponse | E
             raise answer
         return answer
 
-    monkeypatch.setattr(client, "_call", call)
+    monkeypatch.setattr(client, "_send", call)
     return client
 
 
