@@ -238,6 +238,7 @@ def test_each_gateway_decision_is_counted_once(recorder: metrics.PrometheusMetri
 
 def client_answering(monkeypatch: pytest.MonkeyPatch, *answers: HttpResponse | Exception) -> HttpClient:
     client = HttpClient.__new__(HttpClient)
+    client.timeout = 10.0
     queue = list(answers)
 
     def call(*_: Any) -> HttpResponse:
