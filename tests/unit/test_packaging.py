@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 import yaml
 
 from kong_plugins.ai_mcp_oauth2 import NAME
@@ -117,3 +120,53 @@ def test_kong_keeps_every_body_the_plugin_may_read_in_memory() -> None:
     assert parse_nginx_size(image) >= default
     settings = read_settings(plugin_env("/p"), file_exists=lambda _: False)
     assert settings.client_body_buffer_size == parse_nginx_size(image)
+
+
+def test_compose_serves_metrics_inside_its_network_and_prometheus_scrapes_them() -> None:
+    """The compose Kong runs the image's start command plus exactly ``--metrics-address`` on a port
+    it exposes to the compose network but does not publish; the ``metrics`` profile's Prometheus
+    scrapes that address and is published on loopback only. The test stacks' start command
+    (plugin_env) has no fixed metrics port: parallel stacks would collide."""
+    from tests.harness.stack import plugin_env
+
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    kong = services["kong"]
+    image_start = shlex.split(dockerfile_env()[f"{KEY}_START_CMD"])
+    compose_start = shlex.split(kong["environment"][f"{KEY}_START_CMD"])
+    assert compose_start[: len(image_start)] == image_start
+    extra = compose_start[len(image_start) :]
+    assert extra[0] == "--metrics-address" and len(extra) == 2, "the only difference from the image"
+    host, port = extra[1].rsplit(":", 1)
+    assert host == "0.0.0.0"  # the container's interfaces: reachable from the compose network only
+    assert port in kong["expose"]
+    assert not any(p.split(":")[-1].split("/")[0] == port for p in kong["ports"]), "metrics published on the host"
+    assert "--metrics-address" not in plugin_env("/p")[f"{KEY}_START_CMD"]
+    assert set(kong["environment"]) & set(dockerfile_env()) == {
+        "KONG_NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE",
+        f"{KEY}_START_CMD",
+    }
+
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["metrics"]
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", prometheus["image"])
+    assert prometheus["ports"] == ["127.0.0.1:9091:9090"]
+    assert "./kong/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    scrape = yaml.safe_load((ROOT / "kong" / "prometheus.yml").read_text())["scrape_configs"]
+    assert [job.get("metrics_path", "/metrics") for job in scrape] == ["/metrics"]
+    assert [target for job in scrape for c in job["static_configs"] for target in c["targets"]] == [f"kong:{port}"]
+    assert all("profiles" not in service for name, service in services.items() if name != "prometheus")
+
+
+@pytest.mark.skipif(
+    shutil.which("docker-compose") is None, reason="docker-compose is not installed (.ci/run installs it)"
+)
+@pytest.mark.parametrize("profile", [[], ["--profile", "metrics"]], ids=["default", "metrics"])
+def test_docker_compose_accepts_the_file(profile: list[str]) -> None:
+    done = subprocess.run(
+        ["docker-compose", "-f", "docker-compose.yml", *profile, "config", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
