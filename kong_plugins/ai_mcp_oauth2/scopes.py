@@ -23,12 +23,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from . import claims, mcp
+from . import claims
 from .errors import ConfigError, InsufficientScope
-from .mcp import NAME_PARAMS
+from .mcp import NAME_PARAMS, Operation
 from .schema import Config
 
 NEVER_ADVERTISED = "offline_access"
@@ -36,16 +36,6 @@ RESOURCE_READ = "resources/read"  # the method whose name is a URI, with many sp
 
 Alternatives = tuple[frozenset[str], ...]
 """A requirement: one of these sets must be granted whole (empty: no requirement)."""
-
-
-class Operation(Protocol):
-    """What an MCP request does: its JSON-RPC method and the tool, prompt or resource it names."""
-
-    @property
-    def method(self) -> str: ...
-
-    @property
-    def name(self) -> str | None: ...
 
 
 def granted(token_claims: Mapping[str, Any], scopes_claim: Sequence[str]) -> frozenset[str]:
@@ -212,7 +202,7 @@ def _forms(operation: Operation | None) -> list[Operation | None]:
     if operation is None or operation.name is None or operation.method != RESOURCE_READ:
         return [operation]
     forms: list[Operation | None] = [operation]
-    return forms + [mcp.Operation(operation.method, form) for form in uri_forms(operation.name)[1:]]
+    return forms + [Operation(operation.method, form) for form in uri_forms(operation.name)[1:]]
 
 
 def uri_forms(uri: str) -> list[str]:

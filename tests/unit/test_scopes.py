@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from kong_plugins.ai_mcp_oauth2.config import parse_config
 from kong_plugins.ai_mcp_oauth2.errors import ConfigError, InsufficientScope
+from kong_plugins.ai_mcp_oauth2.mcp import Operation
 from kong_plugins.ai_mcp_oauth2.scopes import ScopeRules, advertised, granted
 
 from .conftest import kong_config
 
-
-@dataclass(frozen=True)
-class Op:
-    method: str
-    name: str | None = None
+Op = Operation
 
 
 def rules(**overrides: Any) -> ScopeRules:
