@@ -10,6 +10,7 @@ import requests
 
 from tests.harness import stack
 from tests.harness.kong_standin import KongStandIn, load_declarative
+from tests.harness.redis_server import RedisServer
 from tests.harness.upstream import EchoUpstream
 
 
@@ -41,3 +42,19 @@ def start_kong(tmp_path: Path, upstream: EchoUpstream) -> Iterator[stack.StartKo
 def kong(start_kong: stack.StartKong) -> KongStandIn:
     """The stand-in loaded with the repository's own kong/kong.yaml."""
     return start_kong(load_declarative(str(stack.KONG_YAML)))
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on loopback for the whole session (tests/harness/redis_server.py)."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_db(redis_server: RedisServer) -> RedisServer:
+    """The session's redis-server, running and emptied for this test."""
+    if redis_server.process is None:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server

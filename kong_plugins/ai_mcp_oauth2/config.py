@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import client_auth, scopes, token_exchange
+from . import client_auth, cluster_cache, scopes, token_exchange
 from .errors import ConfigError
 from .schema import Config, Spec, spec
 
@@ -88,6 +88,8 @@ def _integer(declared: Spec, value: Any, name: str) -> int:
         raise ConfigError(name, "expected an integer")
     if declared.minimum is not None and value < declared.minimum:
         raise ConfigError(name, f"must be at least {declared.minimum}")
+    if declared.maximum is not None and value > declared.maximum:
+        raise ConfigError(name, f"must be at most {declared.maximum}")
     return value
 
 
@@ -204,6 +206,19 @@ def consumer_groups_cannot_be_mapped(config: Config) -> None:
         )
 
 
+def redis_mode_is_whole(config: Config) -> None:
+    """Kong's shared Redis record names one deployment: Sentinel needs its master and its nodes, and
+    is not combined with Redis Cluster's nodes (behaviour §13.1)."""
+    redis = config.cluster_cache_redis
+    prefix = "cluster_cache_redis."
+    if redis.sentinel_master and not redis.sentinel_nodes:
+        raise ConfigError(prefix + "sentinel_nodes", "required when sentinel_master is set")
+    if redis.sentinel_nodes and not redis.sentinel_master:
+        raise ConfigError(prefix + "sentinel_master", "required when sentinel_nodes is set")
+    if redis.cluster_nodes and redis.sentinel_master:
+        raise ConfigError(prefix + "cluster_nodes", "Redis Cluster and Redis Sentinel are mutually exclusive")
+
+
 CHECKS: tuple[Callable[[Config], None], ...] = (
     client_jwk_is_usable,
     exchange_needs_passthrough,
@@ -214,6 +229,7 @@ CHECKS: tuple[Callable[[Config], None], ...] = (
     introspection_client_has_credentials,
     consumer_groups_cannot_be_mapped,
     scope_rules_are_consistent,
+    redis_mode_is_whole,
 )
 
 
@@ -238,4 +254,11 @@ def warnings(config: Config) -> list[str]:
             "scopes_supported: offline_access is not advertised (MCP authorization: servers SHOULD NOT), "
             "neither in the metadata document nor in challenges"
         )
+    if config.cluster_cache_strategy == "redis" and not cluster_cache.shared_items(config):
+        found.append(
+            "cluster_cache_strategy: redis shares nothing with this configuration (it shares introspection "
+            "results and exchanged tokens whose local cache is on, as cluster_cache_items lists)"
+        )
+    if config.cluster_cache_strategy == "redis" and config.cluster_cache_redis.server_name:
+        found.append("cluster_cache_redis.server_name: ignored, TLS to Redis sends and verifies the host's name")
     return found

@@ -21,8 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import bearer, claims, mcp, metadata, metrics, scopes
+from . import bearer, claims, cluster_cache, mcp, metadata, metrics, scopes
 from .budget import request_budget
+from .cluster_cache import ClusterCache
 from .config import parse_config
 from .errors import (
     JSON,
@@ -101,10 +102,12 @@ Services = tuple[TokenVerifier, Exchanger | None]
 
 
 def default_services(config: Config) -> Services:
-    """The instance's verifier and exchanger, sharing one outbound HTTP session."""
+    """The instance's verifier and exchanger, sharing one outbound HTTP session and, when it shares
+    anything, the cluster cache (behaviour §13)."""
     http = HttpClient(config)
-    exchanger = TokenExchanger(config, http, time.time) if config.token_exchange.enabled else None
-    return CachingTokenVerifier(config, http), exchanger
+    shared = ClusterCache(config) if cluster_cache.shared_items(config) else None
+    exchanger = TokenExchanger(config, http, time.time, shared) if config.token_exchange.enabled else None
+    return CachingTokenVerifier(config, http, shared=shared), exchanger
 
 
 _PREFIX = "ai-mcp-oauth2: "

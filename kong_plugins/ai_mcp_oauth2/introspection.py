@@ -94,11 +94,12 @@ class Introspector:
         now = self.clock()
         if answer["active"] is not True:
             return None, now + INACTIVE_TTL
-        return answer, self._check(answer, now)
+        return answer, self.trusted_until(answer, now)
 
-    def _check(self, claims: dict[str, Any], now: float) -> float:
-        """The JWT claim rules, for the claims the answer carries: ``aud`` (unless relaxed) must be
-        there, the others may be absent."""
+    def trusted_until(self, claims: dict[str, Any], now: float) -> float:
+        """Until when an active answer's claims are trusted, after the JWT claim rules for the claims
+        it carries (``aud``, unless relaxed, must be there; the others may be absent); raises a
+        Refusal when they fail. Also applied to an answer another node shared (behaviour §13.2)."""
         expires_at = self.rules.expires_at(claims, now)
         self.rules.check_not_before(claims, now)
         if claims.get("iss") is not None:

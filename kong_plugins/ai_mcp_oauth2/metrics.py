@@ -6,7 +6,8 @@ The plugin records through :data:`sink`, an object with four methods (:class:`No
   ``refused(refusal)`` for a refusal (its reason is worked out only when metrics are on): one per
   decision, from the gateway's exit points;
 - ``call(kind, outcome, seconds)``: one per outbound call to the authorization server;
-- ``lookup(cache, layer, outcome)``: one per cache lookup.
+- ``lookup(cache, layer, outcome)``: one per cache lookup;
+- ``redis_error(operation)``: one per failed operation on the cluster cache's Redis.
 
 By default :data:`sink` is :data:`NOOP`, whose methods do nothing (no label lookup, no lock, no
 clock read), so a plugin server without metrics pays one empty method call per hook. The start
@@ -29,7 +30,10 @@ PREFIX = "ai_mcp_oauth2_"
 KINDS = ("discovery", "jwks", "introspection", "exchange")
 OUTCOMES = ("ok", "error_status", "failed", "malformed")
 CACHES = ("tokens", "exchange", "discovery", "jwks")
-LAYERS = ("local",)  # the shared (Redis) layer will add "redis"
+SHARED_CACHES = ("tokens", "exchange")  # the caches the cluster cache backs
+LAYERS = ("local", "redis")  # redis: the cluster cache (introspection results and exchanged tokens only)
+LOOKUP_OUTCOMES = ("hit", "miss", "invalid")  # invalid: a Redis entry that does not decrypt (a miss)
+REDIS_OPERATIONS = ("connect", "get", "lock", "wait", "put", "unlock")
 # seconds: a local authorization server answers in milliseconds, a stalled one at the request budget (45 s)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -52,11 +56,14 @@ class NoMetrics:
     def lookup(self, cache: str, layer: str, outcome: str) -> None:
         pass
 
+    def redis_error(self, operation: str) -> None:
+        pass
+
 
 class PrometheusMetrics(NoMetrics):
     """The metric families, in ``registry`` (a fresh one by default: tests create several)."""
 
-    __slots__ = ("registry", "requests", "calls", "latency", "lookups")
+    __slots__ = ("registry", "requests", "calls", "latency", "lookups", "redis_errors")
     enabled = True
 
     def __init__(self, registry: Any = None) -> None:
@@ -84,8 +91,14 @@ class PrometheusMetrics(NoMetrics):
         )
         self.lookups = Counter(
             PREFIX + "cache_lookups",
-            "Cache lookups by cache, layer and outcome (hit, miss)",
+            "Cache lookups by cache, layer (local, redis) and outcome (hit, miss, invalid)",
             ("cache", "layer", "outcome"),
+            registry=self.registry,
+        )
+        self.redis_errors = Counter(
+            PREFIX + "redis_errors",
+            "Failed operations on the cluster cache's Redis, by operation; each skips Redis for a few seconds",
+            ("operation",),
             registry=self.registry,
         )
         for kind in KINDS:  # every series from the start, so that rates begin at zero
@@ -93,9 +106,13 @@ class PrometheusMetrics(NoMetrics):
             for outcome in OUTCOMES:
                 self.calls.labels(kind, outcome)
         for cache in CACHES:
-            for layer in LAYERS:
-                for outcome in ("hit", "miss"):
-                    self.lookups.labels(cache, layer, outcome)
+            for outcome in ("hit", "miss"):
+                self.lookups.labels(cache, "local", outcome)
+        for cache in SHARED_CACHES:
+            for outcome in LOOKUP_OUTCOMES:
+                self.lookups.labels(cache, "redis", outcome)
+        for operation in REDIS_OPERATIONS:
+            self.redis_errors.labels(operation)
 
     def request(self, decision: str, status: int, reason: str) -> None:
         self.requests.labels(decision, str(status), reason).inc()
@@ -109,6 +126,9 @@ class PrometheusMetrics(NoMetrics):
 
     def lookup(self, cache: str, layer: str, outcome: str) -> None:
         self.lookups.labels(cache, layer, outcome).inc()
+
+    def redis_error(self, operation: str) -> None:
+        self.redis_errors.labels(operation).inc()
 
 
 NOOP = NoMetrics()

@@ -36,6 +36,7 @@ class Spec:
     check: Check | None = None  # a format of the whole value
     element_check: Check | None = None  # a format of each element of an array
     minimum: int | None = None  # integers: the smallest value (every integer here counts seconds, bytes or tries)
+    maximum: int | None = None  # integers: the largest value (a port)
     extension: bool = False  # a field beyond Kong 3.14's schema (optional, its default keeps Kong's behaviour)
 
 
@@ -84,10 +85,25 @@ def boolean(description: str, *, default: bool, extension: bool = False) -> Any:
     return _declare(Spec(dsl, extension=extension))
 
 
-def integer(description: str, *, default: int, minimum: int = 0) -> Any:
+def integer(
+    description: str,
+    *,
+    default: int | None,
+    minimum: int = 0,
+    maximum: int | None = None,
+    referenceable: bool = False,
+    extension: bool = False,
+) -> Any:
     """An integer field; Kong's whole numbers arrive as ``int`` or as a float with no fraction."""
-    dsl = {"type": "integer", "default": default, "description": description}
-    return _declare(Spec(dsl, minimum=minimum))
+    dsl: dict[str, Any] = {"type": "integer"}
+    if default is not None:
+        dsl["default"] = default
+    if maximum is not None:
+        dsl["between"] = [minimum, maximum]
+    if referenceable:
+        dsl["referenceable"] = True
+    dsl["description"] = description
+    return _declare(Spec(dsl, minimum=minimum, maximum=maximum, extension=extension))
 
 
 def number(description: str, *, default: float, check: Check | None = None) -> Any:
@@ -131,9 +147,9 @@ def string_map(description: str, *, secret: bool = False, check: Check | None = 
     return _declare(Spec(dsl, check=check), secret)
 
 
-def record(record_type: type, description: str) -> Any:
+def record(record_type: type, description: str, *, extension: bool = False) -> Any:
     """A nested record; Kong leaves it ``null`` when the user omits it, which means its defaults."""
-    return _declare(Spec({"type": "record", "description": description}, record=record_type))
+    return _declare(Spec({"type": "record", "description": description}, record=record_type, extension=extension))
 
 
 def spec(field: dataclasses.Field[Any]) -> Spec:
@@ -257,6 +273,109 @@ class ScopeImplication:
     implies: tuple[str, ...] = required_strings(
         "The scopes holding it implies, transitively (never the reverse).", formats.scope_token
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisSentinelNode:
+    """One ``cluster_cache_redis.sentinel_nodes`` entry (Kong's shared Redis record)."""
+
+    host: str = string("A string representing a host name, such as example.com.", default="127.0.0.1")
+    port: int = integer(
+        "An integer representing a port number between 0 and 65535, inclusive.", default=6379, maximum=65535
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisClusterNode:
+    """One ``cluster_cache_redis.cluster_nodes`` entry (Kong's shared Redis record)."""
+
+    ip: str = string("A string representing a host name, such as example.com.", default="127.0.0.1")
+    port: int = integer(
+        "An integer representing a port number between 0 and 65535, inclusive.", default=6379, maximum=65535
+    )
+
+
+_TIMEOUT = "An integer representing a timeout in milliseconds. Must be between 0 and 2^31-2."
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterCacheRedis:
+    """``cluster_cache_redis``: Kong's shared Redis record, with Kong's names and defaults (extension;
+    behaviour §13). ``sentinel_*`` fields select Redis Sentinel, ``cluster_nodes`` Redis Cluster,
+    otherwise ``host``/``port`` is one Redis server."""
+
+    host: str = string(
+        "A string representing a host name, such as example.com.", default="127.0.0.1", referenceable=True
+    )
+    port: int = integer(
+        "An integer representing a port number between 0 and 65535, inclusive.",
+        default=6379,
+        maximum=65535,
+        referenceable=True,
+    )
+    username: str | None = string(
+        "Username to use for Redis connections. If undefined, ACL authentication won't be performed. This requires Redis v6.0.0+. To be compatible with Redis v5.x.y, you can set it to `default`.",
+        referenceable=True,
+    )
+    password: str | None = string(
+        "Password to use for Redis connections. If undefined, no AUTH commands are sent to Redis.",
+        referenceable=True,
+        encrypted=True,
+    )
+    database: int = integer("Database to use for the Redis connection when using the `redis` strategy", default=0)
+    ssl: bool = boolean("If set to true, uses SSL to connect to Redis.", default=False)
+    ssl_verify: bool = boolean(
+        "If set to true, verifies the validity of the server SSL certificate against the system's trusted CAs.",
+        default=True,
+    )
+    server_name: str | None = string(
+        "A string representing an SNI (server name indication) value for TLS.", referenceable=True
+    )
+    connect_timeout: int = integer(_TIMEOUT, default=2000, maximum=2147483646)
+    send_timeout: int = integer(_TIMEOUT, default=2000, maximum=2147483646)
+    read_timeout: int = integer(_TIMEOUT, default=2000, maximum=2147483646)
+    keepalive_pool_size: int = integer(
+        "The most connections to Redis a plugin instance keeps open at once (requests beyond it wait for one, within connect_timeout).",
+        default=256,
+        minimum=1,
+        maximum=2147483646,
+    )
+    keepalive_backlog: int | None = integer(
+        "Accepted for Kong compatibility; the plugin server's requests wait for a free connection instead of queueing in a backlog.",
+        default=None,
+        maximum=2147483646,
+    )
+    connection_is_proxied: bool = boolean(
+        "If the connection to Redis is proxied (e.g. Envoy), set it `true`. Set the `host` and `port` to point to the proxy address.",
+        default=False,
+    )
+    sentinel_master: str | None = string(
+        "Sentinel master to use for Redis connections. Defining this value implies using Redis Sentinel."
+    )
+    sentinel_role: str | None = string(
+        "Sentinel role to use for Redis connections when the `redis` strategy is defined. Defining this value implies using Redis Sentinel.",
+        one_of=("any", "master", "slave"),
+    )
+    sentinel_nodes: tuple[RedisSentinelNode, ...] = array(
+        "Sentinel node addresses to use for Redis connections when the `redis` strategy is defined. Defining this field implies using a Redis Sentinel. The minimum length of the array is 1 element.",
+        RedisSentinelNode,
+        len_min=1,
+    )
+    sentinel_username: str | None = string(
+        "Sentinel username to authenticate with a Redis Sentinel instance. If undefined, ACL authentication won't be performed. This requires Redis v6.2.0+.",
+        referenceable=True,
+    )
+    sentinel_password: str | None = string(
+        "Sentinel password to authenticate with a Redis Sentinel instance. If undefined, no AUTH commands are sent to Redis Sentinels.",
+        referenceable=True,
+        encrypted=True,
+    )
+    cluster_nodes: tuple[RedisClusterNode, ...] = array(
+        "Cluster addresses to use for Redis connections when the `redis` strategy is defined. Defining this field implies using a Redis Cluster. The minimum length of the array is 1 element.",
+        RedisClusterNode,
+        len_min=1,
+    )
+    cluster_max_redirections: int = integer("Maximum retry attempts for redirection.", default=5)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -448,6 +567,23 @@ class Config:
     mcp_trust_routing_headers: bool = boolean(
         "Extension: classify MCP 2026-07-28 requests by their Mcp-Method and Mcp-Name headers without reading the body; the upstream must reject header/body mismatches.",
         default=False,
+        extension=True,
+    )
+    cluster_cache_strategy: str = string(
+        "Extension: off, or redis to share introspection results and exchanged tokens with every Kong node using the same Redis (encrypted under the tokens).",
+        default="off",
+        one_of=("off", "redis"),
+        extension=True,
+    )
+    cluster_cache_redis: ClusterCacheRedis = record(
+        ClusterCacheRedis,
+        "Extension: the Redis of cluster_cache_strategy redis (Kong's shared Redis record).",
+        extension=True,
+    )
+    cluster_cache_items: tuple[str, ...] = array(
+        "Extension: what the cluster cache shares: introspection results, exchanged tokens (token_exchange). An empty array shares nothing.",
+        text(one_of=("introspection", "token_exchange")),
+        default=["introspection", "token_exchange"],
         extension=True,
     )
 

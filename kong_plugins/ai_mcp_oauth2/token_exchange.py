@@ -28,7 +28,9 @@
   when ``expires_in`` is absent. Concurrent identical exchanges are made once (behaviour §7.6), also
   for a request that missed the cache just as the exchange it needed ended. An ``expires_in``
   that is present but no usable number (RFC 6749 §5.1: seconds, a JSON number; not a string, not
-  a 400-digit integer) makes the answer malformed: 503, cached or not.
+  a 400-digit integer) makes the answer malformed: 503, cached or not. With the cluster cache
+  (behaviour §13) an exchange this node has not cached is first looked up in Redis, under the
+  subject and actor tokens, and one it makes is shared there until the same time.
 - §2.2.2 errors: the endpoint refusing the subject or actor token (a 4xx such as ``invalid_grant``,
   ``invalid_request`` or ``invalid_target``) is a 401 ``invalid_token`` for the client; the endpoint
   refusing the gateway itself (``invalid_client``, ``unauthorized_client``,
@@ -46,6 +48,7 @@ from typing import Any
 from .cache import ExpiringCache, SingleFlight
 from .claims import number
 from .client_auth import ClientAuth
+from .cluster_cache import ClusterCache
 from .errors import ConfigError, InvalidToken, Unavailable
 from .http import HttpClient, OutboundCallFailed
 from .schema import Config
@@ -73,7 +76,9 @@ def actor_token_source_has_its_value(config: Config) -> None:
 class TokenExchanger:
     """Trades validated inbound tokens for upstream tokens at ``token_exchange.token_endpoint``."""
 
-    def __init__(self, config: Config, http: HttpClient, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, config: Config, http: HttpClient, clock: Callable[[], float], shared: ClusterCache | None = None
+    ) -> None:
         self.exchange_config = config.token_exchange
         self.endpoint = config.token_exchange.token_endpoint or ""
         self.requested_type = config.token_exchange.request.requested_token_type or ACCESS_TOKEN_TYPE
@@ -84,11 +89,14 @@ class TokenExchanger:
             ExpiringCache(clock, name="exchange") if config.token_exchange.cache.enabled else None
         )
         self.flight = SingleFlight()
+        self.shared = shared if shared is not None and shared.shares("token_exchange") else None
 
     def close(self) -> None:
         """Release the exchanger's resources: the mTLS key's memory files (``inherit`` with a TLS
         method) and pooled connections. Idempotent; call it only when no request uses it any more."""
         self.client.close()
+        if self.shared is not None:
+            self.shared.close()
         self.http.close()
 
     def form(self, subject_token: str, actor_token: str | None) -> list[tuple[str, str]]:
@@ -116,12 +124,24 @@ class TokenExchanger:
         if cached is not None:
             return cached
         # The leader looks again: an exchange that ended after this request missed may have stored it.
-        return self.flight.do(key, lambda: self._cached(key) or self._exchange(key, form))
+        secrets = (subject_token, actor_token or "")
+        return self.flight.do(key, lambda: self._cached(key) or self._load(key, form, secrets))
 
     def _cached(self, key: bytes) -> str | None:
         return self.cache.get(key) if self.cache is not None else None
 
-    def _exchange(self, key: bytes, form: list[tuple[str, str]]) -> str:
+    def _load(self, key: bytes, form: list[tuple[str, str]], secrets: tuple[str, str]) -> str:
+        if self.shared is None:
+            token, until = self._exchange(form)
+        else:
+            slot = self.shared.slot("token_exchange", secrets)
+            token, until = self.shared.through(slot, "exchange", lambda: self._exchange(form), _share, _reuse)
+        if self.cache is not None and until > self.clock():
+            self.cache.put(key, token, until=until)
+        return token
+
+    def _exchange(self, form: list[tuple[str, str]]) -> tuple[str, float]:
+        """The exchanged token and until when it may be reused."""
         client = self.client.prepare(self.endpoint, mtls_alias=False)
         try:
             response = self.http.request(
@@ -150,10 +170,7 @@ class TokenExchanger:
         if not isinstance(token, str) or not _HEADER_SAFE_TOKEN.match(token):
             raise Unavailable("The token exchange answer has no usable access_token")
         self._check_types(answer)
-        ttl = self._ttl(answer.get("expires_in"))
-        if self.cache is not None and ttl > 0:
-            self.cache.put(key, token, until=self.clock() + ttl)
-        return token
+        return token, self.clock() + self._ttl(answer.get("expires_in"))
 
     def _check_types(self, answer: dict[str, Any]) -> None:
         """§2.2.1: the issued token is of the requested type, and a Bearer token if it is to be one."""
@@ -172,3 +189,14 @@ class TokenExchanger:
         if seconds is None:
             raise Unavailable("The token exchange answer's expires_in is not a number")
         return seconds - min(10.0, seconds * 0.1)
+
+
+def _share(entry: tuple[str, float]) -> tuple[str, float]:
+    return entry
+
+
+def _reuse(token: Any, until: float) -> tuple[str, float] | None:
+    """Another node's exchanged token, if it is still one this node would forward."""
+    if not isinstance(token, str) or not _HEADER_SAFE_TOKEN.match(token):
+        return None
+    return token, until

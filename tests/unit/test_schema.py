@@ -75,7 +75,16 @@ def check_field(path: str, kong: dict[str, Any], mine: dict[str, Any], required:
     return []
 
 
-EXTENSIONS = {"scopes_claim", "scopes_required", "mcp_operations", "scope_hierarchy", "mcp_trust_routing_headers"}
+EXTENSIONS = {
+    "scopes_claim",
+    "scopes_required",
+    "mcp_operations",
+    "scope_hierarchy",
+    "mcp_trust_routing_headers",
+    "cluster_cache_strategy",
+    "cluster_cache_redis",
+    "cluster_cache_items",
+}
 
 
 def kongs_own(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -157,7 +166,7 @@ def test_the_typed_config_and_the_schema_kong_receives_have_the_same_fields() ->
     typed = [path for path, _ in declared_fields(Config)]
     in_schema = [path for path, _ in descriptions(SCHEMA)]
     assert typed == in_schema
-    assert len(typed) == 77
+    assert len(typed) == 105
 
 
 def test_a_config_of_nulls_reads_as_every_declared_default() -> None:
@@ -176,7 +185,7 @@ def test_a_config_of_nulls_reads_as_every_declared_default() -> None:
         default = declared.kong["default"]
         assert value == (tuple(default) if isinstance(default, list) else default), path
         checked += 1
-    assert checked == 27
+    assert checked == 40
 
 
 @pytest.mark.parametrize("path,declared", declared_fields(Config))
@@ -201,7 +210,8 @@ def test_each_field_reads_its_declared_kong_type_into_its_python_type(path: str,
 
 def test_extensions_are_marked_optional_and_default_to_kongs_behaviour() -> None:
     """Every field beyond Kong's schema says so, is never required, and its default changes nothing:
-    null (no rule) or, for scopes_claim and mcp_trust_routing_headers, values no rule reads unless set."""
+    null (no rule) or, for scopes_claim and mcp_trust_routing_headers, values no rule reads unless set;
+    the cluster cache is off, and its items and Redis record are read only when it is on."""
     marked = {path for path, declared in declared_fields(Config) if declared.extension}
     assert marked == EXTENSIONS
     defaults = {}
@@ -215,4 +225,7 @@ def test_extensions_are_marked_optional_and_default_to_kongs_behaviour() -> None
         "mcp_operations": None,
         "scope_hierarchy": None,
         "mcp_trust_routing_headers": False,
+        "cluster_cache_strategy": "off",
+        "cluster_cache_redis": None,
+        "cluster_cache_items": ["introspection", "token_exchange"],
     }
