@@ -20,9 +20,10 @@ GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 VALUES = {
     "decision": {"accepted", "metadata", "refused"},
     "kind": set(metrics.KINDS),
-    "outcome": set(metrics.OUTCOMES) | {"hit", "miss"},
+    "outcome": set(metrics.OUTCOMES) | set(metrics.LOOKUP_OUTCOMES),
     "cache": set(metrics.CACHES),
     "layer": set(metrics.LAYERS),
+    "operation": set(metrics.REDIS_OPERATIONS),
 }
 
 
@@ -33,6 +34,7 @@ def exposed() -> dict[str, set[str]]:
     sink.request("accepted", 200, "accepted")
     sink.call("introspection", "ok", 0.01)
     sink.lookup("tokens", "local", "hit")
+    sink.redis_error("get")
     names: dict[str, set[str]] = {}
     for family in sink.registry.collect():
         for sample in family.samples:
@@ -105,6 +107,7 @@ def test_every_query_uses_only_the_plugins_families_and_labels() -> None:
         metrics.PREFIX + "authorization_server_calls_total",
         metrics.PREFIX + "authorization_server_call_duration_seconds",
         metrics.PREFIX + "cache_lookups_total",
+        metrics.PREFIX + "redis_errors_total",
     }
 
 
@@ -120,4 +123,6 @@ def test_the_panels_the_operators_need() -> None:
     assert uses("authorization_server_calls_total", "by (kind, outcome)")
     for quantile in ("0.5", "0.99"):
         assert uses(f"histogram_quantile({quantile},", "_duration_seconds_bucket", "by (kind, le)"), quantile
-    assert uses('cache_lookups_total{outcome="hit"}', "/", "by (cache)")
+    assert uses('cache_lookups_total{layer="local", outcome="hit"}', "/", "by (cache)")
+    assert uses('cache_lookups_total{layer="redis"}', "by (cache, outcome)")
+    assert uses("redis_errors_total", "by (operation)")

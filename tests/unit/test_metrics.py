@@ -21,6 +21,7 @@ FAMILIES = (
     "ai_mcp_oauth2_authorization_server_calls_total",
     "ai_mcp_oauth2_authorization_server_call_duration_seconds_bucket",
     "ai_mcp_oauth2_cache_lookups_total",
+    "ai_mcp_oauth2_redis_errors_total",
 )
 
 
@@ -58,6 +59,14 @@ def test_every_family_is_exposed_from_the_start_with_its_series_at_zero() -> Non
     for cache in metrics.CACHES:
         labels = {"cache": cache, "layer": "local", "outcome": "miss"}
         assert recording.registry.get_sample_value("ai_mcp_oauth2_cache_lookups_total", labels) == 0
+    for cache in metrics.SHARED_CACHES:  # the cluster cache backs these two only
+        for outcome in metrics.LOOKUP_OUTCOMES:
+            labels = {"cache": cache, "layer": "redis", "outcome": outcome}
+            assert recording.registry.get_sample_value("ai_mcp_oauth2_cache_lookups_total", labels) == 0
+    labels = {"cache": "jwks", "layer": "redis", "outcome": "miss"}
+    assert recording.registry.get_sample_value("ai_mcp_oauth2_cache_lookups_total", labels) is None
+    for operation in metrics.REDIS_OPERATIONS:
+        assert recording.registry.get_sample_value("ai_mcp_oauth2_redis_errors_total", {"operation": operation}) == 0
 
 
 def test_the_families_count_with_their_labels() -> None:
@@ -68,6 +77,9 @@ def test_the_families_count_with_their_labels() -> None:
     recording.call("jwks", "ok", 0.02)
     recording.call("jwks", "failed", 3.0)
     recording.lookup("tokens", "local", "hit")
+    recording.redis_error("lock")
+    recording.redis_error("lock")
+    assert value(recording, "ai_mcp_oauth2_redis_errors_total", operation="lock") == 2
     assert requests_counted(recording, "accepted", "200", "accepted") == 1
     assert requests_counted(recording, "refused", "401", "missing_token") == 2
     assert value(recording, "ai_mcp_oauth2_authorization_server_calls_total", kind="jwks", outcome="ok") == 1
@@ -166,6 +178,7 @@ def test_metrics_are_off_by_default_and_every_noop_hook_does_nothing() -> None:
     assert metrics.NOOP.refused(errors.MissingToken()) is None
     assert metrics.NOOP.call("jwks", "ok", 0.1) is None
     assert metrics.NOOP.lookup("tokens", "local", "hit") is None
+    assert metrics.NOOP.redis_error("get") is None
 
 
 def test_without_metrics_the_request_path_only_calls_the_noop_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
