@@ -42,7 +42,7 @@ CLAIMS = {"active": True, "sub": "alice", "aud": RESOURCE, "iss": ISSUER, "scope
 
 
 def config(redis_db: Any, **overrides: Any) -> Config:
-    settings = {"host": "127.0.0.1", "port": redis_db.port}
+    settings = {"host": "127.0.0.1", "port": redis_db.port} if redis_db is not None else {}
     settings.update(overrides.pop("redis", {}))
     fields: dict[str, Any] = {
         "introspection_endpoint": INTROSPECT,
