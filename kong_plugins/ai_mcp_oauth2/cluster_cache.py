@@ -194,7 +194,7 @@ def connect(settings: ClusterCacheRedis) -> Any:
         db=settings.database,
         **options,
     )
-    return redis.Redis(connection_pool=pool)
+    return redis.Redis.from_pool(pool)  # closing the client closes its pool (an instance replaced by Kong)
 
 
 def where(settings: ClusterCacheRedis) -> str:
@@ -236,9 +236,13 @@ class ClusterCache:
         """Close the connections (the instance is gone); idempotent."""
         with self._client_lock:
             client, self._client = self._client, None
-        if client is not None:
+        if client is None:
+            return
+        # with Sentinel, the clients of the sentinels themselves too
+        manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+        for closing in (client, *getattr(manager, "sentinels", ())):
             try:
-                client.close()
+                closing.close()
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
 

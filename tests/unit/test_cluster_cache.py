@@ -494,3 +494,22 @@ def test_the_client_never_retries(redis_db) -> None:
     assert client.connection_pool.max_connections == 256
     with pytest.raises(redis.ConnectionError):
         cluster_cache.connect(config(redis_db, redis={"port": 1}).cluster_cache_redis).get("x")
+
+
+def test_closing_an_instance_closes_its_connections(redis_db, clock, active_in) -> None:
+    """Kong replaces instances on every config change: the old one's Redis connections must go."""
+
+    def connected() -> int:
+        clients = redis_db.client().client_list()
+        return sum(1 for c in clients if c.get("name") != "probe" and c.get("cmd") not in ("client|list", "client"))
+
+    before = connected()
+    http = FakeHttp().on(INTROSPECT, ok(active_in))
+    cfg = config(redis_db)
+    for i in range(5):
+        shared = ClusterCache(cfg, clock)
+        verifier = CachingTokenVerifier(cfg, http, clock, shared=shared)  # type: ignore[arg-type]
+        verifier.verify(f"token-{i}")
+        assert connected() > before
+        shared.close()
+        assert connected() == before
