@@ -11,7 +11,14 @@ Writes ``docs/bench/results.json`` and ``docs/bench/latency.png`` (matplotlib; t
 and skips the picture when it is missing), and the results table into README.md between the
 lines ``<!-- bench:results -->`` and ``<!-- /bench:results -->`` (a run stops at once when they
 are missing). ``--quick`` runs smaller counts (a smoke run into a temporary directory; its
-results are not committed and the README is left alone).
+results are not committed and the README is left alone); ``--only WORD`` measures only the kinds
+and sections whose names contain WORD, the same way (no targets, no README).
+
+The cluster cache (behaviour §13) is measured on two nodes, each a stand-in with its own plugin
+server (``Bench.node_a`` and the plugin's stand-in as node B), sharing one real ``redis-server``:
+a token first seen on B after A introspected it (a Redis hit) against one first seen on a node
+without the cluster cache (an authorization-server call), and the authorization-server calls one
+new token costs under 50 concurrent requests on the two nodes, with and without Redis.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +48,7 @@ from tests.harness import stack as C
 from tests.harness.kong_standin import KongStandIn
 from tests.harness.kong_standin.records import RequestRecord
 from tests.harness.mock_as import MockAuthorizationServer
+from tests.harness.redis_server import RedisServer
 
 OUT = C.ROOT / "docs" / "bench"
 README = C.ROOT / "README.md"
@@ -181,16 +190,32 @@ class Bench:
                 },
             ),
         }
+        self.configs["introspection+exchange"] = {
+            **self.configs["introspection"],
+            "passthrough_credentials": True,
+            "token_exchange": self.configs["exchange"]["token_exchange"],
+        }
+        # behaviour §13: the same configs sharing their answers through one real redis-server
+        self.redis = RedisServer().start()
+        shared = {
+            "cluster_cache_strategy": "redis",
+            "cluster_cache_redis": {"host": "127.0.0.1", "port": self.redis.port},
+        }
+        for name in ("introspection", "introspection+exchange"):
+            self.configs[f"{name}, Redis"] = {**self.configs[name], **shared}
         self.config_name = "jwt"
         self.plugin = C.start(tmp / "plugin", C.declarative(self.configs["jwt"]))
         self.floor = start_floor(tmp / "floor")
         self.floor_decode = start_floor(tmp / "floor-decode")
-        self.kongs: list[KongStandIn] = [self.plugin, self.floor, self.floor_decode]
+        # node A of a two-node cluster whose node B is self.plugin: its own stand-in and plugin server
+        self.node_a = C.start(tmp / "node-a", C.declarative(self.configs["introspection, Redis"]))
+        self.kongs: list[KongStandIn] = [self.plugin, self.floor, self.floor_decode, self.node_a]
 
     def close(self) -> None:
         for kong in self.kongs:
             kong.stop()
         self.authz.stop()
+        self.redis.close()
 
     def use(self, name: str) -> None:
         """A fresh plugin instance with the named config (a reload: new instance, empty caches)."""
@@ -206,6 +231,20 @@ class Bench:
     def mint(self, n: int, alg: str = "RS256", **kwargs: Any) -> list[str]:
         return [self.authz.mint(alg=alg, **kwargs) for _ in range(n)]
 
+    def opaque(self, n: int) -> list[str]:
+        """``n`` new opaque tokens, active at the mock's introspection endpoint."""
+        return [self.authz.issue_opaque({"sub": f"opaque-{i}"}) for i in range(n)]
+
+    def seen_on_node_a(self, n: int) -> list[str]:
+        """``n`` new opaque tokens, each introspected once through node A (so in Redis), none seen by
+        node B: on B each is a local miss and a Redis hit. Node A's introspections happen here,
+        before any counting or timing."""
+        tokens = self.opaque(n)
+        run = concurrent_run(self.node_a, [("POST", "/mcp", C.bearer(t)) for t in tokens], 4, 600)
+        if run["requests"] != n or run["statuses"] != [200]:
+            raise SystemExit(f"node A did not accept the {n} tokens it introspects for node B: {run}")
+        return tokens
+
     def pem(self, alg: str) -> str:
         from cryptography.hazmat.primitives import serialization
 
@@ -216,8 +255,9 @@ class Bench:
 
 # --------------------------------------------------------------------------------------------- kinds
 def kinds(b: Bench) -> list[dict[str, Any]]:
-    """Each kind: its config, a request factory (fresh: a new token per request), and a floor that
-    decodes (the §11 yardstick) for first-seen JWTs."""
+    """Each kind: its config and its request: ``fixed`` (the same request every time), ``fresh`` (a
+    new JWT of that algorithm per request, with a floor that also decodes it: the §11 yardstick) or
+    ``tokens`` (``tokens(n)``: ``n`` new tokens, one per request)."""
     forged = b.authz.mint().rsplit(".", 1)[0] + ".AAAA"  # well formed, wrong signature: verified every time
     repeated = b.authz.mint()
     opaque = b.authz.issue_opaque({"sub": "opaque-user"})
@@ -233,6 +273,10 @@ def kinds(b: Bench) -> list[dict[str, Any]]:
         {"name": "JWT first seen ES256", "config": "jwt", "fresh": "ES256"},
         {"name": "JWT repeated", "config": "jwt", "fixed": ("POST", "/mcp", C.bearer(repeated))},
         {"name": "introspection cached", "config": "introspection", "fixed": ("POST", "/mcp", C.bearer(opaque))},
+        # behaviour §13: first seen on node B (b.plugin) after node A introspected it: one Redis round trip
+        {"name": "introspection, Redis hit", "config": "introspection, Redis", "tokens": b.seen_on_node_a},
+        # first seen on a node without the cluster cache: one call to the (mock) authorization server
+        {"name": "introspection, no Redis", "config": "introspection", "tokens": b.opaque},
         {"name": "exchange cached", "config": "exchange", "fixed": ("POST", "/mcp", C.bearer(exchanged))},
         {"name": "tool call, trusted headers", "config": "scopes, trusted headers", "fixed": tool_call},
         {"name": "tool call, body read", "config": "scopes, body", "fixed": tool_call},
@@ -243,7 +287,8 @@ def measure_kind(b: Bench, kind: dict[str, Any]) -> dict[str, Any]:
     b.use(kind["config"])
     fresh = kind.get("fresh")
     total = 60 + b.rounds * b.block + b.c16
-    tokens = iter(b.mint(total, fresh)) if fresh else None
+    new_tokens: Callable[[int], list[str]] | None = kind.get("tokens")
+    tokens = iter(b.mint(total, fresh)) if fresh else iter(new_tokens(total)) if new_tokens else None
 
     def request() -> Request:
         if tokens is not None:
@@ -362,13 +407,20 @@ def in_process(b: Bench) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------- load cases
+def burst(nodes: tuple[KongStandIn, ...], token: str, n: int) -> list[int]:
+    """``n`` requests with ``token`` released at once, spread evenly over ``nodes``: their statuses."""
+    barrier = threading.Barrier(n)
+
+    def one(i: int) -> int:
+        barrier.wait(10)
+        return C.drive(nodes[i % len(nodes)], "POST", "/mcp", C.bearer(token))[0]
+
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
 def single_flight(b: Bench) -> dict[str, Any]:
-    """50 concurrent requests with one new opaque token on an introspection + exchange config."""
-    b.configs["introspection+exchange"] = {
-        **b.configs["introspection"],
-        "passthrough_credentials": True,
-        "token_exchange": b.configs["exchange"]["token_exchange"],
-    }
+    """50 concurrent requests with one new token on an introspection + exchange config."""
     b.use("introspection+exchange")
     C.drive(b.plugin, "GET", C.METADATA_PATH)  # the instance exists before the burst
     b.authz.slow_seconds = 0.5
@@ -376,14 +428,7 @@ def single_flight(b: Bench) -> dict[str, Any]:
     b.authz.fault("token", "slow", count=1)
     token = b.authz.mint({"sub": "burst"})  # a JWT: the mock introspects it and accepts it as subject token
     before = b.as_calls()
-    barrier = threading.Barrier(50)
-
-    def one(_: int) -> int:
-        barrier.wait(10)
-        return C.drive(b.plugin, "POST", "/mcp", C.bearer(token))[0]
-
-    with concurrent.futures.ThreadPoolExecutor(50) as pool:
-        statuses = list(pool.map(one, range(50)))
+    statuses = burst((b.plugin,), token, 50)
     after = b.as_calls()
     b.authz.fault("introspection", None)
     b.authz.fault("token", None)
@@ -394,6 +439,37 @@ def single_flight(b: Bench) -> dict[str, Any]:
         "introspection_calls": after["introspection"] - before["introspection"],
         "exchange_calls": after["token"] - before["token"],
     }
+
+
+def cluster(b: Bench) -> dict[str, Any]:
+    """Two nodes (node A and b.plugin, each its own stand-in and plugin server), 50 concurrent
+    requests with one new token, 25 on each, on the introspection + exchange config without and
+    with the cluster cache: authorization-server calls for that token (behaviour §13.2)."""
+    out: dict[str, Any] = {"nodes": 2, "requests": 50, "per_node": 25}
+    for label, name in (("without_redis", "introspection+exchange"), ("with_redis", "introspection+exchange, Redis")):
+        b.use(name)
+        b.node_a.reload(C.declarative(b.configs[name]))
+        nodes = (b.node_a, b.plugin)
+        for kong in nodes:
+            C.drive(kong, "GET", C.METADATA_PATH)  # the instances exist before the burst
+        # each call the first requests make takes 0.5 s, so that every request arrives while it runs
+        b.authz.slow_seconds = 0.5
+        b.authz.fault("introspection", "slow", count=2)
+        b.authz.fault("token", "slow", count=2)
+        token = b.authz.mint({"sub": f"cluster-{label}"})  # the mock introspects a JWT and exchanges it
+        before = b.as_calls()
+        statuses = burst(nodes, token, 50)
+        after = b.as_calls()
+        b.authz.fault("introspection", None)
+        b.authz.fault("token", None)
+        b.authz.slow_seconds = 2.0
+        out[label] = {
+            "statuses": {str(s): statuses.count(s) for s in set(statuses)},
+            "introspection_calls": after["introspection"] - before["introspection"],
+            "exchange_calls": after["token"] - before["token"],
+        }
+    b.node_a.reload(C.declarative(b.configs["introspection, Redis"]))
+    return out
 
 
 def kid_flood(b: Bench) -> dict[str, Any]:
@@ -633,6 +709,28 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         f"{sf['introspection_calls']} introspection, {sf['exchange_calls']} exchange, statuses {sf['statuses']}",
         sf["introspection_calls"] == 1 and sf["exchange_calls"] == 1 and sf["statuses"] == {"200": 50},
     )
+    cl = res["cluster"]
+    on, off = cl["with_redis"], cl["without_redis"]
+    add(
+        "2 nodes x 50 concurrent requests (25 each), one new token: authorization-server calls (behaviour §13.2)",
+        "with Redis 1 introspection, 1 exchange; without, one of each per node (2, 2)",
+        f"with Redis {on['introspection_calls']} introspection, {on['exchange_calls']} exchange, statuses "
+        f"{on['statuses']}; without {off['introspection_calls']}, {off['exchange_calls']}, statuses {off['statuses']}",
+        (on["introspection_calls"], on["exchange_calls"], off["introspection_calls"], off["exchange_calls"])
+        == (1, 1, 2, 2)
+        and on["statuses"] == off["statuses"] == {"200": 50},
+    )
+    hit, miss, local = k["introspection, Redis hit"], k["introspection, no Redis"], k["introspection cached"]
+    per_request = [r["as_calls_per_request"].get("introspection", 0) for r in (hit, miss)]
+    add(
+        "opaque token first seen on node B after node A introspected it (Redis hit) vs an authorization-server call",
+        "Redis hit p50 < no-Redis p50, no introspection per request",
+        f"Redis hit {hit['plugin']['median_us']} us, no Redis {miss['plugin']['median_us']} us, local hit "
+        f"{local['plugin']['median_us']} us; introspections per request: Redis hit "
+        f"{per_request[0]}, no Redis {per_request[1]}",
+        hit["plugin"]["median_us"] < miss["plugin"]["median_us"] and "introspection" not in hit["as_calls_per_request"],
+        "the mock authorization server is on loopback: a real one is further away",
+    )
     fl = res["kid_flood"]
     add(
         "flood of unknown kids",
@@ -704,17 +802,29 @@ def table(res: dict[str, Any]) -> str:
                 f"{'  floor + jwt.decode':27} {'':>6} {r['floor+decode']['median_us']:>8} "
                 f"{r['floor+decode']['p99_us']:>8}"
             )
-    ip = res["in_process"]
+    if "cluster" in res:
+        lines.append("")
+        lines.append(f"authorization-server calls for one new token, {cluster_line(res['cluster'])}")
+    if "in_process" in res:
+        ip = res["in_process"]
+        lines.append("")
+        lines.append(
+            "in process: "
+            + ", ".join(f"{k} median {v['median_us']} us" for k, v in ip.items() if "median_us" in v)
+            + f", verify(cached) {ip['verify_cached_us']['median']} us"
+        )
     lines.append("")
-    lines.append(
-        "in process: "
-        + ", ".join(f"{k} median {v['median_us']} us" for k, v in ip.items() if "median_us" in v)
-        + f", verify(cached) {ip['verify_cached_us']['median']} us"
-    )
-    lines.append("")
-    for t in res["targets"]:
+    for t in res.get("targets", []):
         lines.append(f"[{'met ' if t['met'] else 'MISS'}] {t['target']}: {t['measured']} (goal: {t['goal']})")
     return "\n".join(lines)
+
+
+def cluster_line(cl: dict[str, Any]) -> str:
+    on, off = cl["with_redis"], cl["without_redis"]
+    return (
+        f"{cl['nodes']} nodes x {cl['requests']} concurrent requests: with Redis {on['introspection_calls']} "
+        f"introspection, {on['exchange_calls']} exchange; without {off['introspection_calls']}, {off['exchange_calls']}"
+    )
 
 
 #: The README's rows: the kinds of request in results.json, in this order.
@@ -726,6 +836,8 @@ README_ROWS = (
     "JWT first seen ES256",
     "JWT repeated",
     "introspection cached",
+    "introspection, Redis hit",
+    "introspection, no Redis",
     "exchange cached",
     "tool call, trusted headers",
     "tool call, body read",
@@ -735,7 +847,8 @@ README_START, README_END = "<!-- bench:results -->", "<!-- /bench:results -->"
 
 def readme_table(res: dict[str, Any]) -> str:
     """The README's Performance table from the results: latencies in µs at concurrency 1, the plugin
-    against the floor plugin making the same PDK calls, req/s at concurrency 16."""
+    against the floor plugin making the same PDK calls, req/s at concurrency 16; then the
+    authorization-server calls for one new token on two nodes with and without the cluster cache."""
     m = res["machine"]
     lines = [
         f"One run on {m['nproc']} cores ({m['cpu_model']}, Python {m['python']}, kong-pdk {m['kong_pdk']}, "
@@ -752,6 +865,17 @@ def readme_table(res: dict[str, Any]) -> str:
             f"| {kind} | {p['median_us']:.0f} | {p['p99_us']:.0f} | {r['floor']['median_us']:.0f} "
             f"| {r['ratio_median']:.2f} | {p['c16']['rps']:.0f} | {r['pdk_round_trips']} |"
         )
+    cl = res["cluster"]
+    lines += [
+        "",
+        f"Authorization-server calls for one new token, {cl['requests']} concurrent requests on {cl['nodes']} nodes "
+        f"({cl['per_node']} each):",
+        "",
+        "| cluster cache | introspections | exchanges |",
+        "|---|---|---|",
+    ]
+    for label, name in (("Redis", "with_redis"), ("off", "without_redis")):
+        lines.append(f"| {label} | {cl[name]['introspection_calls']} | {cl[name]['exchange_calls']} |")
     return "\n".join(lines)
 
 
@@ -784,7 +908,6 @@ def picture(res: dict[str, Any], path: Path) -> str:
     except ImportError:
         return "matplotlib is not installed: no picture (pip install matplotlib)"
     names = list(res["kinds"])
-    fig, ax = plt.subplots(figsize=(11, 7.5))
     data, labels, colors = [], [], []
     for name in names:
         for label, color in (("plugin", "tab:blue"), ("floor", "tab:gray"), ("floor+decode", "tab:orange")):
@@ -793,6 +916,7 @@ def picture(res: dict[str, Any], path: Path) -> str:
                 data.append(values)
                 labels.append(f"{name} — {label}")
                 colors.append(color)
+    fig, ax = plt.subplots(figsize=(11, max(7.5, 1.5 + 0.28 * len(labels))))
     try:
         parts = ax.boxplot(data, orientation="horizontal", whis=(1, 99), showfliers=False, patch_artist=True)
     except TypeError:  # matplotlib < 3.10
@@ -822,16 +946,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts, results written to --out only if given")
     parser.add_argument("--out", type=Path, default=None, help=f"output directory (default {OUT})")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="WORD",
+        help="measure only the kinds of request and the sections whose names contain WORD (repeatable; "
+        f"sections: {', '.join(name for name, _, _ in SECTIONS)}); no targets, results written to --out only if given",
+    )
     args = parser.parse_args(argv)
-    out_dir = args.out or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else OUT)
+    partial = args.quick or bool(args.only)
+    out_dir = args.out or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if partial else OUT)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # The README shows the committed results: a full run into docs/bench, never a quick one.
-    readme = not args.quick and out_dir.resolve() == OUT.resolve()
+    # The README shows the committed results: a full run into docs/bench, never a quick or partial one.
+    readme = not partial and out_dir.resolve() == OUT.resolve()
     if readme:
         readme_markers(README.read_text(), README)  # before minutes of measuring, not after
     started = time.monotonic()
+
+    def chosen(name: str) -> bool:
+        return not args.only or any(word in name for word in args.only)
+
     res: dict[str, Any] = {
         "machine": machine(),
+        "load_average": {"start": [round(x, 2) for x in os.getloadavg()]},
         "quick": args.quick,
         "method": "stand-in access phase driven in process (tests/harness/stack.py drive): router, "
         "PDK semantics and MsgPack RPC over the real Unix socket to the real plugin "
@@ -842,26 +979,21 @@ def main(argv: list[str] | None = None) -> int:
         try:
             res["kinds"] = {}
             for kind in kinds(b):
-                step(f"kind: {kind['name']}")
-                res["kinds"][kind["name"]] = measure_kind(b, kind)
-            step("in process")
-            res["in_process"] = in_process(b)
-            step("single flight")
-            res["single_flight"] = single_flight(b)
-            step("unknown-kid flood")
-            res["kid_flood"] = kid_flood(b)
-            step("slow authorization server")
-            res["slow_as"] = slow_as(b, b.plugin, waiting=20, slow_s=2.0, label="gevent")
-            step("memory")
-            res["memory"] = memory(b)
-            step("gevent vs thread mode")
-            res["modes"] = modes(b)
+                if chosen(kind["name"]):
+                    step(f"kind: {kind['name']}")
+                    res["kinds"][kind["name"]] = measure_kind(b, kind)
+            for name, key, section in SECTIONS:
+                if chosen(name):
+                    step(name)
+                    res[key] = section(b)
             pid = C.server_pid(b.plugin)
             res["plugin_server_threads_at_end"] = C.threads(pid)
             res["mock_as_errors"] = b.authz.errors
         finally:
             b.close()
-    res["targets"] = targets(res)
+    if not args.only:
+        res["targets"] = targets(res)
+    res["load_average"]["end"] = [round(x, 2) for x in os.getloadavg()]
     res["seconds"] = round(time.monotonic() - started, 1)
     text = table(res)
     print()
@@ -871,10 +1003,23 @@ def main(argv: list[str] | None = None) -> int:
     if readme:
         print(write_readme(res, README))
     else:
-        print(f"README not updated ({'--quick' if args.quick else f'results in {out_dir}, not {OUT}'})")
+        why = "--quick" if args.quick else "--only" if args.only else f"results in {out_dir}, not {OUT}"
+        print(f"README not updated ({why})")
     print(picture(res, out_dir / "latency.png"))
     print(f"machine: {res['machine']}; {res['seconds']} s")
     return 0
+
+
+#: The measurements after the kinds of request, in order: name (for --only), results.json key, function.
+SECTIONS: list[tuple[str, str, Callable[[Bench], Any]]] = [
+    ("in process", "in_process", in_process),
+    ("single flight", "single_flight", single_flight),
+    ("cluster", "cluster", cluster),
+    ("unknown-kid flood", "kid_flood", kid_flood),
+    ("slow authorization server", "slow_as", lambda b: slow_as(b, b.plugin, waiting=20, slow_s=2.0, label="gevent")),
+    ("memory", "memory", memory),
+    ("gevent vs thread mode", "modes", modes),
+]
 
 
 def step(message: str) -> None:
