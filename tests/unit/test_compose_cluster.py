@@ -445,3 +445,17 @@ def test_the_wrappers_run_the_script_whose_defaults_are_the_compose_clusters() -
     command = found["cluster-authorization-server"]["command"]
     assert script.AUTHORIZATION_SERVER == option(command, "--public-base")
     assert script.RESOURCE == option(command, "--resource") == plugin_entry()["config"]["resource"]
+
+
+def test_the_curl_calls_of_docs_cluster_md_send_what_the_deck_file_says() -> None:
+    text = (ROOT / "docs" / "cluster.md").read_text()
+    state = yaml.safe_load((ROOT / "kong" / "cluster.yaml").read_text())
+    service = state["services"][0]
+    route = service["routes"][0]
+    calls = text[text.index("admin=http://127.0.0.1:8101") :]
+    service_body, route_body = (json.loads(body) for body in re.findall(r"-d '(\{.*?\})'", calls)[:2])
+    assert service_body == {key: value for key, value in service.items() if key != "routes"}
+    assert route_body == {key: value for key, value in route.items() if key != "plugins"}
+    plugin = re.search(r"<<'EOF'\n(.*?)\nEOF\n", text, re.S)
+    assert plugin and json.loads(plugin.group(1)) == route["plugins"][0]
+    assert '"$admin/services/mcp-server/routes/mcp"' in text and '"$admin/routes/mcp/plugins"' in text
