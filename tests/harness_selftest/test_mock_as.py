@@ -690,6 +690,28 @@ def test_concurrent_requests(mock):
 def test_dev_endpoints_off_by_default(mock, http):
     assert http.post(mock.url("/_mint"), json={}).status_code == 404
     assert http.post(mock.url("/_opaque"), json={}).status_code == 404
+    assert http.get(mock.url("/_stats")).status_code == 404
+
+
+def test_stats_endpoint_reads_the_counts_and_changes_nothing(mock, http):
+    mock.dev_endpoints = True
+    empty = {"metadata": 0, "jwks": 0, "introspection": 0, "token": 0}
+    assert http.get(mock.url("/_stats")).json() == empty
+    tok = mock.issue_opaque()
+    mock.add_client("c", "client_secret_basic", secret="s")
+    for _ in range(3):
+        assert _introspect(http, mock, {"token": tok}, auth=("c", "s")).json()["active"] is True
+    http.get(mock.metadata_urls["oauth"])
+    stats = http.get(mock.url("/_stats"))
+    assert stats.status_code == 200 and stats.headers["cache-control"] == "no-store"
+    assert stats.json() == {"metadata": 1, "jwks": 0, "introspection": 3, "token": 0}
+    assert stats.json()["introspection"] == mock.count("introspection") == 3  # reading counts nothing
+    for method in ("POST", "PUT", "DELETE"):
+        refused = http.request(method, mock.url("/_stats"), json={})
+        assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+    assert http.get(mock.url("/_stats")).json()["introspection"] == 3
+    mock.reset_records()
+    assert http.get(mock.url("/_stats")).json() == empty
 
 
 def test_cli(tmp_path):
@@ -716,6 +738,7 @@ def test_cli(tmp_path):
                 info["introspection_endpoint"], data={"token": op}, auth=(c["client_id"], c["client_secret"])
             ).json()
             assert d["active"] is True and d["scope"] == "x"
+            assert s.get(info["dev_endpoints"][2]).json()["introspection"] == 1
     finally:
         p.terminate()
         p.wait(10)

@@ -155,13 +155,23 @@ def test_compose_serves_metrics_inside_its_network_and_prometheus_scrapes_them()
     scrape = yaml.safe_load((ROOT / "kong" / "prometheus.yml").read_text())["scrape_configs"]
     assert [job.get("metrics_path", "/metrics") for job in scrape] == ["/metrics"]
     assert [target for job in scrape for c in job["static_configs"] for target in c["targets"]] == [f"kong:{port}"]
-    assert all("profiles" not in service for name, service in services.items() if name != "prometheus")
+    # the default stack is the demo; the metrics profile adds Prometheus alone (the cluster profile:
+    # tests/unit/test_compose_cluster.py)
+    assert {name for name, service in services.items() if "profiles" not in service} == {
+        "kong",
+        "authorization-server",
+        "mcp-server",
+    }
+    assert [name for name, service in services.items() if "metrics" in service.get("profiles", [])] == ["prometheus"]
+    assert all(service.get("profiles") in (None, ["metrics"], ["cluster"]) for service in services.values())
 
 
 @pytest.mark.skipif(
     shutil.which("docker-compose") is None, reason="docker-compose is not installed (.ci/run installs it)"
 )
-@pytest.mark.parametrize("profile", [[], ["--profile", "metrics"]], ids=["default", "metrics"])
+@pytest.mark.parametrize(
+    "profile", [[], ["--profile", "metrics"], ["--profile", "cluster"]], ids=["default", "metrics", "cluster"]
+)
 def test_docker_compose_accepts_the_file(profile: list[str]) -> None:
     done = subprocess.run(
         ["docker-compose", "-f", "docker-compose.yml", *profile, "config", "-q"],

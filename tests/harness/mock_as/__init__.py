@@ -84,7 +84,8 @@ Records
 
 Standalone: python -m tests.harness.mock_as --port 9090 [--issuer-path /x] [--resource URL] [--host 127.0.0.1]
     (see __main__.py) enables dev_endpoints: POST /_mint[?alg=ES256] and POST /_opaque, JSON claims ->
-    {"access_token": ...}. dev_endpoints is False on the class.
+    {"access_token": ...}; GET /_stats -> {"metadata": n, "jwks": n, "introspection": n, "token": n}, the
+    counts of count(endpoint) (read-only; scripts/cluster-check reads it). dev_endpoints is False on the class.
 """
 
 from .keys import Key

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                         },
                         {"client_id": a.client_id + "-public", "method": "none"},
                     ],
-                    "dev_endpoints": [mock.url("/_mint"), mock.url("/_opaque")],
+                    "dev_endpoints": [mock.url("/_mint"), mock.url("/_opaque"), mock.url("/_stats")],
                 }
             ),
             flush=True,

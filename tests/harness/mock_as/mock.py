@@ -16,7 +16,7 @@ from . import keys as K
 from .clientauth import METHODS as CLIENT_AUTH_METHODS
 from .clientauth import Client, ClientAuthError, ClientRegistry, authenticate
 from .server import Listener, Request, Response
-from .state import FaultTable, Recorded, RecordLog
+from .state import ENDPOINTS, FaultTable, Recorded, RecordLog
 from .tls import Pki
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -45,7 +45,7 @@ class _OAuthError(Exception):
 
 
 class MockAuthorizationServer:
-    dev_endpoints = False  # POST /_mint and /_opaque; the CLI turns them on
+    dev_endpoints = False  # POST /_mint and /_opaque, GET /_stats; the CLI turns them on
 
     def __init__(
         self,
@@ -413,6 +413,7 @@ class MockAuthorizationServer:
             f"{p}/authorize": ("authorize", None),
             "/_mint": ("dev", "mint"),
             "/_opaque": ("dev", "opaque"),
+            "/_stats": ("dev", "stats"),
         }
         if not p:  # inserted and appended OpenID forms are the same URL
             r["/.well-known/openid-configuration"] = ("metadata", "openid_any")
@@ -632,6 +633,9 @@ class MockAuthorizationServer:
         return Response.json(out, headers={"Pragma": "no-cache"})
 
     def _dev(self, sub: str, req: Request) -> Response:
+        if sub == "stats":  # read-only: the request counts of count(endpoint), for a client over HTTP
+            self._only(req, "GET", "HEAD")
+            return Response.json({endpoint: self.count(endpoint) for endpoint in ENDPOINTS})
         self._only(req, "POST")
         try:
             claims = json.loads(req.body or b"{}")
