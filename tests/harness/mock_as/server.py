@@ -64,9 +64,6 @@ class Response:
 class _Handler(Handler):
     server_version = "mock-as/1"
     timeout = 120
-    # TCP_NODELAY, as authorization servers behind nginx and the like answer: with Nagle's algorithm the
-    # body (written after the headers) waits for the client's delayed ACK, about 40 ms a keep-alive call
-    disable_nagle_algorithm = True
 
     def _read_body(self) -> bytes | None:
         te = (self.headers.get("Transfer-Encoding") or "").lower()
