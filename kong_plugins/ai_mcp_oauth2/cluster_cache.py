@@ -355,6 +355,8 @@ class ClusterCache:
     def _call(self, operation: str, command: Callable[[Any], Any]) -> Any:
         try:
             client = self._connected()
+        except RedisFailure:
+            raise
         except Exception as exc:  # noqa: BLE001 - whatever Redis or its client does, the request goes on
             self._failed("connect", type(exc).__name__)
             raise RedisFailure from None
@@ -367,6 +369,10 @@ class ClusterCache:
     def _connected(self) -> Any:
         with self._client_lock:
             if self._client is None:
+                # Redis Cluster's client connects as it is built: a request that waited here while
+                # another one's attempt failed skips Redis instead of trying again in its turn.
+                if time.monotonic() < self._skip_until:
+                    raise RedisFailure
                 self._client = self._factory(self.settings)
             return self._client
 
