@@ -115,14 +115,21 @@ def test_a_hung_redis_cluster_costs_each_concurrent_request_one_timeout_not_one_
     assert time.monotonic() - started < 1.5  # one construction (0.3 s), not eight in a row (2.4 s)
 
 
-def test_a_redis_that_drips_its_answer_costs_at_most_its_timeouts(dripping: Listener) -> None:
+@pytest.mark.parametrize("mode", ["server", "sentinel", "cluster"])
+def test_a_redis_that_drips_its_answer_costs_at_most_its_timeouts(dripping: Listener, mode: str) -> None:
     """redis-py's socket timeout bounds each read, and a reply dripped a byte at a time never lets one
     time out: the request waited for the whole 100 kB (about 80 minutes) instead of connect_timeout
-    plus read_timeout."""
+    plus read_timeout. The same from a sentinel asked for the master, or a cluster node asked for
+    its slots."""
     clock = Clock()
     http = FakeHttp().on(INTROSPECT, ok({**CLAIMS, "exp": int(clock.now) + 600}))
     timeouts = {"connect_timeout": 300, "send_timeout": 300, "read_timeout": 300}
-    cfg = config(None, redis={"port": dripping.port, **timeouts})
+    where = {
+        "server": {"port": dripping.port},
+        "sentinel": {"sentinel_master": "m", "sentinel_nodes": [{"host": "127.0.0.1", "port": dripping.port}]},
+        "cluster": {"cluster_nodes": [{"ip": "127.0.0.1", "port": dripping.port}]},
+    }[mode]
+    cfg = config(None, redis={**where, **timeouts})
     verifier = CachingTokenVerifier(cfg, http, clock, shared=ClusterCache(cfg, clock))  # type: ignore[arg-type]
     started = time.monotonic()
     assert finished_within(5, lambda: verifier.verify(TOKEN)["sub"]) == "alice"
