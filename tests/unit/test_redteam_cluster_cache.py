@@ -124,12 +124,12 @@ def test_a_redis_that_drips_its_answer_costs_at_most_its_timeouts(dripping: List
     clock = Clock()
     http = FakeHttp().on(INTROSPECT, ok({**CLAIMS, "exp": int(clock.now) + 600}))
     timeouts = {"connect_timeout": 300, "send_timeout": 300, "read_timeout": 300}
-    where = {
+    modes: dict[str, dict[str, Any]] = {
         "server": {"port": dripping.port},
         "sentinel": {"sentinel_master": "m", "sentinel_nodes": [{"host": "127.0.0.1", "port": dripping.port}]},
         "cluster": {"cluster_nodes": [{"ip": "127.0.0.1", "port": dripping.port}]},
-    }[mode]
-    cfg = config(None, redis={**where, **timeouts})
+    }
+    cfg = config(None, redis={**modes[mode], **timeouts})
     verifier = CachingTokenVerifier(cfg, http, clock, shared=ClusterCache(cfg, clock))  # type: ignore[arg-type]
     started = time.monotonic()
     assert finished_within(5, lambda: verifier.verify(TOKEN)["sub"]) == "alice"
