@@ -63,6 +63,7 @@ LOG_EVERY = 60.0  # seconds between two log lines about Redis failing
 POLL_FIRST = 0.01  # seconds before the first look at an entry another node is loading; doubles up to
 POLL_MAX = 0.2
 MAX_VALUE = 1 << 20  # bytes: a larger Redis value is not read as an entry
+MAX_REPLY = 2 * MAX_VALUE  # bytes one Redis operation reads at most (a larger reply is a failure)
 NONCE = 12  # bytes, AES-GCM's recommended nonce length
 FORMAT = b"\x01"  # the sealed value's format, first byte
 _NAME_LABEL = b"ai-mcp-oauth2/cluster-cache/v1/redis-key"
@@ -143,7 +144,7 @@ def unseal(slot: Slot, data: bytes) -> tuple[Any, float] | None:
     return entry["value"], float(until)
 
 
-_operation = threading.local()  # the deadline of the Redis operation this thread (greenlet) runs
+_operation = threading.local()  # the Redis operation this thread (greenlet) runs: deadline, bytes read
 
 
 def _left() -> float | None:
@@ -157,10 +158,20 @@ def _left() -> float | None:
     return left
 
 
+def _received(size: int) -> int:
+    """Count ``size`` bytes read for the current operation: anyone who can write to Redis can make an
+    entry or a lock 512 MB without any token, and a reply is read whole before its length is seen."""
+    if getattr(_operation, "deadline", None) is not None:
+        _operation.read += size
+        if _operation.read > MAX_REPLY:
+            raise OSError("the Redis reply is larger than the cluster cache reads")
+    return size
+
+
 class _DeadlineSocket:
     """A Redis connection's socket whose every read and write waits at most what is left of the
     current operation: redis-py's timeouts bound each read, and a reply dripped a byte at a time
-    would never let one expire."""
+    would never let one expire. An operation reads at most :data:`MAX_REPLY` bytes."""
 
     __slots__ = ("sock", "timeout")
 
@@ -184,11 +195,13 @@ class _DeadlineSocket:
 
     def recv(self, *args: Any) -> Any:
         self._bound()
-        return self.sock.recv(*args)
+        data = self.sock.recv(*args)
+        _received(len(data))
+        return data
 
     def recv_into(self, *args: Any) -> Any:
         self._bound()
-        return self.sock.recv_into(*args)
+        return _received(self.sock.recv_into(*args))
 
     def sendall(self, *args: Any) -> Any:
         self._bound()
@@ -443,9 +456,11 @@ class ClusterCache:
 
     def _call(self, operation: str, command: Callable[[Any], Any]) -> Any:
         """``command`` on the client, whole within the record's timeouts and half of what is left of
-        the request's budget (connecting and every read and write included: :class:`_Bounded`)."""
+        the request's budget (connecting and every read and write included: :class:`_Bounded`),
+        reading at most :data:`MAX_REPLY` bytes."""
         left = budget.remaining()
         _operation.deadline = time.monotonic() + (self.op_limit if left is None else min(self.op_limit, left / 2))
+        _operation.read = 0
         try:
             try:
                 client = self._connected()
