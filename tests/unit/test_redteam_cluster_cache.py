@@ -64,6 +64,22 @@ class Listener:
             client.close()
 
 
+@pytest.fixture(autouse=True)
+def closed_after(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every ClusterCache a test makes is closed after it (its Redis connections, as Kong's close)."""
+    made: list[ClusterCache] = []
+    init = ClusterCache.__init__
+
+    def registering(self: ClusterCache, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(ClusterCache, "__init__", registering)
+    yield
+    for cache in made:
+        cache.close()
+
+
 @pytest.fixture
 def hung() -> Iterator[Listener]:
     listener = Listener(accept=False)
@@ -195,3 +211,47 @@ def test_a_huge_lock_value_is_not_read_on_every_poll(redis_db: Any) -> None:
     redis_db.client().setrange(slot.lock, 16 * cluster_cache.MAX_VALUE, b"x")
     assert peak_memory(lambda: verifier.verify(TOKEN)) < 4 * cluster_cache.MAX_VALUE
     assert introspections(http) == 1
+
+
+@pytest.fixture
+def deployment(request: pytest.FixtureRequest) -> Iterator[tuple[dict[str, Any], list[Any]]]:
+    """``(cluster_cache_redis settings, its data servers)`` for the mode ``request.param``."""
+    from tests.harness.redis_server import RedisClusterNodes, RedisSentinel, RedisServer
+
+    if request.param == "cluster":
+        with RedisClusterNodes() as cluster:
+            yield {"cluster_nodes": [{"ip": "127.0.0.1", "port": cluster.nodes[0].port}]}, cluster.nodes
+    else:
+        with RedisServer() as master:
+            if request.param == "server":
+                yield {"port": master.port}, [master]
+            else:
+                with RedisSentinel(master) as sentinel:
+                    nodes = [{"host": "127.0.0.1", "port": sentinel.port}]
+                    yield {"sentinel_master": sentinel.name, "sentinel_nodes": nodes}, [master]
+
+
+@pytest.mark.parametrize("deployment", ["server", "sentinel", "cluster"], indirect=True)
+def test_a_burst_beyond_the_connection_pool_does_not_turn_redis_off(deployment: Any) -> None:
+    """More concurrent Redis commands than ``keepalive_pool_size`` on one node (a burst of new tokens
+    while Redis is a little slow) is this node's own limit, not Redis failing. With Sentinel (whose
+    pool ignored the setting: redis-py's 100) and Redis Cluster, redis-py refuses the command beyond
+    it at once; that was taken as a failure and the node skipped Redis for 5 s, every other token
+    going to the authorization server meanwhile."""
+    settings, servers = deployment
+    clock = Clock()
+    http = FakeHttp().on(INTROSPECT, ok({**CLAIMS, "exp": int(clock.now) + 600}))
+    a_cfg = config(None, redis=settings)
+    a = CachingTokenVerifier(a_cfg, http, clock, shared=ClusterCache(a_cfg, clock))  # type: ignore[arg-type]
+    a.verify("seen-on-a")
+    b_cfg = config(None, redis={**settings, "keepalive_pool_size": 2})
+    b = CachingTokenVerifier(b_cfg, http, clock, shared=ClusterCache(b_cfg, clock))  # type: ignore[arg-type]
+    b.verify("warm-up")  # the client exists (Redis Cluster's reads the slots)
+    for server in servers:
+        server.pause(0.3)  # every command waits: the burst holds its connections at once
+    threads, results = in_threads(12, lambda i: b.verify(f"burst-{i}")["sub"])
+    join(threads)
+    assert results == ["alice"] * 12
+    before = introspections(http)
+    assert b.verify("seen-on-a")["sub"] == "alice"
+    assert introspections(http) == before  # a Redis hit: Redis was not skipped
