@@ -283,7 +283,12 @@ def connect(settings: ClusterCacheRedis) -> Any:
         for client in sentinel.sentinels:  # the sentinels' own clients: redis.Redis takes no connection class
             client.connection_pool.connection_class = _bounded(redis.Connection)
         managed = SentinelManagedSSLConnection if settings.ssl else SentinelManagedConnection
-        return sentinel.master_for(settings.sentinel_master, db=settings.database, connection_class=_bounded(managed))
+        return sentinel.master_for(
+            settings.sentinel_master,
+            db=settings.database,
+            connection_class=_bounded(managed),
+            max_connections=settings.keepalive_pool_size,
+        )
     connection = _bounded(redis.SSLConnection if settings.ssl else redis.Connection)
     pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
         max_connections=settings.keepalive_pool_size,
@@ -295,6 +300,15 @@ def connect(settings: ClusterCacheRedis) -> Any:
         **options,
     )
     return redis.Redis.from_pool(pool)  # closing the client closes its pool (an instance replaced by Kong)
+
+
+def _pool_full(exc: Exception) -> bool:
+    """Whether ``exc`` is redis-py refusing a command beyond ``keepalive_pool_size`` at once (Sentinel
+    and Redis Cluster pools do not wait for a connection): this node's limit, not Redis failing, so
+    the request goes without Redis and Redis is not skipped."""
+    from redis.exceptions import MaxConnectionsError
+
+    return isinstance(exc, MaxConnectionsError)
 
 
 def where(settings: ClusterCacheRedis) -> str:
@@ -472,7 +486,8 @@ class ClusterCache:
             try:
                 return command(client)
             except Exception as exc:  # noqa: BLE001
-                self._failed(operation, type(exc).__name__)
+                if not _pool_full(exc):
+                    self._failed(operation, type(exc).__name__)
                 raise RedisFailure from None
         finally:
             _operation.deadline = None
