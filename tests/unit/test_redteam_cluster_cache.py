@@ -255,3 +255,22 @@ def test_a_burst_beyond_the_connection_pool_does_not_turn_redis_off(deployment: 
     before = introspections(http)
     assert b.verify("seen-on-a")["sub"] == "alice"
     assert introspections(http) == before  # a Redis hit: Redis was not skipped
+
+
+def test_entries_are_not_shared_across_plugin_versions(redis_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rolling upgrade runs two plugin versions on one Redis with one configuration. A later version
+    may check answers more strictly (a security fix), and a node re-checks a shared introspection
+    only for its time, issuer and audience rules: an answer an earlier version accepted must not be
+    taken by a later one. The plugin's version is part of the context."""
+    clock = Clock()
+    http = FakeHttp().on(INTROSPECT, ok({**CLAIMS, "exp": int(clock.now) + 600}))
+    cfg = config(redis_db)
+    old = CachingTokenVerifier(cfg, http, clock, shared=ClusterCache(cfg, clock))  # type: ignore[arg-type]
+    old.verify(TOKEN)
+    monkeypatch.setattr(cluster_cache, "__version__", "99.0.0", raising=False)
+    new = CachingTokenVerifier(cfg, http, clock, shared=ClusterCache(cfg, clock))  # type: ignore[arg-type]
+    new.verify(TOKEN)
+    assert introspections(http) == 2
+    again = CachingTokenVerifier(cfg, http, clock, shared=ClusterCache(cfg, clock))  # type: ignore[arg-type]
+    again.verify(TOKEN)
+    assert introspections(http) == 2  # nodes of one version still share
