@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from . import budget, metrics
+from . import __version__, budget, metrics
 from .schema import ClusterCacheRedis, Config
 
 log = logging.getLogger("ai_mcp_oauth2")
@@ -104,8 +104,10 @@ class Slot:
 
 def config_context(config: Config) -> bytes:
     """A digest of everything in the configuration that can change an answer: every field but the
-    ones saying where Redis is (Kong's per-node fields such as ``__seq__`` are not in :class:`Config`)."""
+    ones saying where Redis is (Kong's per-node fields such as ``__seq__`` are not in :class:`Config`),
+    and the plugin's version, whose checks may differ (a node re-checks a shared answer only for time)."""
     fields = {name: value for name, value in dataclasses.asdict(config).items() if name not in _NOT_CONTEXT}
+    fields["__version__"] = __version__
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).digest()
 
