@@ -274,3 +274,44 @@ def test_entries_are_not_shared_across_plugin_versions(redis_db: Any, monkeypatc
     again = CachingTokenVerifier(cfg, http, clock, shared=ClusterCache(cfg, clock))  # type: ignore[arg-type]
     again.verify(TOKEN)
     assert introspections(http) == 2  # nodes of one version still share
+
+
+def test_with_ssl_the_sentinel_password_never_crosses_the_network_in_clear() -> None:
+    """``ssl: true`` protects the sentinels' connections too (Kong's Redis connector uses the same
+    connection options for the sentinels). The sentinels were asked in plain text, AUTH with
+    ``sentinel_password`` included, whatever ``ssl`` said."""
+    received = bytearray()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    sock.settimeout(5)
+
+    def record() -> None:
+        try:
+            client, _ = sock.accept()
+        except OSError:
+            return
+        with client:
+            client.settimeout(1)
+            try:
+                while chunk := client.recv(65536):
+                    received.extend(chunk)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=record, daemon=True)
+    thread.start()
+    clock = Clock()
+    http = FakeHttp().on(INTROSPECT, ok({**CLAIMS, "exp": int(clock.now) + 600}))
+    sentinel = {"sentinel_master": "m", "sentinel_nodes": [{"host": "127.0.0.1", "port": sock.getsockname()[1]}]}
+    secrets = {"sentinel_password": "sentinel-secret-123", "password": "redis-secret-456"}
+    timeouts = {"connect_timeout": 300, "send_timeout": 300, "read_timeout": 300}
+    cfg = config(None, redis={**sentinel, **secrets, **timeouts, "ssl": True})
+    verifier = CachingTokenVerifier(cfg, http, clock, shared=ClusterCache(cfg, clock))  # type: ignore[arg-type]
+    try:
+        assert verifier.verify(TOKEN)["sub"] == "alice"
+    finally:
+        thread.join(5)
+        sock.close()
+    assert received  # the node did talk to its sentinel
+    assert b"sentinel-secret-123" not in received and b"redis-secret-456" not in received
