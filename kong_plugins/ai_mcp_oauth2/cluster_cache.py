@@ -261,6 +261,7 @@ def connect(settings: ClusterCacheRedis) -> Any:
         options.update(
             ssl_cert_reqs="required" if settings.ssl_verify else "none", ssl_check_hostname=settings.ssl_verify
         )
+    connection = _bounded(redis.SSLConnection if settings.ssl else redis.Connection)
     if settings.cluster_nodes:
         from redis.cluster import ClusterNode, RedisCluster
 
@@ -269,21 +270,27 @@ def connect(settings: ClusterCacheRedis) -> Any:
             startup_nodes=nodes,
             ssl=settings.ssl,
             max_connections=settings.keepalive_pool_size,
-            connection_class=_bounded(redis.SSLConnection if settings.ssl else redis.Connection),
+            connection_class=connection,
             **options,
         )
     if settings.sentinel_master:
         from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
-        guard = {k: options[k] for k in ("socket_connect_timeout", "socket_timeout", "retry")}
+        # the sentinels' clients: the same timeouts, no retries, and TLS with ssl (as Kong's connector)
+        guard = {k: v for k, v in options.items() if k.startswith(("socket_", "ssl_")) or k == "retry"}
         sentinel = Sentinel(
             [(node.host, node.port) for node in settings.sentinel_nodes],
-            sentinel_kwargs={**guard, "username": settings.sentinel_username, "password": settings.sentinel_password},
+            sentinel_kwargs={
+                **guard,
+                "ssl": settings.ssl,
+                "username": settings.sentinel_username,
+                "password": settings.sentinel_password,
+            },  # fmt: skip
             ssl=settings.ssl,
             **options,
         )
-        for client in sentinel.sentinels:  # the sentinels' own clients: redis.Redis takes no connection class
-            client.connection_pool.connection_class = _bounded(redis.Connection)
+        for client in sentinel.sentinels:  # redis.Redis takes no connection class
+            client.connection_pool.connection_class = connection
         managed = SentinelManagedSSLConnection if settings.ssl else SentinelManagedConnection
         return sentinel.master_for(
             settings.sentinel_master,
@@ -291,7 +298,6 @@ def connect(settings: ClusterCacheRedis) -> Any:
             connection_class=_bounded(managed),
             max_connections=settings.keepalive_pool_size,
         )
-    connection = _bounded(redis.SSLConnection if settings.ssl else redis.Connection)
     pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
         max_connections=settings.keepalive_pool_size,
         timeout=_seconds(settings.connect_timeout),
