@@ -285,7 +285,7 @@ def connect(settings: ClusterCacheRedis) -> Any:
                 "ssl": settings.ssl,
                 "username": settings.sentinel_username,
                 "password": settings.sentinel_password,
-            },  # fmt: skip
+            },
             ssl=settings.ssl,
             **options,
         )
@@ -343,8 +343,8 @@ class ClusterCache:
         self.clock = clock
         self.wait_limit = config.timeout / 1000  # how long a node waits for another node's call
         self.lock_ms = int(2 * config.timeout) + 1000  # the lock outlives the holder's call, not much more
-        redis = self.settings  # one operation, whole: connecting, then sending and reading
-        self.op_limit = _seconds(redis.connect_timeout) + _seconds(max(redis.send_timeout, redis.read_timeout))
+        record = self.settings  # one operation, whole: connecting, then sending and reading
+        self.op_limit = _seconds(record.connect_timeout) + _seconds(max(record.send_timeout, record.read_timeout))
         self._factory = client_factory
         self._client: Any = None
         self._client_lock = threading.Lock()
