@@ -21,8 +21,10 @@ One authorization-server call per token across the cluster. After a miss a node 
 node that finds the lock taken polls for the entry at most ``timeout`` (and at most half of what
 is left of the request budget), then calls the authorization server itself.
 
-Redis is an optimisation, never a dependency. Every operation is bounded by the record's timeouts,
-redis-py's retries are turned off, and any failure — an exception, a reply of the wrong shape — makes
+Redis is an optimisation, never a dependency. Every operation is bounded, whole, by the record's
+timeouts and by half of what is left of the request's budget (:meth:`ClusterCache._call`; redis-py's
+timeouts bound each read, which a reply dripped a byte at a time never ends), redis-py's retries are
+turned off, and any failure — an exception, a reply of the wrong shape — makes
 the node skip Redis for :data:`BACKOFF` seconds and carry on as without it (a rate-limited log
 line names the operation and the error class, never a password). Only accepted answers are shared:
 inactive tokens and refused exchanges never are; an entry expires in Redis when its answer does.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -47,7 +50,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from . import budget, metrics
+from . import __version__, budget, metrics
 from .schema import ClusterCacheRedis, Config
 
 log = logging.getLogger("ai_mcp_oauth2")
@@ -60,6 +63,7 @@ LOG_EVERY = 60.0  # seconds between two log lines about Redis failing
 POLL_FIRST = 0.01  # seconds before the first look at an entry another node is loading; doubles up to
 POLL_MAX = 0.2
 MAX_VALUE = 1 << 20  # bytes: a larger Redis value is not read as an entry
+MAX_REPLY = 2 * MAX_VALUE  # bytes one Redis operation reads at most (a larger reply is a failure)
 NONCE = 12  # bytes, AES-GCM's recommended nonce length
 FORMAT = b"\x01"  # the sealed value's format, first byte
 _NAME_LABEL = b"ai-mcp-oauth2/cluster-cache/v1/redis-key"
@@ -100,8 +104,10 @@ class Slot:
 
 def config_context(config: Config) -> bytes:
     """A digest of everything in the configuration that can change an answer: every field but the
-    ones saying where Redis is (Kong's per-node fields such as ``__seq__`` are not in :class:`Config`)."""
+    ones saying where Redis is (Kong's per-node fields such as ``__seq__`` are not in :class:`Config`),
+    and the plugin's version, whose checks may differ (a node re-checks a shared answer only for time)."""
     fields = {name: value for name, value in dataclasses.asdict(config).items() if name not in _NOT_CONTEXT}
+    fields["__version__"] = __version__
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).digest()
 
@@ -140,6 +146,93 @@ def unseal(slot: Slot, data: bytes) -> tuple[Any, float] | None:
     return entry["value"], float(until)
 
 
+_operation = threading.local()  # the Redis operation this thread (greenlet) runs: deadline, bytes read
+
+
+def _left() -> float | None:
+    """Seconds left to the current Redis operation (raises when none are), None outside one."""
+    deadline: float | None = getattr(_operation, "deadline", None)
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the Redis operation's time is up")
+    return left
+
+
+def _received(size: int) -> int:
+    """Count ``size`` bytes read for the current operation: anyone who can write to Redis can make an
+    entry or a lock 512 MB without any token, and a reply is read whole before its length is seen."""
+    if getattr(_operation, "deadline", None) is not None:
+        _operation.read += size
+        if _operation.read > MAX_REPLY:
+            raise OSError("the Redis reply is larger than the cluster cache reads")
+    return size
+
+
+class _DeadlineSocket:
+    """A Redis connection's socket whose every read and write waits at most what is left of the
+    current operation: redis-py's timeouts bound each read, and a reply dripped a byte at a time
+    would never let one expire. An operation reads at most :data:`MAX_REPLY` bytes."""
+
+    __slots__ = ("sock", "timeout")
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.timeout: float | None = sock.gettimeout()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self.sock.settimeout(timeout)
+
+    def gettimeout(self) -> float | None:
+        return self.timeout
+
+    def _bound(self) -> None:
+        left = _left()
+        self.sock.settimeout(self.timeout if left is None or self.timeout == 0 else min(self.timeout or left, left))
+
+    def recv(self, *args: Any) -> Any:
+        self._bound()
+        data = self.sock.recv(*args)
+        _received(len(data))
+        return data
+
+    def recv_into(self, *args: Any) -> Any:
+        self._bound()
+        return _received(self.sock.recv_into(*args))
+
+    def sendall(self, *args: Any) -> Any:
+        self._bound()
+        return self.sock.sendall(*args)
+
+
+class _Bounded:
+    """Mixed into redis-py's connection classes: connecting waits at most what is left of the current
+    operation, and the socket keeps to it (:class:`_DeadlineSocket`)."""
+
+    socket_connect_timeout: float | None
+
+    def _connect(self) -> Any:
+        configured = self.socket_connect_timeout
+        left = _left()
+        if left is not None:
+            self.socket_connect_timeout = left if configured is None else min(configured, left)
+        try:
+            return _DeadlineSocket(super()._connect())  # type: ignore[misc]
+        finally:
+            self.socket_connect_timeout = configured
+
+
+@functools.cache
+def _bounded(base: type) -> type:
+    """``base``, a redis-py connection class, keeping to the current operation's deadline."""
+    return type(f"Bounded{base.__name__}", (_Bounded, base), {})
+
+
 def _seconds(milliseconds: int) -> float:
     """A Redis timeout in seconds. Kong's 0 leaves the socket to nginx's 60 s default; here every
     timeout is also capped at a quarter of the request budget, so Redis cannot use up a request's time."""
@@ -149,7 +242,9 @@ def _seconds(milliseconds: int) -> float:
 def connect(settings: ClusterCacheRedis) -> Any:
     """A redis-py client for ``settings``: Redis Cluster with ``cluster_nodes``, Sentinel with
     ``sentinel_master``, else one server; no retries (redis-py retries by default); connections
-    kept up to ``keepalive_pool_size``. Creating it makes no connection."""
+    kept up to ``keepalive_pool_size``, each keeping to the deadline of the operation it serves
+    (:class:`_Bounded`). Creating it makes no connection, but for Redis Cluster's, which reads the
+    cluster's slots."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -166,25 +261,43 @@ def connect(settings: ClusterCacheRedis) -> Any:
         options.update(
             ssl_cert_reqs="required" if settings.ssl_verify else "none", ssl_check_hostname=settings.ssl_verify
         )
+    connection = _bounded(redis.SSLConnection if settings.ssl else redis.Connection)
     if settings.cluster_nodes:
         from redis.cluster import ClusterNode, RedisCluster
 
         nodes = [ClusterNode(node.ip, node.port) for node in settings.cluster_nodes]  # type: ignore[no-untyped-call]
         return RedisCluster(
-            startup_nodes=nodes, ssl=settings.ssl, max_connections=settings.keepalive_pool_size, **options
+            startup_nodes=nodes,
+            ssl=settings.ssl,
+            max_connections=settings.keepalive_pool_size,
+            connection_class=connection,
+            **options,
         )
     if settings.sentinel_master:
-        from redis.sentinel import Sentinel
+        from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
-        guard = {k: options[k] for k in ("socket_connect_timeout", "socket_timeout", "retry")}
+        # the sentinels' clients: the same timeouts, no retries, and TLS with ssl (as Kong's connector)
+        guard = {k: v for k, v in options.items() if k.startswith(("socket_", "ssl_")) or k == "retry"}
         sentinel = Sentinel(
             [(node.host, node.port) for node in settings.sentinel_nodes],
-            sentinel_kwargs={**guard, "username": settings.sentinel_username, "password": settings.sentinel_password},
+            sentinel_kwargs={
+                **guard,
+                "ssl": settings.ssl,
+                "username": settings.sentinel_username,
+                "password": settings.sentinel_password,
+            },
             ssl=settings.ssl,
             **options,
         )
-        return sentinel.master_for(settings.sentinel_master, db=settings.database)
-    connection = redis.SSLConnection if settings.ssl else redis.Connection
+        for client in sentinel.sentinels:  # redis.Redis takes no connection class
+            client.connection_pool.connection_class = connection
+        managed = SentinelManagedSSLConnection if settings.ssl else SentinelManagedConnection
+        return sentinel.master_for(
+            settings.sentinel_master,
+            db=settings.database,
+            connection_class=_bounded(managed),
+            max_connections=settings.keepalive_pool_size,
+        )
     pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
         max_connections=settings.keepalive_pool_size,
         timeout=_seconds(settings.connect_timeout),
@@ -195,6 +308,15 @@ def connect(settings: ClusterCacheRedis) -> Any:
         **options,
     )
     return redis.Redis.from_pool(pool)  # closing the client closes its pool (an instance replaced by Kong)
+
+
+def _pool_full(exc: Exception) -> bool:
+    """Whether ``exc`` is redis-py refusing a command beyond ``keepalive_pool_size`` at once (Sentinel
+    and Redis Cluster pools do not wait for a connection): this node's limit, not Redis failing, so
+    the request goes without Redis and Redis is not skipped."""
+    from redis.exceptions import MaxConnectionsError
+
+    return isinstance(exc, MaxConnectionsError)
 
 
 def where(settings: ClusterCacheRedis) -> str:
@@ -221,6 +343,8 @@ class ClusterCache:
         self.clock = clock
         self.wait_limit = config.timeout / 1000  # how long a node waits for another node's call
         self.lock_ms = int(2 * config.timeout) + 1000  # the lock outlives the holder's call, not much more
+        record = self.settings  # one operation, whole: connecting, then sending and reading
+        self.op_limit = _seconds(record.connect_timeout) + _seconds(max(record.send_timeout, record.read_timeout))
         self._factory = client_factory
         self._client: Any = None
         self._client_lock = threading.Lock()
@@ -353,20 +477,36 @@ class ClusterCache:
             pass
 
     def _call(self, operation: str, command: Callable[[Any], Any]) -> Any:
+        """``command`` on the client, whole within the record's timeouts and half of what is left of
+        the request's budget (connecting and every read and write included: :class:`_Bounded`),
+        reading at most :data:`MAX_REPLY` bytes."""
+        left = budget.remaining()
+        _operation.deadline = time.monotonic() + (self.op_limit if left is None else min(self.op_limit, left / 2))
+        _operation.read = 0
         try:
-            client = self._connected()
-        except Exception as exc:  # noqa: BLE001 - whatever Redis or its client does, the request goes on
-            self._failed("connect", type(exc).__name__)
-            raise RedisFailure from None
-        try:
-            return command(client)
-        except Exception as exc:  # noqa: BLE001
-            self._failed(operation, type(exc).__name__)
-            raise RedisFailure from None
+            try:
+                client = self._connected()
+            except RedisFailure:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever Redis or its client does, the request goes on
+                self._failed("connect", type(exc).__name__)
+                raise RedisFailure from None
+            try:
+                return command(client)
+            except Exception as exc:  # noqa: BLE001
+                if not _pool_full(exc):
+                    self._failed(operation, type(exc).__name__)
+                raise RedisFailure from None
+        finally:
+            _operation.deadline = None
 
     def _connected(self) -> Any:
         with self._client_lock:
             if self._client is None:
+                # Redis Cluster's client connects as it is built: a request that waited here while
+                # another one's attempt failed skips Redis instead of trying again in its turn.
+                if time.monotonic() < self._skip_until:
+                    raise RedisFailure
                 self._client = self._factory(self.settings)
             return self._client
 

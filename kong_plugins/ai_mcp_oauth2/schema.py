@@ -335,7 +335,7 @@ class ClusterCacheRedis:
     send_timeout: int = integer(_TIMEOUT, default=2000, maximum=2147483646)
     read_timeout: int = integer(_TIMEOUT, default=2000, maximum=2147483646)
     keepalive_pool_size: int = integer(
-        "The most connections to Redis a plugin instance keeps open at once (requests beyond it wait for one, within connect_timeout).",
+        "The most connections to Redis a plugin instance keeps open at once, per node with Redis Cluster (beyond it, a request waits for one within connect_timeout with one Redis server, and goes without Redis with Sentinel or Redis Cluster).",
         default=256,
         minimum=1,
         maximum=2147483646,
