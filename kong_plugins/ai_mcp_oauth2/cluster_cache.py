@@ -256,6 +256,7 @@ def connect(settings: ClusterCacheRedis) -> Any:
         "socket_timeout": _seconds(max(settings.send_timeout, settings.read_timeout)),
         "retry": Retry(NoBackoff(), 0),
         "retry_on_timeout": False,
+        "protocol": 2,  # RESP2, as Kong's connector speaks: no HELLO for older servers and proxies
     }
     if settings.ssl:
         options.update(
