@@ -248,6 +248,24 @@ def test_a_request_stuck_on_redis_does_not_hold_up_other_requests_on_its_node(
 
 
 # ------------------------------------------------------------------------------------- broken Redis
+def resp_command(buffer: bytes) -> tuple[list[bytes], bytes] | None:
+    """The first whole RESP command (an array of bulk strings) in ``buffer`` and what follows it."""
+    lines = buffer.split(b"\r\n", 1)
+    if len(lines) < 2 or not lines[0].startswith(b"*"):
+        return None
+    rest, words = lines[1], []
+    for _ in range(int(lines[0][1:])):
+        head = rest.split(b"\r\n", 1)
+        if len(head) < 2:
+            return None
+        size = int(head[0][1:])
+        if len(head[1]) < size + 2:
+            return None
+        words.append(head[1][:size])
+        rest = head[1][size + 2 :]
+    return words, rest
+
+
 class BrokenRedis:
     """A TCP server on loopback in place of Redis. It reads RESP commands as Redis does, answers
     redis-py's connection handshake as Redis 7 does (``HELLO 3`` with a map, ``CLIENT``, ``AUTH``,
@@ -286,31 +304,13 @@ class BrokenRedis:
             self.connections.append(connection)
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
-    @staticmethod
-    def _command(buffer: bytes) -> tuple[list[bytes], bytes] | None:
-        """The first whole RESP command (an array of bulk strings) in ``buffer`` and what follows it."""
-        lines = buffer.split(b"\r\n", 1)
-        if len(lines) < 2 or not lines[0].startswith(b"*"):
-            return None
-        rest, words = lines[1], []
-        for _ in range(int(lines[0][1:])):
-            head = rest.split(b"\r\n", 1)
-            if len(head) < 2:
-                return None
-            size = int(head[0][1:])
-            if len(head[1]) < size + 2:
-                return None
-            words.append(head[1][:size])
-            rest = head[1][size + 2 :]
-        return words, rest
-
     def _serve(self, connection: socket.socket) -> None:
         buffer = b""
         with connection:
             try:
                 while data := connection.recv(65536):
                     buffer += data
-                    while (parsed := self._command(buffer)) is not None:
+                    while (parsed := resp_command(buffer)) is not None:
                         words, buffer = parsed
                         if words[0].upper() in self.HANDSHAKE | {b"HELLO"}:
                             connection.sendall(self.HELLO if words[0].upper() == b"HELLO" else b"+OK\r\n")
@@ -357,6 +357,99 @@ def test_a_redis_answering_garbage_is_never_an_answer(
     # failure. The others fail the GET (or, with the lock held elsewhere, the poll): Redis skipped.
     failed = {"ok": [], "held": ["wait"]}.get(mode, ["get"])
     assert [w.split(cluster.WARNING)[1].split(" ")[0] for w in cluster.redis_warnings(kong)] == failed
+
+
+# ------------------------------------------------------------------------------------- a delayed node
+class DelayingProxy:
+    """A TCP proxy from one node to the real Redis that, once told :meth:`hold` ``name``, keeps the
+    node's next command of that name (set: :attr:`holding`) until :meth:`release`: a network delay
+    or a node descheduled between two of its Redis commands."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.held: bytes | None = None
+        self.holding, self.released = threading.Event(), threading.Event()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def hold(self, name: str) -> None:
+        self.held = name.encode()
+
+    def release(self) -> None:
+        self.held = None
+        self.released.set()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [client, server]
+            threading.Thread(target=self._commands, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._replies, args=(server, client), daemon=True).start()
+
+    def _commands(self, client: socket.socket, server: socket.socket) -> None:
+        buffer = b""
+        try:
+            while data := client.recv(65536):
+                buffer += data
+                while (parsed := resp_command(buffer)) is not None:
+                    words, rest = parsed
+                    if self.held is not None and words[0].upper() == self.held:
+                        self.holding.set()
+                        self.released.wait(30)
+                    server.sendall(buffer[: len(buffer) - len(rest)])
+                    buffer = rest
+        except OSError:
+            pass
+
+    @staticmethod
+    def _replies(server: socket.socket, client: socket.socket) -> None:
+        try:
+            while data := server.recv(65536):
+                client.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.release()
+        self.listener.close()
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def test_a_node_delayed_between_its_miss_and_its_lock_uses_the_answer_stored_meanwhile(
+    start_kong: C.StartKong, authz: MockAuthorizationServer, redis_db: RedisServer
+) -> None:
+    """Node B misses in Redis; before its lock (``SET NX``) arrives, node A misses, locks, asks the
+    authorization server, stores the answer and unlocks. B then gets the lock, and must find A's
+    answer rather than ask again: concurrent first requests make one call across the cluster."""
+    proxy = DelayingProxy(redis_db.port)
+    try:
+        config = introspection_config(authz)
+        a = start_kong(C.declarative(cluster.with_redis(config, redis_db.port, timeout_ms=5000)))
+        b = start_kong(C.declarative(cluster.with_redis(config, proxy.port, timeout_ms=5000)))
+        warm = authz.issue_opaque()
+        assert [C.call(kong, warm).status_code for kong in (a, b)] == [200, 200]
+        token = authz.issue_opaque({"sub": "raced"})
+        proxy.hold("SET")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            late = pool.submit(C.call, b, token)
+            assert proxy.holding.wait(10), "node B never tried to lock"
+            assert C.call(a, token).status_code == 200
+            proxy.release()
+            assert late.result().status_code == 200
+    finally:
+        proxy.close()
+    assert cluster.calls_for(authz, "introspection", token) == 1
+    assert cluster.redis_warnings(a) == cluster.redis_warnings(b) == []
 
 
 # ------------------------------------------------------------------------------------- forged entries
