@@ -41,7 +41,7 @@ from tests.harness.redis_server import RedisServer
 from tests.harness.upstream import EchoUpstream
 
 from .conftest import introspection_config
-from .test_soak import RSS_GROWTH_KIB, held, socket_fds
+from .test_soak import RSS_GROWTH_KIB, held, run, socket_fds
 
 INACTIVE = "The access token is not active"
 
@@ -516,25 +516,11 @@ def test_a_wrong_redis_password_works_as_without_redis_and_is_never_logged(
 # ------------------------------------------------------------------------------------- soak
 WARM_UP = 300
 TOKENS = 2000
-DRIVERS = 4
 
 
-def drive_tokens(kong: KongStandIn, tokens: list[str]) -> list[str]:
-    """Each token once over the real plugin-server socket from DRIVERS threads; what went wrong."""
-    wrong: list[str] = []
-
-    def driver(part: list[str]) -> None:
-        for token in part:
-            status, record = C.drive(kong, headers=C.bearer(token))
-            if status != 200 or record.failures:
-                wrong.append(f"{status} {record.failures}")
-
-    threads = [threading.Thread(target=driver, args=(tokens[i::DRIVERS],)) for i in range(DRIVERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return wrong
+def accepted(tokens: list[str]) -> list[tuple[str, str, dict[str, str], int]]:
+    """Requests for test_soak's driver: each token once, each to be accepted."""
+    return [("POST", "/mcp", C.bearer(token), 200) for token in tokens]
 
 
 def test_thousands_of_tokens_through_redis_leave_memory_bounded_and_every_key_expiring(
@@ -542,10 +528,10 @@ def test_thousands_of_tokens_through_redis_leave_memory_bounded_and_every_key_ex
 ) -> None:
     (kong,) = cluster.nodes(start_kong, cluster.with_redis(introspection_config(authz), redis_db.port), count=1)
     pid = C.server_pid(kong)
-    assert drive_tokens(kong, [authz.issue_opaque() for _ in range(WARM_UP)]) == []
+    assert run(kong, accepted([authz.issue_opaque() for _ in range(WARM_UP)])) == []
     rss_before, fds_before = C.rss_kib(pid), socket_fds(pid)
 
-    assert drive_tokens(kong, [authz.issue_opaque() for _ in range(TOKENS)]) == []
+    assert run(kong, accepted([authz.issue_opaque() for _ in range(TOKENS)])) == []
     growth = C.rss_kib(pid) - rss_before
     assert growth < RSS_GROWTH_KIB, f"RSS grew {growth} KiB over {TOKENS} tokens"
     assert socket_fds(pid) <= fds_before + 2, (socket_fds(pid), fds_before)
