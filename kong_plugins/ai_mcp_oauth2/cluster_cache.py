@@ -17,7 +17,8 @@ another token's entry, another configuration's, random bytes, plaintext — fail
 as a miss (``invalid``), never as an answer.
 
 One authorization-server call per token across the cluster. After a miss a node takes a short lock
-(``SET NX PX``, Redis's single-instance lock pattern) next to the entry, in the same hash slot; a
+(``SET NX PX``, Redis's single-instance lock pattern) next to the entry, in the same hash slot, and
+looks for the entry once more (another node may have stored it and unlocked since the miss); a
 node that finds the lock taken polls for the entry at most ``timeout`` (and at most half of what
 is left of the request budget), then calls the authorization server itself.
 
@@ -394,7 +395,15 @@ class ClusterCache:
                 if value is not None:
                     return value
             token = os.urandom(16).hex()
-            if not self._lock(slot, token):
+            if self._lock(slot, token):
+                # Another node may have stored the answer and released its lock between this
+                # node's miss and its lock: look again (the request's lookup is counted already).
+                found = self._get(slot, cache, count=False)
+                value = reuse(*found) if found is not None else None
+                if value is not None:
+                    self._unlock(slot, token)
+                    return value
+            else:
                 found = self._wait(slot, cache)
                 if found is not None:
                     value = reuse(*found)
@@ -415,22 +424,25 @@ class ClusterCache:
         return result
 
     # ------------------------------------------------------------------ Redis operations
-    def _get(self, slot: Slot, cache: str) -> tuple[Any, float] | None:
+    def _get(self, slot: Slot, cache: str, count: bool = True) -> tuple[Any, float] | None:
         data = self._call("get", lambda client: client.get(slot.key))
         if data is None:
-            metrics.sink.lookup(cache, "redis", "miss")
+            if count:
+                metrics.sink.lookup(cache, "redis", "miss")
             return None
-        return self._open(slot, data, cache)
+        return self._open(slot, data, cache, count)
 
-    def _open(self, slot: Slot, data: Any, cache: str) -> tuple[Any, float] | None:
+    def _open(self, slot: Slot, data: Any, cache: str, count: bool = True) -> tuple[Any, float] | None:
         if not isinstance(data, bytes):
             self._failed("get", f"a {type(data).__name__} reply")
             raise RedisFailure
         found = unseal(slot, data)
         if found is None or found[1] <= self.clock():
-            metrics.sink.lookup(cache, "redis", "invalid" if found is None else "miss")
+            if count:
+                metrics.sink.lookup(cache, "redis", "invalid" if found is None else "miss")
             return None
-        metrics.sink.lookup(cache, "redis", "hit")
+        if count:
+            metrics.sink.lookup(cache, "redis", "hit")
         return found
 
     def _lock(self, slot: Slot, token: str) -> bool:

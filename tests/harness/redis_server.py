@@ -71,7 +71,9 @@ class RedisServer:
                 time.sleep(0.02)
 
     def client(self, **options: Any) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5, **options)
+        """A client of its own; ``options`` go to redis-py (``socket_timeout`` is 5 s unless given)."""
+        options = {"socket_timeout": 5, **options}
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **options)
 
     def kill(self) -> None:
         """Stop it at once, as a crash would (SIGKILL)."""
