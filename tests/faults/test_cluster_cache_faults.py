@@ -268,8 +268,8 @@ def resp_command(buffer: bytes) -> tuple[list[bytes], bytes] | None:
 
 class BrokenRedis:
     """A TCP server on loopback in place of Redis. It reads RESP commands as Redis does, answers
-    redis-py's connection handshake as Redis 7 does (``HELLO 3`` with a map, ``CLIENT``, ``AUTH``,
-    ``SELECT`` and ``PING`` with ``+OK``) and every other command with a reply of the wrong kind: ``ok`` (``+OK``, to GET as
+    redis-py's connection handshake as Redis 7 does (the plugin speaks RESP2, as Kong's connector:
+    ``CLIENT``, ``AUTH``, ``SELECT`` and ``PING`` with ``+OK``; a ``HELLO 3`` with a map) and every other command with a reply of the wrong kind: ``ok`` (``+OK``, to GET as
     well), ``integer`` (``:42``), ``array`` (a two-element array), ``random`` (random bytes),
     ``cut`` (the start of a bulk string, then the connection closed) or ``held`` (no entry, the lock
     held by another node, then an integer to the node's poll for the entry). ``commands``: the
@@ -281,7 +281,7 @@ class BrokenRedis:
         "array": b"*2\r\n$1\r\na\r\n$1\r\nb\r\n",
         "random": random.Random(13).randbytes(512),
         "cut": b"$64\r\nab",
-        "held": {b"GET": b"_\r\n", b"SET": b"_\r\n", b"MGET": b":42\r\n"},
+        "held": {b"GET": b"$-1\r\n", b"SET": b"$-1\r\n", b"MGET": b":42\r\n"},  # RESP2 nulls
     }
     HANDSHAKE = {b"CLIENT", b"AUTH", b"SELECT", b"PING"}
     HELLO = b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n"

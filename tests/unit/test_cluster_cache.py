@@ -491,6 +491,7 @@ def test_the_client_never_retries(redis_db) -> None:
     client = cluster_cache.connect(config(redis_db).cluster_cache_redis)
     connection = client.connection_pool.make_connection()
     assert connection.retry.get_retries() == 0
+    assert connection.protocol == 2  # RESP2 as Kong's connector: no HELLO, older servers and proxies work
     assert client.connection_pool.max_connections == 256
     with pytest.raises(redis.ConnectionError):
         cluster_cache.connect(config(redis_db, redis={"port": 1}).cluster_cache_redis).get("x")
