@@ -275,14 +275,18 @@ class ScopeImplication:
     )
 
 
+def _port(referenceable: bool = False) -> Any:
+    """A Redis port, as Kong's shared Redis record declares it (``typedefs.port``, 6379)."""
+    description = "An integer representing a port number between 0 and 65535, inclusive."
+    return integer(description, default=6379, maximum=65535, referenceable=referenceable)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RedisSentinelNode:
     """One ``cluster_cache_redis.sentinel_nodes`` entry (Kong's shared Redis record)."""
 
     host: str = string("A string representing a host name, such as example.com.", default="127.0.0.1")
-    port: int = integer(
-        "An integer representing a port number between 0 and 65535, inclusive.", default=6379, maximum=65535
-    )
+    port: int = _port()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -290,9 +294,7 @@ class RedisClusterNode:
     """One ``cluster_cache_redis.cluster_nodes`` entry (Kong's shared Redis record)."""
 
     ip: str = string("A string representing a host name, such as example.com.", default="127.0.0.1")
-    port: int = integer(
-        "An integer representing a port number between 0 and 65535, inclusive.", default=6379, maximum=65535
-    )
+    port: int = _port()
 
 
 _TIMEOUT = "An integer representing a timeout in milliseconds. Must be between 0 and 2^31-2."
@@ -307,12 +309,7 @@ class ClusterCacheRedis:
     host: str = string(
         "A string representing a host name, such as example.com.", default="127.0.0.1", referenceable=True
     )
-    port: int = integer(
-        "An integer representing a port number between 0 and 65535, inclusive.",
-        default=6379,
-        maximum=65535,
-        referenceable=True,
-    )
+    port: int = _port(referenceable=True)
     username: str | None = string(
         "Username to use for Redis connections. If undefined, ACL authentication won't be performed. This requires Redis v6.0.0+. To be compatible with Redis v5.x.y, you can set it to `default`.",
         referenceable=True,
