@@ -27,6 +27,12 @@ def extract_token(headers: Mapping[str, Sequence[str]]) -> str:
 
     ``headers`` is Kong's multimap: lowercase names to lists of values.
     """
+    return extract_credential(headers, dpop=False)[1]
+
+
+def extract_credential(headers: Mapping[str, Sequence[str]], dpop: bool) -> tuple[str, str]:
+    """``(scheme, token)``: ``"bearer"``, or with ``dpop`` also ``"dpop"`` (RFC 9449 §7.1: the same
+    token syntax), or the refusal that fits (behaviour §4, §14)."""
     values = headers.get("authorization") or []
     if isinstance(values, str):  # defensive: Kong always sends lists for get_headers()
         values = [values]
@@ -36,17 +42,19 @@ def extract_token(headers: Mapping[str, Sequence[str]]) -> str:
         raise InvalidRequest("Only one Authorization header is allowed")
     value = values[0].strip(" \t")
     scheme, _, rest = value.partition(" ")
-    if scheme.lower() != "bearer":
-        # Another scheme (Basic, DPoP, ...) carries no bearer token: challenge as if absent.
+    scheme = scheme.lower()
+    if scheme != "bearer" and not (dpop and scheme == "dpop"):
+        # Another scheme (Basic, DPoP when it is off, ...) carries no token here: challenge as if absent.
         raise MissingToken()
+    name = "Bearer" if scheme == "bearer" else "DPoP"
     token = rest.strip(" ")
     if not token:
-        raise InvalidRequest("The Bearer token is empty")
+        raise InvalidRequest(f"The {name} token is empty")
     if len(token) > MAX_TOKEN_BYTES:
         raise InvalidToken("The access token is too large")
     if not well_formed(token):
-        raise InvalidRequest("The Bearer token is not well-formed")
-    return token
+        raise InvalidRequest(f"The {name} token is not well-formed")
+    return scheme, token
 
 
 def well_formed(token: str) -> bool:
@@ -65,13 +73,22 @@ def quote(value: str) -> str:
     return '"' + header_safe(value) + '"'
 
 
-def challenge(params: Sequence[tuple[str, str]], resource_metadata: str, scopes: Sequence[str]) -> str:
-    """``Bearer`` challenge: the refusal's params, then ``resource_metadata`` and ``scope``.
+def challenge(
+    params: Sequence[tuple[str, str]],
+    resource_metadata: str,
+    scopes: Sequence[str],
+    scheme: str = "Bearer",
+    algs: Sequence[str] = (),
+) -> str:
+    """A ``Bearer`` (or ``DPoP``, RFC 9449 §7.1, with ``algs``) challenge: the refusal's params,
+    then ``algs``, ``resource_metadata`` and ``scope``.
 
     ``scope`` is sent only when scopes are configured: an empty ``scope=""`` misleads clients.
     """
     parts = [f"{name}={quote(value)}" for name, value in params]
+    if algs:
+        parts.append(f"algs={quote(' '.join(algs))}")
     parts.append(f"resource_metadata={quote(resource_metadata)}")
     if scopes:
         parts.append(f"scope={quote(' '.join(scopes))}")
-    return "Bearer " + ", ".join(parts)
+    return f"{scheme} " + ", ".join(parts)

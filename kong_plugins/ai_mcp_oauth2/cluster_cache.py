@@ -86,7 +86,10 @@ def shared_items(config: Config) -> frozenset[str]:
         "introspection": config.introspection_endpoint is not None and config.cache_introspection,
         "token_exchange": exchange.enabled and exchange.cache.enabled,
     }
-    return frozenset(item for item in config.cluster_cache_items if used[item])
+    shared = {item for item in config.cluster_cache_items if used[item]}
+    if config.proof_of_possession_dpop != "off":
+        shared.add("dpop_jti")  # the DPoP replay cache is shared whenever there is a cluster cache (§14.3)
+    return frozenset(shared)
 
 
 class RedisFailure(Exception):
@@ -470,6 +473,23 @@ class ClusterCache:
                 return self._open(slot, data, cache)
             if held is None or time.monotonic() >= deadline:
                 return None
+
+    def claim(self, kind: str, name: str, until: float) -> bool | None:
+        """Mark ``name`` (a digest, no secret) of ``kind`` used until ``until`` across the cluster
+        (``SET NX PX``): True for its first use, False when a request on any node used it already,
+        None when Redis cannot say (skipped or failing: the caller decides alone)."""
+        milliseconds = int((until - self.clock()) * 1000)
+        if time.monotonic() < self._skip_until or milliseconds <= 0:
+            return None
+        key = f"{KEY_PREFIX}{kind}:{name}"
+        try:
+            taken = self._call("claim", lambda client: client.set(key, b"1", nx=True, px=milliseconds))
+        except RedisFailure:
+            return None
+        if taken not in (True, None):
+            self._failed("claim", f"a {type(taken).__name__} reply")
+            return None
+        return taken is True
 
     def _put(self, slot: Slot, value: Any, until: float) -> None:
         milliseconds = int((until - self.clock()) * 1000)

@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import client_auth, cluster_cache, scopes, token_exchange
+from . import client_auth, cluster_cache, dpop, scopes, token_exchange
 from .errors import ConfigError
 from .schema import Config, Spec, spec
 
@@ -230,6 +230,7 @@ CHECKS: tuple[Callable[[Config], None], ...] = (
     consumer_groups_cannot_be_mapped,
     scope_rules_are_consistent,
     redis_mode_is_whole,
+    dpop.dpop_nonce_has_a_secret,
 )
 
 

@@ -70,6 +70,7 @@ class Refusal(Exception):
     description = "The gateway could not process the request"
     challenges = False  # whether the response carries a ``WWW-Authenticate`` challenge
     scopes: tuple[str, ...] | None = None  # the challenge's ``scope``, when not ``scopes_supported``
+    scheme: str | None = None  # the challenge carrying the error: "DPoP", or None for the request's own
     headers: Mapping[str, str] = {}
 
     def __init_subclass__(cls, *, status: int, error: str, description: str) -> None:
@@ -110,6 +111,27 @@ class InvalidRequest(Refusal, status=400, error="invalid_request", description="
 
 class InvalidToken(InvalidRequest, status=401, error="invalid_token", description="The access token is invalid"):
     """A token is present but not acceptable (RFC 6750 §3.1 ``invalid_token``)."""
+
+
+class InvalidDpopProof(InvalidRequest, status=401, error="invalid_dpop_proof", description="The DPoP proof is invalid"):
+    """RFC 9449 §7.1: a DPoP proof that fails a check of §4.3; the error is on the DPoP challenge."""
+
+    scheme = "DPoP"
+
+
+class UseDpopNonce(
+    InvalidRequest, status=401, error="use_dpop_nonce", description="The DPoP proof must carry a nonce from this server"
+):
+    """RFC 9449 §9: a proof without a valid server nonce; ``DPoP-Nonce`` carries a fresh one."""
+
+    scheme = "DPoP"
+
+    def __init__(self, nonce: str, description: str | None = None) -> None:
+        super().__init__(description)
+        self.nonce = nonce
+
+    def extra_headers(self) -> dict[str, str]:
+        return {"DPoP-Nonce": self.nonce}
 
 
 class InsufficientScope(

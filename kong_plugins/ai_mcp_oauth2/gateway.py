@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import bearer, claims, cluster_cache, mcp, metadata, metrics, scopes
+from . import bearer, claims, cluster_cache, dpop, mcp, metadata, metrics, scopes
 from .budget import request_budget
 from .cluster_cache import ClusterCache
 from .config import parse_config
@@ -30,6 +30,7 @@ from .errors import (
     ConfigError,
     Forbidden,
     InvalidRequest,
+    InvalidToken,
     LengthRequired,
     MethodNotAllowed,
     Misconfigured,
@@ -127,6 +128,8 @@ class Gateway:
         self.verifier: TokenVerifier | None = None
         self.exchanger: Exchanger | None = None
         self.scope_rules: scopes.ScopeRules | None = None
+        self.proofs: dpop.ProofChecker | None = None
+        self.dpop_cache: ClusterCache | None = None
         try:
             self.config = parse_config(raw_config)
             self.scope_rules = scopes.ScopeRules(self.config)
@@ -134,6 +137,10 @@ class Gateway:
             _, self.metadata_paths = metadata.paths(self.config)
             self.header_claims = header_claims(self.config)
             self.verifier, self.exchanger = services(self.config)
+            if self.config.proof_of_possession_dpop != "off":
+                if "dpop_jti" in cluster_cache.shared_items(self.config):
+                    self.dpop_cache = ClusterCache(self.config)
+                self.proofs = dpop.ProofChecker(self.config, time.time, self.dpop_cache)
         except ConfigError as exc:
             self.error = exc
         except Exception as exc:  # noqa: BLE001 - an unforeseen config still fails closed, never a crash
@@ -142,7 +149,7 @@ class Gateway:
     def close(self) -> None:
         """Release what the instance holds (the mTLS key's memory files, pooled connections) when
         Kong closes it. Idempotent; call it only when no request is being handled by this instance."""
-        for service in (self.verifier, self.exchanger):
+        for service in (self.verifier, self.exchanger, self.dpop_cache):
             close = getattr(service, "close", None)
             if callable(close):
                 close()
@@ -166,13 +173,16 @@ class Gateway:
                 return answer
             check_body_size(headers, config.max_request_body_size)
             try:
-                token = bearer.extract_token(headers)
+                scheme, token = bearer.extract_credential(headers, dpop=self.proofs is not None)
             except MissingToken as missing:
                 if rules.active:
                     missing.scopes = challenge_hint(rules, headers)
                 raise
+            proof = self._proof(request, headers, path, scheme, token) if self.proofs is not None else None
             with request_budget():  # outbound work must end before Kong gives up and proxies
                 token_claims = self.verifier.verify(token)
+                if self.proofs is not None:
+                    check_binding(self.proofs, proof, token_claims)
                 if rules.active:
                     rules.check(token_claims, request_operations(config, rules, request, headers))
                 consumer = find_consumer(config, request, token_claims)
@@ -180,9 +190,28 @@ class Gateway:
                 if self.exchanger is not None:
                     upstream_token = self.exchanger.exchange(token, actor_token(config, headers))
         except Refusal as refusal:
+            if self.proofs is not None and refusal.scheme is None and scheme_of(headers) == "dpop":
+                refusal.scheme = "DPoP"  # RFC 9449 §7.1: errors of a DPoP request go on the DPoP challenge
             return render(refusal, config, request)
         metrics.sink.request("accepted", 200, "accepted")
         return upstream_changes(config, headers, token_claims, upstream_token, consumer, self.header_claims)
+
+    def _proof(
+        self, request: RequestView, headers: Mapping[str, Sequence[str]], path: str, scheme: str, token: str
+    ) -> dpop.Proof | None:
+        """Behaviour §14: the request's DPoP proof, checked, when it uses the DPoP scheme; in
+        ``strict`` mode a bearer token is refused before any work."""
+        assert self.proofs is not None and self.config is not None
+        if scheme != "dpop":
+            if self.config.proof_of_possession_dpop == "strict":
+                raise InvalidToken("This resource accepts DPoP-bound access tokens only")
+            return None
+        try:
+            url = metadata.origin(self.config, *request.forwarded_origin()) + path
+            return self.proofs.check(list(headers.get("dpop") or []), request.method(), url, token)
+        except Refusal as refusal:
+            refusal.scheme = "DPoP"
+            raise
 
     def _metadata(self, request: RequestView, headers: Mapping[str, Sequence[str]]) -> Response:
         method = request.method()
@@ -192,6 +221,27 @@ class Gateway:
             requested = headers.get("access-control-request-headers") or []
             return metadata.preflight_response(", ".join(requested) if requested else None)
         raise MethodNotAllowed()
+
+
+def scheme_of(headers: Mapping[str, Sequence[str]]) -> str:
+    """The lower-case authentication scheme of the request's (first) ``Authorization`` header."""
+    values = headers.get("authorization") or [""]
+    return values[0].strip(" \t").partition(" ")[0].lower()
+
+
+def check_binding(proofs: dpop.ProofChecker, proof: dpop.Proof | None, token_claims: Mapping[str, Any]) -> None:
+    """RFC 9449 §6–§7: a DPoP request's token is bound to the proof's key (``cnf.jkt``), and then
+    the proof is used up (its ``jti``); a token bound to a key never comes as ``Bearer`` (§7.2)."""
+    jkt = dpop.bound_thumbprint(token_claims)
+    if proof is None:
+        if jkt is not None:
+            raise InvalidToken("The access token is DPoP-bound: present it with the DPoP scheme and a proof")
+        return
+    if jkt is None:
+        raise InvalidToken("The access token is not DPoP-bound: present it as a Bearer token")
+    if jkt != proof.jkt:
+        raise InvalidToken("The access token is bound to another key than the DPoP proof's")
+    proofs.first_use(proof)
 
 
 def has_body(headers: Mapping[str, Sequence[str]]) -> bool | None:
@@ -352,6 +402,8 @@ def upstream_changes(
         values["Authorization"] = f"Bearer {upstream_token}"
     elif not config.passthrough_credentials:
         clear.append("Authorization")  # the credential itself; a name without "-" has no underscore variant
+    if not config.passthrough_credentials and "dpop" in headers:
+        clear.append("DPoP")  # the proof (behaviour §14.4): only when sent, no round trip otherwise
     credential_value = claims.resolve(token_claims, config.credential_claim) if config.credential_claim else None
     credential = None
     if isinstance(credential_value, (str, int)) and not isinstance(credential_value, bool) and credential_value != "":
@@ -425,8 +477,25 @@ def render(refusal: Refusal, config: Config | None, request: RequestView | None)
     if refusal.challenges and config is not None and request is not None:
         origin = metadata.origin(config, *request.forwarded_origin())
         named = refusal.scopes if refusal.scopes is not None else config.scopes_supported
-        headers["WWW-Authenticate"] = bearer.challenge(
-            refusal.challenge_params(), origin + metadata.paths(config)[0], scopes.advertised(named)
+        headers["WWW-Authenticate"] = www_authenticate(
+            config, refusal, origin + metadata.paths(config)[0], scopes.advertised(named)
         )
     headers.update(refusal.extra_headers())
     return Response(refusal.status, headers, refusal.body())
+
+
+def www_authenticate(config: Config, refusal: Refusal, resource_metadata: str, named: Sequence[str]) -> str:
+    """The challenges of a ``401``/``403``: ``Bearer`` (RFC 6750 §3) with DPoP off; ``DPoP``
+    (RFC 9449 §7.1, with ``algs``) alone in ``strict`` mode; in ``optional`` mode ``DPoP`` then
+    ``Bearer`` (DPoP first: some DPoP clients retry with a nonce only when the header starts with it).
+    The refusal's error goes on the challenge of the scheme it concerns (behaviour §14.4)."""
+    params = refusal.challenge_params()
+    mode = config.proof_of_possession_dpop
+    if mode == "off":
+        return bearer.challenge(params, resource_metadata, named)
+    on_dpop = mode == "strict" or refusal.scheme == "DPoP"
+    algs = dpop.signing_algorithms()
+    proof = bearer.challenge(params if on_dpop else [], resource_metadata, named, scheme="DPoP", algs=algs)
+    if mode == "strict":
+        return proof
+    return proof + ", " + bearer.challenge([] if on_dpop else params, resource_metadata, named)

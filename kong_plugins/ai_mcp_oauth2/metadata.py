@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from . import scopes
 from .errors import JSON, Response
+from .jwks import ASYMMETRIC_ALGS
 from .schema import Config
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
@@ -56,6 +57,10 @@ def document(config: Config) -> bytes:
     if advertised:
         body["scopes_supported"] = list(advertised)
     body["bearer_methods_supported"] = ["header"]
+    if config.proof_of_possession_dpop != "off":  # RFC 9728 §2, RFC 9449 §5.1
+        body["dpop_signing_alg_values_supported"] = list(ASYMMETRIC_ALGS)
+        if config.proof_of_possession_dpop == "strict":
+            body["dpop_bound_access_tokens_required"] = True
     return json.dumps(body, separators=(",", ":")).encode()
 
 

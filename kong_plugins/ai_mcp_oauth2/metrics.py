@@ -33,7 +33,7 @@ CACHES = ("tokens", "exchange", "discovery", "jwks")
 SHARED_CACHES = ("tokens", "exchange")  # the caches the cluster cache backs
 LAYERS = ("local", "redis")  # redis: the cluster cache (introspection results and exchanged tokens only)
 LOOKUP_OUTCOMES = ("hit", "miss", "invalid")  # invalid: a Redis entry that does not decrypt (a miss)
-REDIS_OPERATIONS = ("connect", "get", "lock", "wait", "put", "unlock")
+REDIS_OPERATIONS = ("connect", "get", "lock", "wait", "put", "unlock", "claim")
 # seconds: a local authorization server answers in milliseconds, a stalled one at the request budget (45 s)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -169,6 +169,8 @@ _CAUSES: dict[type[Refusal], tuple[tuple[str, str], ...]] = {
 }
 _REASONS: tuple[tuple[type[Refusal], str], ...] = (
     (errors.MissingToken, "missing_token"),
+    (errors.InvalidDpopProof, "invalid_dpop_proof"),
+    (errors.UseDpopNonce, "use_dpop_nonce"),
     (errors.InvalidToken, "invalid_token"),
     (errors.InsufficientScope, "insufficient_scope"),
     (errors.Forbidden, "access_denied"),

@@ -566,6 +566,23 @@ class Config:
         default=False,
         extension=True,
     )
+    proof_of_possession_dpop: str = string(
+        "Extension: DPoP (RFC 9449) sender-constrained tokens: off, optional (a DPoP-bound token needs a valid proof; bearer tokens still work) or strict (every request must use DPoP).",
+        default="off",
+        one_of=("off", "optional", "strict"),
+        extension=True,
+    )
+    dpop_use_nonce: bool = boolean(
+        "Extension: require a server-issued nonce in DPoP proofs (RFC 9449 §9); nonces are sealed under client_secret or the private client_jwk, so every node accepts them.",
+        default=False,
+        extension=True,
+    )
+    dpop_proof_lifetime: int = integer(
+        "Extension: how many seconds a DPoP proof's iat may lie in the past (and a server nonce is valid).",
+        default=300,
+        minimum=1,
+        extension=True,
+    )
     cluster_cache_strategy: str = string(
         "Extension: off, or redis to share introspection results and exchanged tokens with every Kong node using the same Redis (encrypted under the tokens).",
         default="off",

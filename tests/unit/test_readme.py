@@ -23,7 +23,7 @@ def test_configuration_reference_matches_the_schema() -> None:
     ).stdout.strip()
     reference = (ROOT / "docs" / "configuration.md").read_text()
     assert generated in reference, "run scripts/config_reference.py --write"
-    assert generated.count("\n| `") == 105  # Kong's 45 fields and 22 nested ones, 8 extensions and 30 nested ones
+    assert generated.count("\n| `") == 108  # Kong's 45 fields and 22 nested ones, 11 extensions and 30 nested ones
     assert "(docs/configuration.md)" in README.read_text(), "the README links the reference"
 
 

@@ -84,6 +84,9 @@ EXTENSIONS = {
     "cluster_cache_strategy",
     "cluster_cache_redis",
     "cluster_cache_items",
+    "proof_of_possession_dpop",
+    "dpop_use_nonce",
+    "dpop_proof_lifetime",
 }
 
 
@@ -166,7 +169,7 @@ def test_the_typed_config_and_the_schema_kong_receives_have_the_same_fields() ->
     typed = [path for path, _ in declared_fields(Config)]
     in_schema = [path for path, _ in descriptions(SCHEMA)]
     assert typed == in_schema
-    assert len(typed) == 105
+    assert len(typed) == 108
 
 
 def test_a_config_of_nulls_reads_as_every_declared_default() -> None:
@@ -185,7 +188,7 @@ def test_a_config_of_nulls_reads_as_every_declared_default() -> None:
         default = declared.kong["default"]
         assert value == (tuple(default) if isinstance(default, list) else default), path
         checked += 1
-    assert checked == 40
+    assert checked == 43
 
 
 @pytest.mark.parametrize("path,declared", declared_fields(Config))
@@ -211,7 +214,7 @@ def test_each_field_reads_its_declared_kong_type_into_its_python_type(path: str,
 def test_extensions_are_marked_optional_and_default_to_kongs_behaviour() -> None:
     """Every field beyond Kong's schema says so, is never required, and its default changes nothing:
     null (no rule) or, for scopes_claim and mcp_trust_routing_headers, values no rule reads unless set;
-    the cluster cache is off, and its items and Redis record are read only when it is on."""
+    the cluster cache and DPoP are off, and their other fields are read only when they are on."""
     marked = {path for path, declared in declared_fields(Config) if declared.extension}
     assert marked == EXTENSIONS
     defaults = {}
@@ -228,4 +231,7 @@ def test_extensions_are_marked_optional_and_default_to_kongs_behaviour() -> None
         "cluster_cache_strategy": "off",
         "cluster_cache_redis": None,
         "cluster_cache_items": ["introspection", "token_exchange"],
+        "proof_of_possession_dpop": "off",
+        "dpop_use_nonce": False,
+        "dpop_proof_lifetime": 300,
     }
