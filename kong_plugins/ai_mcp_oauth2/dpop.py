@@ -268,7 +268,16 @@ class ProofChecker:
                 proof,
                 key,
                 algorithms=[alg],
-                options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False},
+                # the claims are checked below, by RFC 9449's rules, not PyJWT's registered-claim defaults
+                options={
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_aud": False,
+                    "verify_iss": False,
+                    "verify_sub": False,
+                    "verify_jti": False,
+                },  # fmt: skip
             )
         except (jwt.PyJWTError, ValueError, TypeError, KeyError):
             raise InvalidDpopProof("The DPoP proof's signature is invalid") from None
