@@ -163,11 +163,16 @@ class RedisClusterNodes:
             [cli, "--cluster", "create", *addresses, "--cluster-yes"], check=True, capture_output=True, timeout=30
         )
         deadline = time.monotonic() + 20
-        while self.nodes[0].client().execute_command("CLUSTER", "INFO").find(b"cluster_state:ok") < 0:  # type: ignore[no-untyped-call]
+        while not all(self._ready(node) for node in self.nodes):  # every node agrees, not just the first
             if time.monotonic() > deadline:
                 raise RuntimeError("redis cluster did not become ready")
             time.sleep(0.05)
         return self
+
+    @staticmethod
+    def _ready(node: RedisServer) -> bool:
+        info = node.client().execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
+        return b"cluster_state:ok" in info and b"cluster_known_nodes:3" in info
 
     def __exit__(self, *exc: object) -> None:
         for node in self.nodes:
