@@ -124,11 +124,20 @@ class OidcProvider:
     """One `node server.mjs` process; restartable on the same port (same issuer) with new keys.
 
     ``scoped_resources``: resource servers whose scopes are ``SCOPED_RESOURCE_SCOPES`` (server.mjs
-    --scoped-resource), for the per-operation scope tests."""
+    --scoped-resource), for the per-operation scope tests. ``dpop``: oidc-provider's DPoP feature on
+    (server.mjs --dpop), for the DPoP tests."""
 
-    def __init__(self, node: str, workdir: Path, port: int | None = None, scoped_resources: Sequence[str] = ()):
+    def __init__(
+        self,
+        node: str,
+        workdir: Path,
+        port: int | None = None,
+        scoped_resources: Sequence[str] = (),
+        dpop: bool = False,
+    ):
         self.node = node
         self.scoped_resources = tuple(scoped_resources)
+        self.dpop = dpop
         self.workdir = workdir
         self.port = port or free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
@@ -149,6 +158,8 @@ class OidcProvider:
             command += ["--jwks", str(path)]
         for resource in self.scoped_resources:
             command += ["--scoped-resource", resource]
+        if self.dpop:
+            command.append("--dpop")
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             command,

@@ -5,7 +5,7 @@
 // an interaction endpoint that logs a fixed user in and consents to whatever is asked (the user of
 // the authorization-code tests, who always says yes).
 //
-//   node server.mjs --port N [--jwks FILE] [--scoped-resource URL ...]
+//   node server.mjs --port N [--jwks FILE] [--scoped-resource URL ...] [--dpop]
 //
 // Issuer http://127.0.0.1:N. Signing keys (RS256 and ES256) are generated at start, or read from
 // FILE (a JWKS of private JWKs with kid and alg) so a test can restart the provider with a rotated
@@ -15,6 +15,11 @@
 // per-operation scope tests run their gateway on a free port, so its resource is only known then).
 // Each authorization request and each consent is printed on stdout as a line
 // "interop-event {json}", so a test can see what the provider was asked and what it granted.
+//
+// --dpop turns on oidc-provider's DPoP feature (RFC 9449, features.dPoP): a token request with a
+// DPoP proof gets a DPoP-bound token (token_type DPoP) whose thumbprint is the JWT access token's
+// cnf.jkt claim, or the cnf.jkt member of an opaque token's introspection answer; a token request
+// without a proof still gets a bearer token. Proofs may use DPOP_ALGS.
 
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
@@ -28,12 +33,13 @@ const { values: args } = parseArgs({
     port: { type: 'string' },
     jwks: { type: 'string' },
     'scoped-resource': { type: 'string', multiple: true },
+    dpop: { type: 'boolean', default: false },
   },
   strict: true,
 });
 const port = Number.parseInt(args.port ?? '', 10);
 if (!(port > 0 && port < 65536)) {
-  process.stderr.write('usage: node server.mjs --port N [--jwks FILE] [--scoped-resource URL ...]\n');
+  process.stderr.write('usage: node server.mjs --port N [--jwks FILE] [--scoped-resource URL ...] [--dpop]\n');
   process.exit(2);
 }
 const issuer = `http://127.0.0.1:${port}`;
@@ -83,6 +89,8 @@ const CLIENTS = [
 ];
 const SHORT_TTL = 2;
 const TTL = 600;
+// The algorithms of DPoP proofs at the token endpoint with --dpop (oidc-provider's default is ES256 and EdDSA).
+const DPOP_ALGS = ['ES256', 'ES384', 'PS256', 'RS256', 'EdDSA'];
 
 function resourceServerInfo(resource, clientId) {
   return {
@@ -130,6 +138,7 @@ const provider = new Provider(issuer, {
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },
+    dPoP: { enabled: args.dpop },
     resourceIndicators: {
       enabled: true,
       defaultResource: async () => undefined,
@@ -140,6 +149,7 @@ const provider = new Provider(issuer, {
       },
     },
   },
+  ...(args.dpop ? { enabledJWA: { dPoPSigningAlgValues: DPOP_ALGS } } : {}),
   formats: {
     customizers: {
       async jwt(ctx, token, jwt) {
