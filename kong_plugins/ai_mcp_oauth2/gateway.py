@@ -238,7 +238,7 @@ def check_binding(proofs: dpop.ProofChecker, proof: dpop.Proof | None, token_cla
             raise InvalidToken("The access token is DPoP-bound: present it with the DPoP scheme and a proof")
         return
     if jkt is None:
-        raise InvalidToken("The access token is not DPoP-bound: present it as a Bearer token")
+        raise InvalidToken("The access token is not DPoP-bound")
     if jkt != proof.jkt:
         raise InvalidToken("The access token is bound to another key than the DPoP proof's")
     proofs.first_use(proof)

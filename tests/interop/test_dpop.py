@@ -71,7 +71,7 @@ WRONG_HTU = "The DPoP proof's htu is not the request's URI"
 WRONG_ATH = "The DPoP proof's ath is not the access token's hash"
 OTHER_KEY = "The access token is bound to another key than the DPoP proof's"
 BOUND_AS_BEARER = "The access token is DPoP-bound: present it with the DPoP scheme and a proof"
-UNBOUND_AS_DPOP = "The access token is not DPoP-bound: present it as a Bearer token"
+UNBOUND_AS_DPOP = "The access token is not DPoP-bound"
 DPOP_ONLY = "This resource accepts DPoP-bound access tokens only"
 
 

@@ -312,8 +312,8 @@ def test_the_token_must_be_bound_to_the_proofs_key() -> None:
     gateway.check_binding(check, found, {"cnf": {"jkt": found.jkt}})
     for claims, description in [
         ({"cnf": {"jkt": "another-thumbprint"}}, "The access token is bound to another key than the DPoP proof's"),
-        ({}, "The access token is not DPoP-bound: present it as a Bearer token"),
-        ({"cnf": {"x5t#S256": "abc"}}, "The access token is not DPoP-bound: present it as a Bearer token"),
+        ({}, "The access token is not DPoP-bound"),
+        ({"cnf": {"x5t#S256": "abc"}}, "The access token is not DPoP-bound"),
     ]:
         with pytest.raises(InvalidToken) as raised:
             gateway.check_binding(check, check.check([proof()], "POST", URL, TOKEN), claims)
