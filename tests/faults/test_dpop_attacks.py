@@ -349,13 +349,14 @@ def test_htu_is_the_url_the_trusted_proxy_forwarded_not_the_one_kong_was_reached
         ({"iat": 5 + 10}, "The DPoP proof is issued in the future"),  # jwt_claims_leeway 0 + 5 s of skew
         ({"iat": None}, "The DPoP proof has no usable iat"),
         ({"iat": "now"}, "The DPoP proof has no usable iat"),
+        ({"iat": float("nan")}, "The DPoP proof has no usable iat"),  # JSON's NaN, which Python's parser reads
         ({"ath": None}, ATH),
         ({"ath": access_token_hash("another-token")}, ATH),
         ({"jti": None}, "The DPoP proof has no usable jti"),
         ({"jti": ""}, "The DPoP proof has no usable jti"),
     ],
-    ids=["iat too old", "iat in the future", "iat missing", "iat a string", "ath missing", "ath of another token",
-         "jti missing", "jti empty"],
+    ids=["iat too old", "iat in the future", "iat missing", "iat a string", "iat NaN", "ath missing",
+         "ath of another token", "jti missing", "jti empty"],
 )  # fmt: skip
 def test_a_proof_with_a_stale_or_missing_claim_is_refused(
     kong: KongStandIn, key: ProofKey, token: str, upstream: EchoUpstream, claims: dict[str, Any], description: str
