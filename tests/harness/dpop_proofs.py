@@ -146,10 +146,13 @@ def metadata_url(kong: KongStandIn) -> str:
     return kong.proxy_url + PRM_SUFFIX
 
 
-def challenge(kong: KongStandIn, mode: str, on: str | None = None, error: str = "", description: str = "") -> str:
+def challenge(
+    kong: KongStandIn, mode: str, on: str | None = None, error: str = "", description: str = "", scope: str = ""
+) -> str:
     """The ``WWW-Authenticate`` of behaviour §14.4: in ``strict`` mode ``DPoP`` alone, in
-    ``optional`` mode ``DPoP`` then ``Bearer``; the error (if any) on the challenge of scheme ``on``."""
-    rm = f'resource_metadata="{metadata_url(kong)}"'
+    ``optional`` mode ``DPoP`` then ``Bearer``; the error (if any) on the challenge of scheme ``on``,
+    each naming ``scope`` when given."""
+    rm = f'resource_metadata="{metadata_url(kong)}"' + (f', scope="{scope}"' if scope else "")
 
     def params(scheme: str) -> str:
         return f'error="{error}", error_description="{description}", ' if error and on == scheme else ""

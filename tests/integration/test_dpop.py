@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.harness import stack as C
-from tests.harness.dpop_proofs import ALGS, ProofKey, assert_challenged, dpop_call, metadata_url, url
+from tests.harness.dpop_proofs import ALGS, ProofKey, assert_challenged, challenge, dpop_call, metadata_url, url
 from tests.harness.kong_standin import KongStandIn
 from tests.harness.mock_as import MockAuthorizationServer
 from tests.harness.upstream import EchoUpstream
@@ -101,7 +101,11 @@ def test_bearer_tokens_still_pass_in_optional_mode_and_dpop_is_not_taken_when_of
     start_kong: C.StartKong, authz: MockAuthorizationServer, key: ProofKey, upstream: EchoUpstream
 ) -> None:
     kong = start_kong(C.declarative(config(authz, "jwt", "optional")))
-    assert C.call(kong, token_for(authz, "jwt", None)).status_code == 200
+    bearer = token_for(authz, "jwt", None)
+    assert C.call(kong, bearer).status_code == 200
+    # a DPoP header beside a bearer token is not looked at, and not forwarded either
+    assert C.call(kong, bearer, headers={"DPoP": key.proof("POST", url(kong), bearer)}).status_code == 200
+    assert "dpop" not in upstream.last["headers"] and "authorization" not in upstream.last["headers"]
     kong.reload(C.declarative(config(authz, "jwt", "off")))
     bound = token_for(authz, "jwt", key.jkt)
     assert C.call(kong, bound).status_code == 200  # with DPoP off a bound token is a bearer token (§14)
@@ -142,6 +146,25 @@ def test_challenges_name_dpop_first_or_alone_with_the_error_on_the_scheme_it_con
     authz.revoke(revoked)
     response = dpop_call(kong, revoked, key.proof("POST", url(kong), revoked))
     check(response, "DPoP", "invalid_token", "The access token is not active")
+
+
+@pytest.mark.parametrize("mode", ["optional", "strict"])
+def test_insufficient_scope_of_a_dpop_request_is_a_403_on_the_dpop_challenge(
+    start_kong: C.StartKong, authz: MockAuthorizationServer, key: ProofKey, upstream: EchoUpstream, mode: str
+) -> None:
+    kong = start_kong(C.declarative(config(authz, "jwt", mode, scopes_required=["admin"])))
+    token = token_for(authz, "jwt", key.jkt)
+    before = len(upstream.requests)
+    response = dpop_call(kong, token, key.proof("POST", url(kong), token))
+    insufficient = "The access token does not grant the scopes this operation needs"
+    assert response.status_code == 403 and response.json()["error"] == "insufficient_scope"
+    expected = challenge(kong, mode, "DPoP", "insufficient_scope", insufficient, scope="admin")
+    assert response.headers["WWW-Authenticate"] == expected
+    assert kong.last.proxied is False and len(upstream.requests) == before
+    if mode == "optional":  # a bearer token: the error on the Bearer challenge
+        response = C.call(kong, token_for(authz, "jwt", None))
+        expected = challenge(kong, mode, "Bearer", "insufficient_scope", insufficient, scope="admin")
+        assert response.status_code == 403 and response.headers["WWW-Authenticate"] == expected
 
 
 # ------------------------------------------------------------------------------------------ nonces
