@@ -11,7 +11,6 @@ a real redis-server as cluster cache (behaviour §13, §14.3).
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +37,7 @@ from tests.harness.kong_standin import KongStandIn
 from tests.harness.mock_as import MockAuthorizationServer
 from tests.harness.redis_server import RedisServer
 from tests.harness.upstream import EchoUpstream
+from tests.integration.test_scopes import raw_post
 
 SECRET = "kong-secret"
 PROOF = "invalid_dpop_proof"
@@ -231,32 +231,15 @@ def test_a_proof_up_to_8_kib_passes_and_typ_is_compared_without_case(
     passes(dpop_call(kong, token, key.proof("POST", url(kong), token, header={"typ": "DPoP+JWT"})), upstream)
 
 
-def raw_post(kong: KongStandIn, headers: list[tuple[str, str]]) -> tuple[int, str, dict[str, Any]]:
-    """A POST with ``headers`` as given (a name may repeat, which requests cannot send):
-    status, ``WWW-Authenticate`` and the JSON body."""
-    body = json.dumps(C.MCP_REQUEST).encode()
-    connection = http.client.HTTPConnection("127.0.0.1", kong.port, timeout=30)
-    try:
-        connection.putrequest("POST", "/mcp")
-        for name, value in [*headers, ("Content-Type", "application/json"), ("Content-Length", str(len(body)))]:
-            connection.putheader(name, value)
-        connection.endheaders(body)
-        response = connection.getresponse()
-        return response.status, response.getheader("WWW-Authenticate") or "", json.loads(response.read())
-    finally:
-        connection.close()
-
-
 def test_two_dpop_headers_are_refused_even_when_each_is_valid(
     kong: KongStandIn, key: ProofKey, token: str, upstream: EchoUpstream
 ) -> None:
     before = len(upstream.requests)
     proofs = [key.proof("POST", url(kong), token) for _ in range(2)]
-    status, www_authenticate, body = raw_post(
-        kong, [("Authorization", f"DPoP {token}")] + [("DPoP", p) for p in proofs]
-    )
-    assert (status, body) == (401, {"error": PROOF, "error_description": ONE_HEADER})
-    assert www_authenticate == challenge(kong, "optional", "DPoP", PROOF, ONE_HEADER)
+    sent = [("Authorization", f"DPoP {token}")] + [("DPoP", p) for p in proofs]
+    status, headers, body = raw_post(kong, json.dumps(C.MCP_REQUEST).encode(), sent)
+    assert (status, json.loads(body)) == (401, {"error": PROOF, "error_description": ONE_HEADER})
+    assert headers["www-authenticate"] == challenge(kong, "optional", "DPoP", PROOF, ONE_HEADER)
     assert kong.last.proxied is False and len(upstream.requests) == before
     passes(dpop_call(kong, token, proofs[0]), upstream)  # either alone was good
 
@@ -279,6 +262,16 @@ def test_a_proof_for_another_method_is_refused(
     )
 
 
+def refused_htus(
+    kong: KongStandIn, key: ProofKey, token: str, upstream: EchoUpstream, cases: list[tuple[str, str]]
+) -> None:
+    """Each request to ``path`` with a proof for ``htu`` is refused for its htu."""
+    for path, htu in cases:
+        before = len(upstream.requests)
+        response = dpop_call(kong, token, key.proof("POST", htu, token), path=path)
+        refused(response, kong, upstream, before, HTU, PROOF)
+
+
 def test_a_proof_for_the_path_behind_a_stripped_prefix_or_another_origin_is_refused(
     kong: KongStandIn, key: ProofKey, token: str, upstream: EchoUpstream
 ) -> None:
@@ -296,10 +289,7 @@ def test_a_proof_for_the_path_behind_a_stripped_prefix_or_another_origin_is_refu
         ("/mcp", f"ws://127.0.0.1:{port}/mcp"),
         ("/mcp", "/mcp"),  # not absolute
     ]
-    for path, htu in others:
-        before = len(upstream.requests)
-        response = dpop_call(kong, token, key.proof("POST", htu, token), path=path)
-        refused(response, kong, upstream, before, HTU, PROOF)
+    refused_htus(kong, key, token, upstream, others)
 
 
 def test_htu_ignores_query_and_fragment_and_case_of_scheme_and_host_but_not_path_differences(
@@ -315,16 +305,14 @@ def test_htu_ignores_query_and_fragment_and_case_of_scheme_and_host_but_not_path
         ("/mcp", url(kong, "/gw/../mcp")),  # dot segments (RFC 3986 §6.2.2.3)
     ]:
         passes(dpop_call(kong, token, key.proof("POST", htu, token), path=path), upstream, path.split("?")[0])
-    for path, htu in [
+    different = [
         ("/mcp", url(kong, "/mcp/")),
         ("/mcp", url(kong, "/MCP")),
         ("/mcp", url(kong, "/mcp/tools")),
         ("/mcp/tools", url(kong)),  # a proof for the route's path used on a path below it
         ("/mcp?x=1", url(kong, "/mcp%3Fx=1")),  # the query smuggled into the path
-    ]:
-        before = len(upstream.requests)
-        response = dpop_call(kong, token, key.proof("POST", htu, token), path=path)
-        refused(response, kong, upstream, before, HTU, PROOF)
+    ]
+    refused_htus(kong, key, token, upstream, different)
 
 
 def test_htu_is_the_url_the_trusted_proxy_forwarded_not_the_one_kong_was_reached_at(
