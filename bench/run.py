@@ -45,6 +45,7 @@ from kong_plugins.ai_mcp_oauth2.cache import MAX_ENTRIES
 from kong_plugins.ai_mcp_oauth2.config import parse_config
 from kong_plugins.ai_mcp_oauth2.tokens import CachingTokenVerifier
 from tests.harness import stack as C
+from tests.harness.dpop_proofs import ProofKey, dpop_headers
 from tests.harness.kong_standin import KongStandIn
 from tests.harness.kong_standin.records import RequestRecord
 from tests.harness.mock_as import MockAuthorizationServer
@@ -190,6 +191,8 @@ class Bench:
                 },
             ),
         }
+        # behaviour §14: DPoP optional, a bound token presented with a proof
+        self.configs["jwt, DPoP"] = {**self.configs["jwt"], "proof_of_possession_dpop": "optional"}
         self.configs["introspection+exchange"] = {
             **self.configs["introspection"],
             "passthrough_credentials": True,
@@ -256,12 +259,21 @@ class Bench:
 # --------------------------------------------------------------------------------------------- kinds
 def kinds(b: Bench) -> list[dict[str, Any]]:
     """Each kind: its config and its request: ``fixed`` (the same request every time), ``fresh`` (a
-    new JWT of that algorithm per request, with a floor that also decodes it: the §11 yardstick) or
-    ``tokens`` (``tokens(n)``: ``n`` new tokens, one per request)."""
+    new JWT of that algorithm per request, with a floor that also decodes it: the §11 yardstick),
+    ``tokens`` (``tokens(n)``: ``n`` new tokens, one per request) or ``make`` (``make()``: a new
+    request each time, such as one with a fresh DPoP proof)."""
     forged = b.authz.mint().rsplit(".", 1)[0] + ".AAAA"  # well formed, wrong signature: verified every time
     repeated = b.authz.mint()
     opaque = b.authz.issue_opaque({"sub": "opaque-user"})
     exchanged = b.authz.mint()
+    # behaviour §14: one bound token, repeated, and a new proof (new jti, iat now) for every request
+    proof_key = ProofKey("ES256")
+    bound = b.authz.mint({"cnf": {"jkt": proof_key.jkt}})
+    htu = f"http://127.0.0.1:{b.plugin.port}/mcp"  # what the plugin sees under C.drive (Host, server port)
+
+    def dpop_request() -> Request:
+        return ("POST", "/mcp", dpop_headers(bound, proof_key.proof("POST", htu, bound)))
+
     # behaviour §12: the same tool call classified from its trusted routing headers (no round trip)
     # or from its body (one get_raw_body round trip, which the floor replays too)
     tool_call = ("POST", "/mcp", {**C.bearer(b.authz.mint({"scope": "mcp tools"})), **ROUTING_HEADERS}, TOOL_CALL)
@@ -272,6 +284,7 @@ def kinds(b: Bench) -> list[dict[str, Any]]:
         {"name": "JWT first seen RS256", "config": "jwt", "fresh": "RS256"},
         {"name": "JWT first seen ES256", "config": "jwt", "fresh": "ES256"},
         {"name": "JWT repeated", "config": "jwt", "fixed": ("POST", "/mcp", C.bearer(repeated))},
+        {"name": "JWT repeated, DPoP", "config": "jwt, DPoP", "make": dpop_request},
         {"name": "introspection cached", "config": "introspection", "fixed": ("POST", "/mcp", C.bearer(opaque))},
         # behaviour §13: first seen on node B (b.plugin) after node A introspected it: one Redis round trip
         {"name": "introspection, Redis hit", "config": "introspection, Redis", "tokens": b.seen_on_node_a},
@@ -289,10 +302,13 @@ def measure_kind(b: Bench, kind: dict[str, Any]) -> dict[str, Any]:
     total = 60 + b.rounds * b.block + b.c16
     new_tokens: Callable[[int], list[str]] | None = kind.get("tokens")
     tokens = iter(b.mint(total, fresh)) if fresh else iter(new_tokens(total)) if new_tokens else None
+    make: Callable[[], Request] | None = kind.get("make")
 
     def request() -> Request:
         if tokens is not None:
             return ("POST", "/mcp", C.bearer(next(tokens)))
+        if make is not None:
+            return make()
         fixed: Request = kind["fixed"]
         return fixed
 
@@ -701,6 +717,14 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         and raw not in hdr["pdk_calls"]
         and body["pdk_calls"].count(raw) == 1
         and hdr["status"] == body["status"] == [200],
+    )
+    dp = k["JWT repeated, DPoP"]
+    add(
+        "DPoP request (repeated bound JWT, a fresh proof each): PDK round trips vs repeated JWT (behaviour §14.5)",
+        "at most +6 (method, forwarded scheme, host and port, removing DPoP), every request 200",
+        f"repeated JWT {base}, DPoP {dp['pdk_round_trips']} (+{dp['pdk_round_trips'] - base}), status {dp['status']}; "
+        f"{dp['plugin']['median_us']} us vs floor {dp['floor']['median_us']} us = {dp['ratio_median']} x",
+        dp["pdk_round_trips"] <= base + 6 and dp["status"] == [200],
     )
     sf = res["single_flight"]
     add(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import struct
 import threading
@@ -293,8 +294,8 @@ class ProofChecker:
             raise InvalidDpopProof("The DPoP proof's htu is not the request's URI")
         if self.nonces is not None and not self.nonces.valid(claims.get("nonce")):
             raise UseDpopNonce(self.nonces.issue())
-        if isinstance(iat, bool) or not isinstance(iat, (int, float)):
-            raise InvalidDpopProof("The DPoP proof has no usable iat")
+        if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not math.isfinite(iat):
+            raise InvalidDpopProof("The DPoP proof has no usable iat")  # JSON's NaN parses, and int() of it fails
         now = self.clock()
         if iat < now - self.lifetime:
             raise InvalidDpopProof("The DPoP proof is too old")
