@@ -33,6 +33,7 @@ import json
 import os
 import struct
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -203,22 +204,45 @@ def dpop_nonce_has_a_secret(config: Config) -> None:
         nonce_secret(config)
 
 
-class ReplayCache:
-    """The ``jti`` of every proof accepted within its lifetime (RFC 9449 §11.1), per node; with the
-    cluster cache also in Redis (``claim``: SET NX), so a proof is used once across the cluster."""
+class ProofMemory:
+    """The proofs accepted within their lifetime (RFC 9449 §11.1), by a digest of their key's
+    thumbprint and ``jti``: at most :data:`REPLAY_ENTRIES`, each until its proof expires.
 
-    def __init__(self, clock: Callable[[], float], shared: Any = None) -> None:
+    The plugin server holds one, :data:`NODE_MEMORY`, for every plugin instance it runs: Kong starts
+    an instance of the same config in each nginx worker and a new one on every reconfigure, so a
+    memory per instance would let a proof through once per worker and again after any config
+    change."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
         self.lock = threading.Lock()
         self.seen: TLRUCache[str, float] = TLRUCache(REPLAY_ENTRIES, ttu=lambda _k, until, _n: until, timer=clock)
+
+    def first_use(self, key: str, until: float) -> bool:
+        with self.lock:
+            if key in self.seen:
+                return False
+            self.seen[key] = until
+        return True
+
+
+NODE_MEMORY = ProofMemory(time.time)
+
+
+class ReplayCache:
+    """The ``jti`` of every proof accepted within its lifetime (RFC 9449 §11.1): in ``memory``, per
+    node, and with the cluster cache also in Redis (``claim``: SET NX), so a proof is used once
+    across the cluster."""
+
+    def __init__(self, clock: Callable[[], float], shared: Any = None, memory: ProofMemory | None = None) -> None:
+        self.memory = memory if memory is not None else ProofMemory(clock)
+        self.seen = self.memory.seen
         self.shared = shared
         self.clock = clock
 
     def first_use(self, proof: Proof, until: float) -> bool:
         key = b64url(hashlib.sha256(f"{proof.jkt}\x00{proof.jti}".encode("utf-8", "surrogateescape")).digest())
-        with self.lock:
-            if key in self.seen:
-                return False
-            self.seen[key] = until
+        if not self.memory.first_use(key, until):
+            return False
         if self.shared is not None:
             return self.shared.claim("dpop_jti", key, until) is not False
         return True
@@ -227,14 +251,16 @@ class ReplayCache:
 class ProofChecker:
     """The checks of one proof against its request (module docstring)."""
 
-    def __init__(self, config: Config, clock: Callable[[], float], shared: Any = None) -> None:
+    def __init__(
+        self, config: Config, clock: Callable[[], float], shared: Any = None, memory: ProofMemory | None = None
+    ) -> None:
         self.lifetime = config.dpop_proof_lifetime
         self.leeway = config.jwt_claims_leeway
         self.clock = clock
         self.nonces = (
             NonceKeeper(nonce_secret(config), self.lifetime, self.leeway, clock) if config.dpop_use_nonce else None
         )
-        self.replay = ReplayCache(clock, shared)
+        self.replay = ReplayCache(clock, shared, memory)
 
     def check(self, values: list[str], method: str, url: str, token: str) -> Proof:
         """The proof of ``values`` (the request's ``DPoP`` headers) for ``method`` on ``url`` with

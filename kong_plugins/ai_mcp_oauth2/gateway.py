@@ -140,7 +140,7 @@ class Gateway:
             if self.config.proof_of_possession_dpop != "off":
                 if "dpop_jti" in cluster_cache.shared_items(self.config):
                     self.dpop_cache = ClusterCache(self.config)
-                self.proofs = dpop.ProofChecker(self.config, time.time, self.dpop_cache)
+                self.proofs = dpop.ProofChecker(self.config, time.time, self.dpop_cache, dpop.NODE_MEMORY)
         except ConfigError as exc:
             self.error = exc
         except Exception as exc:  # noqa: BLE001 - an unforeseen config still fails closed, never a crash
