@@ -204,9 +204,27 @@ def dpop_nonce_has_a_secret(config: Config) -> None:
         nonce_secret(config)
 
 
+USED = "The DPoP proof was used before"
+FORGOTTEN = "The DPoP proof is too old to be checked against replays"
+
+
+class _Seen(TLRUCache[str, float]):
+    """A TLRU cache that remembers, as ``horizon``, the latest expiry of an entry it pushed out
+    before it expired (it was full)."""
+
+    horizon = float("-inf")
+
+    def popitem(self) -> tuple[str, float]:
+        key, until = super().popitem()
+        self.horizon = max(self.horizon, until)
+        return key, until
+
+
 class ProofMemory:
     """The proofs accepted within their lifetime (RFC 9449 §11.1), by a digest of their key's
-    thumbprint and ``jti``: at most :data:`REPLAY_ENTRIES`, each until its proof expires.
+    thumbprint and ``jti``: at most :data:`REPLAY_ENTRIES`, each until its proof expires. When it is
+    full the oldest is forgotten, and from then on every proof expiring no later than one forgotten
+    is refused: it could be that one again.
 
     The plugin server holds one, :data:`NODE_MEMORY`, for every plugin instance it runs: Kong starts
     an instance of the same config in each nginx worker and a new one on every reconfigure, so a
@@ -215,14 +233,17 @@ class ProofMemory:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.lock = threading.Lock()
-        self.seen: TLRUCache[str, float] = TLRUCache(REPLAY_ENTRIES, ttu=lambda _k, until, _n: until, timer=clock)
+        self.seen = _Seen(REPLAY_ENTRIES, ttu=lambda _k, until, _n: until, timer=clock)
 
-    def first_use(self, key: str, until: float) -> bool:
+    def first_use(self, key: str, until: float) -> str | None:
+        """None when ``key`` was not seen before (it is remembered until ``until``), else the refusal's text."""
         with self.lock:
             if key in self.seen:
-                return False
+                return USED
+            if until <= self.seen.horizon:
+                return FORGOTTEN
             self.seen[key] = until
-        return True
+        return None
 
 
 NODE_MEMORY = ProofMemory(time.time)
@@ -239,13 +260,13 @@ class ReplayCache:
         self.shared = shared
         self.clock = clock
 
-    def first_use(self, proof: Proof, until: float) -> bool:
+    def first_use(self, proof: Proof, until: float) -> str | None:
+        """None for the proof's first use, else the refusal's text."""
         key = b64url(hashlib.sha256(f"{proof.jkt}\x00{proof.jti}".encode("utf-8", "surrogateescape")).digest())
-        if not self.memory.first_use(key, until):
-            return False
-        if self.shared is not None:
-            return self.shared.claim("dpop_jti", key, until) is not False
-        return True
+        refused = self.memory.first_use(key, until)
+        if refused is None and self.shared is not None and self.shared.claim("dpop_jti", key, until) is False:
+            return USED
+        return refused
 
 
 class ProofChecker:
@@ -332,8 +353,9 @@ class ProofChecker:
 
     def first_use(self, proof: Proof) -> None:
         """Record the proof's ``jti``; raises InvalidDpopProof when it was used already (§11.1)."""
-        if not self.replay.first_use(proof, proof.iat + self.lifetime + self.leeway + FUTURE_SKEW):
-            raise InvalidDpopProof("The DPoP proof was used before")
+        refused = self.replay.first_use(proof, proof.iat + self.lifetime + self.leeway + FUTURE_SKEW)
+        if refused is not None:
+            raise InvalidDpopProof(refused)
 
     def fresh_nonce(self) -> str | None:
         return self.nonces.issue() if self.nonces is not None else None
