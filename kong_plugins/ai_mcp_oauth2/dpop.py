@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import struct
 import threading
@@ -340,7 +341,12 @@ class ProofChecker:
             raise InvalidDpopProof("The DPoP proof's htu is not the request's URI")
         if self.nonces is not None and not self.nonces.valid(claims.get("nonce")):
             raise UseDpopNonce(self.nonces.issue())
-        if isinstance(iat, bool) or not isinstance(iat, (int, float)):
+        # JSON as Python reads it has NaN and Infinity: neither is a time
+        if (
+            isinstance(iat, bool)
+            or not isinstance(iat, (int, float))
+            or (isinstance(iat, float) and not math.isfinite(iat))
+        ):
             raise InvalidDpopProof("The DPoP proof has no usable iat")
         now = self.clock()
         if iat < now - self.lifetime:

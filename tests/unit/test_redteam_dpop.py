@@ -29,3 +29,20 @@ def test_a_proof_pushed_out_of_a_full_replay_memory_is_not_accepted_again(monkey
         check.first_use(check.check([victim], "POST", URL, TOKEN))
     clock.now += 1
     check.first_use(check.check([proof(clock=clock)], "POST", URL, TOKEN))  # a fresh proof still passes
+
+
+def test_an_iat_that_is_not_a_number_is_refused_not_an_internal_error() -> None:
+    """Python's JSON reads ``NaN`` and ``Infinity``: a NaN ``iat`` passed both window comparisons
+    and then failed ``int()``, a 500 (and an "unexpected" log line) for anyone, without a token."""
+    clock = Clock()
+    for iat in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(InvalidDpopProof) as raised:
+            checker(clock).check([proof(clock=clock, iat=iat)], "POST", URL, TOKEN)
+        assert raised.value.description == "The DPoP proof has no usable iat"
+    for iat, description in (
+        (10**400, "The DPoP proof is issued in the future"),
+        (-(10**400), "The DPoP proof is too old"),
+    ):
+        with pytest.raises(InvalidDpopProof) as raised:
+            checker(clock).check([proof(clock=clock, iat=iat)], "POST", URL, TOKEN)
+        assert raised.value.description == description
