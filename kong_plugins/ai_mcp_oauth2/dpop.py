@@ -6,7 +6,9 @@ a key it keeps. :class:`ProofChecker` makes the checks of RFC 9449 §4.3 and §7
 
 1. one ``DPoP`` header, one compact JWS in it (§4.3 1–2);
 2. ``typ`` ``dpop+jwt``; ``alg`` asymmetric, of the access tokens' allow-list, and one the ``jwk``
-   header's ``kty``/``crv`` is used with; ``jwk`` a public key, never private parts (§4.2, §4.3 4–6);
+   header's ``kty``/``crv`` is used with; ``jwk`` a public key, never private parts, that the
+   authorization server's keys could be (:func:`.jwks.bind_key`: RSA of 2048 to 8192 bits with an
+   exponent of at most 32 bits, so a proof costs one ordinary signature check) (§4.2, §4.3 4–6);
 3. the signature by that key (§4.3 7);
 4. ``htm`` the request's method, ``htu`` the request's URI without query and fragment, both sides
    compared after RFC 3986 §6.2.2 and §6.2.3 normalisation (§4.3 8–9);
@@ -48,7 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import ConfigError, InvalidDpopProof, UseDpopNonce
-from .jwks import ALGORITHMS, ASYMMETRIC_ALGS, key_algorithms
+from .jwks import ASYMMETRIC_ALGS, bind_key, key_algorithms
 from .schema import Config
 
 PROOF_TYPE = "dpop+jwt"
@@ -307,14 +309,13 @@ class ProofChecker:
             raise InvalidDpopProof("The DPoP proof's jwk is not a public key")
         if alg not in key_algorithms(jwk):
             raise InvalidDpopProof("The DPoP proof's alg does not fit its key")
-        jkt = thumbprint(jwk)
-        if jkt is None:
+        jkt, bound = thumbprint(jwk), bind_key(jwk)  # the rules of the authorization server's keys
+        if jkt is None or bound is None or alg not in bound.algorithms:
             raise InvalidDpopProof("The DPoP proof's jwk is not a usable public key")
         try:
-            key = ALGORITHMS[alg].from_jwk(jwk)
             claims = jwt.decode(
                 proof,
-                key,
+                bound.key,
                 algorithms=[alg],
                 # the claims are checked below, by RFC 9449's rules, not PyJWT's registered-claim defaults
                 options={

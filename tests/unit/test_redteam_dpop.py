@@ -3,7 +3,11 @@ with keys of their own. Each test failed before the fix its commit names."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
+from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
+from jwt.algorithms import RSAAlgorithm
 
 from kong_plugins.ai_mcp_oauth2 import dpop
 from kong_plugins.ai_mcp_oauth2.errors import InvalidDpopProof
@@ -46,3 +50,32 @@ def test_an_iat_that_is_not_a_number_is_refused_not_an_internal_error() -> None:
         with pytest.raises(InvalidDpopProof) as raised:
             checker(clock).check([proof(clock=clock, iat=iat)], "POST", URL, TOKEN)
         assert raised.value.description == description
+
+
+def _b64(number: int) -> str:
+    return dpop.b64url(number.to_bytes((number.bit_length() + 7) // 8, "big"))
+
+
+def test_a_proof_key_the_access_tokens_keys_could_not_be_is_refused_before_its_signature() -> None:
+    """§14.2: the proof's key obeys the rules of the authorization server's keys (jwks.py): RSA of
+    2048 to 8192 bits with an exponent of at most 32 bits. Otherwise one proof made the plugin do a
+    public-key operation 30 times an ES256 check (a 3072-bit exponent, or a 16384-bit modulus)
+    before any token work, or accepted a key nobody may sign tokens with."""
+    rsa = make_key("RS256")
+    numbers = rsa.private.public_key().public_numbers()
+    assert checker().check([proof(rsa)], "POST", URL, TOKEN).jkt  # 2048 bits, e = 65537: fine
+    unusable = "The DPoP proof's jwk is not a usable public key"
+    odd = (1 << 3071) | (1 << 3069) | 12345
+    for jwk in (
+        {"kty": "RSA", "n": _b64(numbers.n), "e": _b64(odd)},  # a 3072-bit exponent
+        {"kty": "RSA", "n": _b64((1 << 16383) | 1), "e": "AQAB"},  # a 16384-bit modulus
+    ):
+        with pytest.raises(InvalidDpopProof) as raised:
+            checker().check([proof(rsa, headers={"jwk": jwk})], "POST", URL, TOKEN)
+        assert raised.value.description == unusable
+    weak = generate_private_key(65537, 1024)  # a validly signed proof by a 1024-bit key
+    weak_jwk = RSAAlgorithm.to_jwk(weak.public_key(), as_dict=True)
+    with pytest.raises(InvalidDpopProof) as raised, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyJWT warns about the key it is asked to sign with
+        checker().check([proof(rsa, headers={"jwk": weak_jwk}, signing_key=weak)], "POST", URL, TOKEN)
+    assert raised.value.description == unusable
