@@ -86,10 +86,18 @@ def access_token_hash(token: str) -> str:
 
 
 def bound_thumbprint(claims: Mapping[str, Any]) -> str | None:
-    """RFC 9449 §6.1/§6.2: ``cnf.jkt`` of the token's claims or introspection answer, if any."""
+    """RFC 9449 §6.1/§6.2: ``cnf.jkt`` of the token's claims or introspection answer, if any; ``""``
+    when ``cnf`` is not an object (RFC 7800 §3.1) or its ``jkt`` not a thumbprint: the issuer bound
+    the token to something, so it is not read as unbound (fail closed)."""
     cnf = claims.get("cnf")
-    jkt = cnf.get("jkt") if isinstance(cnf, Mapping) else None
-    return jkt if isinstance(jkt, str) and jkt else None
+    if cnf is None:
+        return None
+    if not isinstance(cnf, Mapping):
+        return ""
+    if "jkt" not in cnf:
+        return None  # bound otherwise (x5t#S256, mTLS): not a DPoP binding
+    jkt = cnf["jkt"]
+    return jkt if isinstance(jkt, str) else ""
 
 
 def _normal_path(path: str) -> str:

@@ -9,8 +9,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 from jwt.algorithms import RSAAlgorithm
 
-from kong_plugins.ai_mcp_oauth2 import dpop
-from kong_plugins.ai_mcp_oauth2.errors import InvalidDpopProof
+from kong_plugins.ai_mcp_oauth2 import dpop, gateway
+from kong_plugins.ai_mcp_oauth2.errors import InvalidDpopProof, InvalidToken
 
 from .fakes import Clock, make_key
 from .test_dpop import TOKEN, URL, checker, proof
@@ -79,3 +79,16 @@ def test_a_proof_key_the_access_tokens_keys_could_not_be_is_refused_before_its_s
         warnings.simplefilter("ignore")  # PyJWT warns about the key it is asked to sign with
         checker().check([proof(rsa, headers={"jwk": weak_jwk}, signing_key=weak)], "POST", URL, TOKEN)
     assert raised.value.description == unusable
+
+
+@pytest.mark.parametrize("cnf", [{"jkt": 123}, {"jkt": ""}, {"jkt": ["abc"]}, {"jkt": None}, "abc", ["abc"]])
+def test_a_token_with_a_cnf_the_plugin_cannot_read_is_not_a_bearer_token(cnf: object) -> None:
+    """§14.3 (fail closed): a token whose ``cnf`` (or ``cnf.jkt``) is there but malformed was bound
+    to something by its issuer; read as unbound, it passed as ``Bearer`` in ``optional`` mode."""
+    check = checker()
+    with pytest.raises(InvalidToken) as raised:
+        gateway.check_binding(check, None, {"sub": "alice", "cnf": cnf})
+    assert raised.value.description == "The access token's cnf is malformed"
+    with pytest.raises(InvalidToken):
+        gateway.check_binding(check, check.check([proof()], "POST", URL, TOKEN), {"sub": "alice", "cnf": cnf})
+    gateway.check_binding(check, None, {"sub": "alice", "cnf": None})  # JSON null: no confirmation
