@@ -3,6 +3,8 @@ with keys of their own. Each test failed before the fix its commit names."""
 
 from __future__ import annotations
 
+import json
+import time
 import warnings
 
 import pytest
@@ -10,8 +12,10 @@ from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 from jwt.algorithms import RSAAlgorithm
 
 from kong_plugins.ai_mcp_oauth2 import dpop, gateway
-from kong_plugins.ai_mcp_oauth2.errors import InvalidDpopProof, InvalidToken
+from kong_plugins.ai_mcp_oauth2.errors import InvalidDpopProof, InvalidToken, Response
+from kong_plugins.ai_mcp_oauth2.gateway import Decision, Gateway, LetThrough
 
+from .conftest import kong_config
 from .fakes import Clock, make_key
 from .test_dpop import TOKEN, URL, checker, proof
 
@@ -92,3 +96,25 @@ def test_a_token_with_a_cnf_the_plugin_cannot_read_is_not_a_bearer_token(cnf: ob
     with pytest.raises(InvalidToken):
         gateway.check_binding(check, check.check([proof()], "POST", URL, TOKEN), {"sub": "alice", "cnf": cnf})
     gateway.check_binding(check, None, {"sub": "alice", "cnf": None})  # JSON null: no confirmation
+
+
+def test_every_instance_of_the_plugin_shares_the_nodes_replay_memory() -> None:
+    """§14.3 (and tests/faults/test_redteam_dpop.py through the stand-in): Kong starts one instance
+    of a config per nginx worker and new ones on every reconfigure; a proof one of them accepted is
+    refused by the others."""
+    from .test_gateway import Claims, FakeRequest
+
+    key = make_key("ES256")
+    jkt = dpop.thumbprint(key.public_jwk())
+    config = kong_config(proof_of_possession_dpop="strict")
+    workers = [Gateway(config, services=lambda _: (Claims({"sub": "a", "cnf": {"jkt": jkt}}), None)) for _ in range(2)]
+    captured = proof(key, clock=Clock(time.time()))
+
+    def send(instance: Gateway) -> Decision:
+        headers = {"authorization": [f"DPoP {TOKEN}"], "dpop": [captured]}
+        return instance.handle(FakeRequest(headers, origin=("https", "mcp.example.com", 443)))
+
+    assert isinstance(send(workers[0]), LetThrough)
+    replayed = send(workers[1])
+    assert isinstance(replayed, Response) and replayed.status == 401
+    assert json.loads(replayed.body)["error_description"] == "The DPoP proof was used before"
