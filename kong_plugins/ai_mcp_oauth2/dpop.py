@@ -219,23 +219,24 @@ USED = "The DPoP proof was used before"
 FORGOTTEN = "The DPoP proof is too old to be checked against replays"
 
 
-class _Seen(TLRUCache[str, float]):
-    """A TLRU cache that remembers, as ``horizon``, the latest expiry of an entry it pushed out
-    before it expired (it was full)."""
+class _Seen(TLRUCache[str, tuple[float, int]]):
+    """A TLRU cache of ``(until, iat)`` that remembers, as ``horizon``, the latest ``iat`` of an
+    entry it pushed out before it expired (it was full)."""
 
-    horizon = float("-inf")
+    horizon = -math.inf
 
-    def popitem(self) -> tuple[str, float]:
-        key, until = super().popitem()
-        self.horizon = max(self.horizon, until)
-        return key, until
+    def popitem(self) -> tuple[str, tuple[float, int]]:
+        key, (until, iat) = super().popitem()
+        self.horizon = max(self.horizon, iat)
+        return key, (until, iat)
 
 
 class ProofMemory:
     """The proofs accepted within their lifetime (RFC 9449 §11.1), by a digest of their key's
     thumbprint and ``jti``: at most :data:`REPLAY_ENTRIES`, each until its proof expires. When it is
-    full the oldest is forgotten, and from then on every proof expiring no later than one forgotten
-    is refused: it could be that one again.
+    full the oldest is forgotten, and from then on every proof issued (``iat``) no later than one
+    forgotten is refused: it could be that one again. (By ``iat``, not by expiry: instances with
+    a longer ``dpop_proof_lifetime`` share the memory.)
 
     The plugin server holds one, :data:`NODE_MEMORY`, for every plugin instance it runs: Kong starts
     an instance of the same config in each nginx worker and a new one on every reconfigure, so a
@@ -244,16 +245,16 @@ class ProofMemory:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.lock = threading.Lock()
-        self.seen = _Seen(REPLAY_ENTRIES, ttu=lambda _k, until, _n: until, timer=clock)
+        self.seen = _Seen(REPLAY_ENTRIES, ttu=lambda _k, value, _n: value[0], timer=clock)
 
-    def first_use(self, key: str, until: float) -> str | None:
+    def first_use(self, key: str, iat: int, until: float) -> str | None:
         """None when ``key`` was not seen before (it is remembered until ``until``), else the refusal's text."""
         with self.lock:
             if key in self.seen:
                 return USED
-            if until <= self.seen.horizon:
+            if iat <= self.seen.horizon:
                 return FORGOTTEN
-            self.seen[key] = until
+            self.seen[key] = (until, iat)
         return None
 
 
@@ -274,7 +275,7 @@ class ReplayCache:
     def first_use(self, proof: Proof, until: float) -> str | None:
         """None for the proof's first use, else the refusal's text."""
         key = b64url(hashlib.sha256(f"{proof.jkt}\x00{proof.jti}".encode("utf-8", "surrogateescape")).digest())
-        refused = self.memory.first_use(key, until)
+        refused = self.memory.first_use(key, proof.iat, until)
         if refused is None and self.shared is not None and self.shared.claim("dpop_jti", key, until) is False:
             return USED
         return refused

@@ -37,6 +37,15 @@ def test_a_proof_pushed_out_of_a_full_replay_memory_is_not_accepted_again(monkey
         check.first_use(check.check([victim], "POST", URL, TOKEN))
     clock.now += 1
     check.first_use(check.check([proof(clock=clock)], "POST", URL, TOKEN))  # a fresh proof still passes
+    # the memory is the node's: a flood through an instance whose proofs live an hour holds up those
+    # of another instance for no longer than the flood's own proofs' iat
+    memory = dpop.ProofMemory(clock)
+    hour, minute = checker(clock, dpop_proof_lifetime=3600), checker(clock, dpop_proof_lifetime=60)
+    hour.replay.memory = minute.replay.memory = memory
+    for _ in range(4):
+        hour.first_use(hour.check([proof(attacker, clock=clock)], "POST", URL, TOKEN))
+    clock.now += 1
+    minute.first_use(minute.check([proof(clock=clock)], "POST", URL, TOKEN))
 
 
 def test_an_iat_that_is_not_a_number_is_refused_not_an_internal_error() -> None:
