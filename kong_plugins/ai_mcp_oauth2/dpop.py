@@ -6,7 +6,9 @@ a key it keeps. :class:`ProofChecker` makes the checks of RFC 9449 §4.3 and §7
 
 1. one ``DPoP`` header, one compact JWS in it (§4.3 1–2);
 2. ``typ`` ``dpop+jwt``; ``alg`` asymmetric, of the access tokens' allow-list, and one the ``jwk``
-   header's ``kty``/``crv`` is used with; ``jwk`` a public key, never private parts (§4.2, §4.3 4–6);
+   header's ``kty``/``crv`` is used with; ``jwk`` a public key, never private parts, that the
+   authorization server's keys could be (:func:`.jwks.bind_key`: RSA of 2048 to 8192 bits with an
+   exponent of at most 32 bits, so a proof costs one ordinary signature check) (§4.2, §4.3 4–6);
 3. the signature by that key (§4.3 7);
 4. ``htm`` the request's method, ``htu`` the request's URI without query and fragment, both sides
    compared after RFC 3986 §6.2.2 and §6.2.3 normalisation (§4.3 8–9);
@@ -34,6 +36,7 @@ import math
 import os
 import struct
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import ConfigError, InvalidDpopProof, UseDpopNonce
-from .jwks import ALGORITHMS, ASYMMETRIC_ALGS, key_algorithms
+from .jwks import ASYMMETRIC_ALGS, bind_key, key_algorithms
 from .schema import Config
 
 PROOF_TYPE = "dpop+jwt"
@@ -83,10 +86,18 @@ def access_token_hash(token: str) -> str:
 
 
 def bound_thumbprint(claims: Mapping[str, Any]) -> str | None:
-    """RFC 9449 §6.1/§6.2: ``cnf.jkt`` of the token's claims or introspection answer, if any."""
+    """RFC 9449 §6.1/§6.2: ``cnf.jkt`` of the token's claims or introspection answer, if any; ``""``
+    when ``cnf`` is not an object (RFC 7800 §3.1) or its ``jkt`` not a thumbprint: the issuer bound
+    the token to something, so it is not read as unbound (fail closed)."""
     cnf = claims.get("cnf")
-    jkt = cnf.get("jkt") if isinstance(cnf, Mapping) else None
-    return jkt if isinstance(jkt, str) and jkt else None
+    if cnf is None:
+        return None
+    if not isinstance(cnf, Mapping):
+        return ""
+    if "jkt" not in cnf:
+        return None  # bound otherwise (x5t#S256, mTLS): not a DPoP binding
+    jkt = cnf["jkt"]
+    return jkt if isinstance(jkt, str) else ""
 
 
 def _normal_path(path: str) -> str:
@@ -204,38 +215,85 @@ def dpop_nonce_has_a_secret(config: Config) -> None:
         nonce_secret(config)
 
 
-class ReplayCache:
-    """The ``jti`` of every proof accepted within its lifetime (RFC 9449 §11.1), per node; with the
-    cluster cache also in Redis (``claim``: SET NX), so a proof is used once across the cluster."""
+USED = "The DPoP proof was used before"
+FORGOTTEN = "The DPoP proof is too old to be checked against replays"
 
-    def __init__(self, clock: Callable[[], float], shared: Any = None) -> None:
+
+class _Seen(TLRUCache[str, tuple[float, int]]):
+    """A TLRU cache of ``(until, iat)`` that remembers, as ``horizon``, the latest ``iat`` of an
+    entry it pushed out before it expired (it was full)."""
+
+    horizon = -math.inf
+
+    def popitem(self) -> tuple[str, tuple[float, int]]:
+        key, (until, iat) = super().popitem()
+        self.horizon = max(self.horizon, iat)
+        return key, (until, iat)
+
+
+class ProofMemory:
+    """The proofs accepted within their lifetime (RFC 9449 §11.1), by a digest of their key's
+    thumbprint and ``jti``: at most :data:`REPLAY_ENTRIES`, each until its proof expires. When it is
+    full the oldest is forgotten, and from then on every proof issued (``iat``) no later than one
+    forgotten is refused: it could be that one again. (By ``iat``, not by expiry: instances with
+    a longer ``dpop_proof_lifetime`` share the memory.)
+
+    The plugin server holds one, :data:`NODE_MEMORY`, for every plugin instance it runs: Kong starts
+    an instance of the same config in each nginx worker and a new one on every reconfigure, so a
+    memory per instance would let a proof through once per worker and again after any config
+    change."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
         self.lock = threading.Lock()
-        self.seen: TLRUCache[str, float] = TLRUCache(REPLAY_ENTRIES, ttu=lambda _k, until, _n: until, timer=clock)
+        self.seen = _Seen(REPLAY_ENTRIES, ttu=lambda _k, value, _n: value[0], timer=clock)
+
+    def first_use(self, key: str, iat: int, until: float) -> str | None:
+        """None when ``key`` was not seen before (it is remembered until ``until``), else the refusal's text."""
+        with self.lock:
+            if key in self.seen:
+                return USED
+            if iat <= self.seen.horizon:
+                return FORGOTTEN
+            self.seen[key] = (until, iat)
+        return None
+
+
+NODE_MEMORY = ProofMemory(time.time)
+
+
+class ReplayCache:
+    """The ``jti`` of every proof accepted within its lifetime (RFC 9449 §11.1): in ``memory``, per
+    node, and with the cluster cache also in Redis (``claim``: SET NX), so a proof is used once
+    across the cluster."""
+
+    def __init__(self, clock: Callable[[], float], shared: Any = None, memory: ProofMemory | None = None) -> None:
+        self.memory = memory if memory is not None else ProofMemory(clock)
+        self.seen = self.memory.seen
         self.shared = shared
         self.clock = clock
 
-    def first_use(self, proof: Proof, until: float) -> bool:
+    def first_use(self, proof: Proof, until: float) -> str | None:
+        """None for the proof's first use, else the refusal's text."""
         key = b64url(hashlib.sha256(f"{proof.jkt}\x00{proof.jti}".encode("utf-8", "surrogateescape")).digest())
-        with self.lock:
-            if key in self.seen:
-                return False
-            self.seen[key] = until
-        if self.shared is not None:
-            return self.shared.claim("dpop_jti", key, until) is not False
-        return True
+        refused = self.memory.first_use(key, proof.iat, until)
+        if refused is None and self.shared is not None and self.shared.claim("dpop_jti", key, until) is False:
+            return USED
+        return refused
 
 
 class ProofChecker:
     """The checks of one proof against its request (module docstring)."""
 
-    def __init__(self, config: Config, clock: Callable[[], float], shared: Any = None) -> None:
+    def __init__(
+        self, config: Config, clock: Callable[[], float], shared: Any = None, memory: ProofMemory | None = None
+    ) -> None:
         self.lifetime = config.dpop_proof_lifetime
         self.leeway = config.jwt_claims_leeway
         self.clock = clock
         self.nonces = (
             NonceKeeper(nonce_secret(config), self.lifetime, self.leeway, clock) if config.dpop_use_nonce else None
         )
-        self.replay = ReplayCache(clock, shared)
+        self.replay = ReplayCache(clock, shared, memory)
 
     def check(self, values: list[str], method: str, url: str, token: str) -> Proof:
         """The proof of ``values`` (the request's ``DPoP`` headers) for ``method`` on ``url`` with
@@ -260,14 +318,13 @@ class ProofChecker:
             raise InvalidDpopProof("The DPoP proof's jwk is not a public key")
         if alg not in key_algorithms(jwk):
             raise InvalidDpopProof("The DPoP proof's alg does not fit its key")
-        jkt = thumbprint(jwk)
-        if jkt is None:
+        jkt, bound = thumbprint(jwk), bind_key(jwk)  # the rules of the authorization server's keys
+        if jkt is None or bound is None or alg not in bound.algorithms:
             raise InvalidDpopProof("The DPoP proof's jwk is not a usable public key")
         try:
-            key = ALGORITHMS[alg].from_jwk(jwk)
             claims = jwt.decode(
                 proof,
-                key,
+                bound.key,
                 algorithms=[alg],
                 # the claims are checked below, by RFC 9449's rules, not PyJWT's registered-claim defaults
                 options={
@@ -294,8 +351,13 @@ class ProofChecker:
             raise InvalidDpopProof("The DPoP proof's htu is not the request's URI")
         if self.nonces is not None and not self.nonces.valid(claims.get("nonce")):
             raise UseDpopNonce(self.nonces.issue())
-        if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not math.isfinite(iat):
-            raise InvalidDpopProof("The DPoP proof has no usable iat")  # JSON's NaN parses, and int() of it fails
+        # JSON as Python reads it has NaN and Infinity: neither is a time
+        if (
+            isinstance(iat, bool)
+            or not isinstance(iat, (int, float))
+            or (isinstance(iat, float) and not math.isfinite(iat))
+        ):
+            raise InvalidDpopProof("The DPoP proof has no usable iat")
         now = self.clock()
         if iat < now - self.lifetime:
             raise InvalidDpopProof("The DPoP proof is too old")
@@ -307,8 +369,9 @@ class ProofChecker:
 
     def first_use(self, proof: Proof) -> None:
         """Record the proof's ``jti``; raises InvalidDpopProof when it was used already (§11.1)."""
-        if not self.replay.first_use(proof, proof.iat + self.lifetime + self.leeway + FUTURE_SKEW):
-            raise InvalidDpopProof("The DPoP proof was used before")
+        refused = self.replay.first_use(proof, proof.iat + self.lifetime + self.leeway + FUTURE_SKEW)
+        if refused is not None:
+            raise InvalidDpopProof(refused)
 
     def fresh_nonce(self) -> str | None:
         return self.nonces.issue() if self.nonces is not None else None

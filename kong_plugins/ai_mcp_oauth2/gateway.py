@@ -140,7 +140,7 @@ class Gateway:
             if self.config.proof_of_possession_dpop != "off":
                 if "dpop_jti" in cluster_cache.shared_items(self.config):
                     self.dpop_cache = ClusterCache(self.config)
-                self.proofs = dpop.ProofChecker(self.config, time.time, self.dpop_cache)
+                self.proofs = dpop.ProofChecker(self.config, time.time, self.dpop_cache, dpop.NODE_MEMORY)
         except ConfigError as exc:
             self.error = exc
         except Exception as exc:  # noqa: BLE001 - an unforeseen config still fails closed, never a crash
@@ -233,6 +233,8 @@ def check_binding(proofs: dpop.ProofChecker, proof: dpop.Proof | None, token_cla
     """RFC 9449 §6–§7: a DPoP request's token is bound to the proof's key (``cnf.jkt``), and then
     the proof is used up (its ``jti``); a token bound to a key never comes as ``Bearer`` (§7.2)."""
     jkt = dpop.bound_thumbprint(token_claims)
+    if jkt == "":
+        raise InvalidToken("The access token's cnf is malformed")
     if proof is None:
         if jkt is not None:
             raise InvalidToken("The access token is DPoP-bound: present it with the DPoP scheme and a proof")
