@@ -859,6 +859,7 @@ README_ROWS = (
     "JWT first seen RS256",
     "JWT first seen ES256",
     "JWT repeated",
+    "JWT repeated, DPoP",
     "introspection cached",
     "introspection, Redis hit",
     "introspection, no Redis",
