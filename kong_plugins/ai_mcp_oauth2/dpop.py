@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import struct
 import threading
 import time
@@ -102,7 +103,9 @@ def bound_thumbprint(claims: Mapping[str, Any]) -> str | None:
 
 def _normal_path(path: str) -> str:
     """RFC 3986 §6.2.2: percent-encodings of unreserved characters decoded, the others in upper
-    case; dot segments removed (§5.2.4); §6.2.3: an empty path is ``/``."""
+    case; dot segments removed (§5.2.4); §6.2.3: an empty path is ``/``. Runs of ``/`` are one, as
+    Kong's normalised path (``kong.request.get_path``, nginx's ``merge_slashes``) has them: the request
+    Kong routes is the same either way."""
     out = bytearray()
     raw = path.encode("utf-8", "surrogateescape")
     i = 0
@@ -114,7 +117,7 @@ def _normal_path(path: str) -> str:
         else:
             out.append(raw[i])
             i += 1
-    return _remove_dot_segments(out.decode("utf-8", "surrogateescape")) or "/"
+    return _remove_dot_segments(re.sub("/{2,}", "/", out.decode("utf-8", "surrogateescape"))) or "/"
 
 
 def _is_hex(pair: bytes) -> bool:

@@ -107,6 +107,7 @@ def test_ath_is_rfc_9449s_example() -> None:
         ("HTTPS://MCP.Example.COM:443/mcp?x=1#f", "https://mcp.example.com/mcp"),
         ("http://mcp.example.com:80", "http://mcp.example.com/"),
         ("http://mcp.example.com:8080/a/./b/../c", "http://mcp.example.com:8080/a/c"),
+        ("https://mcp.example.com//mcp//tools", "https://mcp.example.com/mcp/tools"),  # as Kong's get_path
         ("https://mcp.example.com/%7Euser/%2f", "https://mcp.example.com/~user/%2F"),
         ("https://[::1]:8443/mcp", "https://[::1]:8443/mcp"),
         ("ftp://mcp.example.com/mcp", None),
