@@ -15,6 +15,7 @@ the field; no request is let through unless the :class:`TokenVerifier` accepted 
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -102,11 +103,10 @@ class Exchanger(Protocol):
 Services = tuple[TokenVerifier, Exchanger | None]
 
 
-def default_services(config: Config) -> Services:
-    """The instance's verifier and exchanger, sharing one outbound HTTP session and, when it shares
-    anything, the cluster cache (behaviour §13)."""
+def default_services(config: Config, shared: ClusterCache | None = None) -> Services:
+    """The instance's verifier and exchanger, sharing one outbound HTTP session and the instance's
+    cluster cache, if it has one (behaviour §13)."""
     http = HttpClient(config)
-    shared = ClusterCache(config) if cluster_cache.shared_items(config) else None
     exchanger = TokenExchanger(config, http, time.time, shared) if config.token_exchange.enabled else None
     return CachingTokenVerifier(config, http, shared=shared), exchanger
 
@@ -119,7 +119,7 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 class Gateway:
     """The per-instance state and the decision for each request."""
 
-    def __init__(self, raw_config: object, services: Callable[[Config], Services] = default_services) -> None:
+    def __init__(self, raw_config: object, services: Callable[[Config], Services] | None = None) -> None:
         self.config: Config | None = None
         self.error: ConfigError | None = None
         self.metadata_body = b""
@@ -129,18 +129,20 @@ class Gateway:
         self.exchanger: Exchanger | None = None
         self.scope_rules: scopes.ScopeRules | None = None
         self.proofs: dpop.ProofChecker | None = None
-        self.dpop_cache: ClusterCache | None = None
+        self.cluster: ClusterCache | None = None  # one per instance: introspection, exchange, DPoP replays
         try:
             self.config = parse_config(raw_config)
             self.scope_rules = scopes.ScopeRules(self.config)
             self.metadata_body = metadata.document(self.config)
             _, self.metadata_paths = metadata.paths(self.config)
             self.header_claims = header_claims(self.config)
-            self.verifier, self.exchanger = services(self.config)
+            if cluster_cache.shared_items(self.config):
+                self.cluster = ClusterCache(self.config)  # no connection until it is used
+            make = services or functools.partial(default_services, shared=self.cluster)
+            self.verifier, self.exchanger = make(self.config)
             if self.config.proof_of_possession_dpop != "off":
-                if "dpop_jti" in cluster_cache.shared_items(self.config):
-                    self.dpop_cache = ClusterCache(self.config)
-                self.proofs = dpop.ProofChecker(self.config, time.time, self.dpop_cache, dpop.NODE_MEMORY)
+                replays = self.cluster if self.cluster is not None and self.cluster.shares("dpop_jti") else None
+                self.proofs = dpop.ProofChecker(self.config, time.time, replays, dpop.NODE_MEMORY)
         except ConfigError as exc:
             self.error = exc
         except Exception as exc:  # noqa: BLE001 - an unforeseen config still fails closed, never a crash
@@ -149,7 +151,7 @@ class Gateway:
     def close(self) -> None:
         """Release what the instance holds (the mTLS key's memory files, pooled connections) when
         Kong closes it. Idempotent; call it only when no request is being handled by this instance."""
-        for service in (self.verifier, self.exchanger, self.dpop_cache):
+        for service in (self.verifier, self.exchanger, self.cluster):
             close = getattr(service, "close", None)
             if callable(close):
                 close()

@@ -368,3 +368,25 @@ def test_rsa_proofs_verify_too() -> None:
     rsa = make_key("PS256")
     jwk = RSAAlgorithm.to_jwk(rsa.private.public_key(), as_dict=True)
     assert checker().check([proof(rsa)], "POST", URL, TOKEN).jkt == thumbprint(jwk)
+
+
+def test_one_cluster_cache_per_instance_serves_introspection_and_dpop_replays(redis_db) -> None:
+    """One Redis pool per plugin instance, whatever it shares (behaviour §13, §14.3)."""
+    fields = {
+        "proof_of_possession_dpop": "optional",
+        "introspection_endpoint": "https://as.example.com/introspect",
+        "client_id": "gw",
+        "client_secret": "gw-secret",
+        "client_auth": "client_secret_post",
+        "cluster_cache_strategy": "redis",
+        "cluster_cache_redis": {"host": "127.0.0.1", "port": redis_db.port},
+    }
+    instance = gateway.Gateway(kong_config(**fields))
+    assert instance.error is None and instance.cluster is not None
+    assert instance.verifier.shared is instance.cluster  # type: ignore[union-attr]
+    assert instance.proofs is not None and instance.proofs.replay.shared is instance.cluster
+    instance.close()
+    jwt_only = gateway.Gateway(kong_config(**{**fields, "introspection_endpoint": None}))
+    assert jwt_only.proofs is not None and jwt_only.proofs.replay.shared is jwt_only.cluster is not None
+    off = gateway.Gateway(kong_config(**{**fields, "proof_of_possession_dpop": "off", "cluster_cache_items": []}))
+    assert off.cluster is None  # nothing to share: no cache, no pool
