@@ -92,6 +92,9 @@ def shared_items(config: Config) -> frozenset[str]:
     return frozenset(shared)
 
 
+_LOCAL_CACHE = {"introspection": "tokens", "token_exchange": "exchange"}  # the metrics name each kind backs
+
+
 class RedisFailure(Exception):
     """Redis did not do what was asked, or answered in a shape it never should."""
 
@@ -381,18 +384,17 @@ class ClusterCache:
     def through(
         self,
         slot: Slot,
-        cache: str,
         load: Callable[[], T],
         share: Callable[[T], tuple[Any, float] | None],
         reuse: Callable[[Any, float], T | None],
     ) -> T:
         """The answer for ``slot``: another node's (``reuse(value, until)``, None to ignore it) or
         ``load()``'s, which is stored for the others when ``share`` gives ``(value, until)``.
-        ``cache`` is the metrics name of the local cache it backs. Only ``load`` raises."""
+        Only ``load`` raises."""
         if time.monotonic() < self._skip_until:
             return load()
         try:
-            found = self._get(slot, cache)
+            found = self._get(slot)
             if found is not None:
                 value = reuse(*found)
                 if value is not None:
@@ -401,13 +403,13 @@ class ClusterCache:
             if self._lock(slot, token):
                 # Another node may have stored the answer and released its lock between this
                 # node's miss and its lock: look again (the request's lookup is counted already).
-                found = self._get(slot, cache, count=False)
+                found = self._get(slot, count=False)
                 value = reuse(*found) if found is not None else None
                 if value is not None:
                     self._unlock(slot, token)
                     return value
             else:
-                found = self._wait(slot, cache)
+                found = self._wait(slot)
                 if found is not None:
                     value = reuse(*found)
                     if value is not None:
@@ -427,15 +429,16 @@ class ClusterCache:
         return result
 
     # ------------------------------------------------------------------ Redis operations
-    def _get(self, slot: Slot, cache: str, count: bool = True) -> tuple[Any, float] | None:
+    def _get(self, slot: Slot, count: bool = True) -> tuple[Any, float] | None:
         data = self._call("get", lambda client: client.get(slot.key))
         if data is None:
             if count:
-                metrics.sink.lookup(cache, "redis", "miss")
+                metrics.sink.lookup(_LOCAL_CACHE[slot.kind], "redis", "miss")
             return None
-        return self._open(slot, data, cache, count)
+        return self._open(slot, data, count)
 
-    def _open(self, slot: Slot, data: Any, cache: str, count: bool = True) -> tuple[Any, float] | None:
+    def _open(self, slot: Slot, data: Any, count: bool = True) -> tuple[Any, float] | None:
+        cache = _LOCAL_CACHE[slot.kind]
         if not isinstance(data, bytes):
             self._failed("get", f"a {type(data).__name__} reply")
             raise RedisFailure
@@ -449,13 +452,17 @@ class ClusterCache:
         return found
 
     def _lock(self, slot: Slot, token: str) -> bool:
-        taken = self._call("lock", lambda client: client.set(slot.lock, token, nx=True, px=self.lock_ms))
+        return self._set_once("lock", slot.lock, token, self.lock_ms)
+
+    def _set_once(self, operation: str, key: str, value: str | bytes, milliseconds: int) -> bool:
+        """``SET key value NX PX milliseconds``: whether it was set (False: the key exists)."""
+        taken = self._call(operation, lambda client: client.set(key, value, nx=True, px=milliseconds))
         if taken not in (True, None):
-            self._failed("lock", f"a {type(taken).__name__} reply")
+            self._failed(operation, f"a {type(taken).__name__} reply")
             raise RedisFailure
         return taken is True
 
-    def _wait(self, slot: Slot, cache: str) -> tuple[Any, float] | None:
+    def _wait(self, slot: Slot) -> tuple[Any, float] | None:
         """Poll for the entry another node is loading, until it is there, the lock is gone, or the wait ends."""
         left = budget.remaining()
         limit = self.wait_limit if left is None else min(self.wait_limit, left / 2)
@@ -470,7 +477,7 @@ class ClusterCache:
                 raise RedisFailure
             data, held = reply
             if data is not None:
-                return self._open(slot, data, cache)
+                return self._open(slot, data)
             if held is None or time.monotonic() >= deadline:
                 return None
 
@@ -481,15 +488,10 @@ class ClusterCache:
         milliseconds = int((until - self.clock()) * 1000)
         if time.monotonic() < self._skip_until or milliseconds <= 0:
             return None
-        key = f"{KEY_PREFIX}{kind}:{name}"
         try:
-            taken = self._call("claim", lambda client: client.set(key, b"1", nx=True, px=milliseconds))
+            return self._set_once("claim", f"{KEY_PREFIX}{kind}:{name}", b"1", milliseconds)
         except RedisFailure:
             return None
-        if taken not in (True, None):
-            self._failed("claim", f"a {type(taken).__name__} reply")
-            return None
-        return taken is True
 
     def _put(self, slot: Slot, value: Any, until: float) -> None:
         milliseconds = int((until - self.clock()) * 1000)

@@ -273,7 +273,6 @@ class ReplayCache:
         self.memory = memory if memory is not None else ProofMemory(clock)
         self.seen = self.memory.seen
         self.shared = shared
-        self.clock = clock
 
     def first_use(self, proof: Proof, until: float) -> str | None:
         """None for the proof's first use, else the refusal's text."""
@@ -350,7 +349,8 @@ class ProofChecker:
             raise InvalidDpopProof("The DPoP proof has no usable jti")
         if htm != method:
             raise InvalidDpopProof("The DPoP proof's htm is not the request's method")
-        if not isinstance(htu, str) or normal_uri(htu) is None or normal_uri(htu) != normal_uri(url):
+        target = normal_uri(htu) if isinstance(htu, str) else None
+        if target is None or target != normal_uri(url):
             raise InvalidDpopProof("The DPoP proof's htu is not the request's URI")
         if self.nonces is not None and not self.nonces.valid(claims.get("nonce")):
             raise UseDpopNonce(self.nonces.issue())
@@ -375,9 +375,6 @@ class ProofChecker:
         refused = self.replay.first_use(proof, proof.iat + self.lifetime + self.leeway + FUTURE_SKEW)
         if refused is not None:
             raise InvalidDpopProof(refused)
-
-    def fresh_nonce(self) -> str | None:
-        return self.nonces.issue() if self.nonces is not None else None
 
 
 def signing_algorithms() -> tuple[str, ...]:

@@ -129,7 +129,7 @@ class Gateway:
         self.exchanger: Exchanger | None = None
         self.scope_rules: scopes.ScopeRules | None = None
         self.proofs: dpop.ProofChecker | None = None
-        self.cluster: ClusterCache | None = None  # one per instance: introspection, exchange, DPoP replays
+        self.cluster: ClusterCache | None = None  # one per instance (it closes it): introspection, exchange, DPoP
         try:
             self.config = parse_config(raw_config)
             self.scope_rules = scopes.ScopeRules(self.config)
@@ -141,8 +141,8 @@ class Gateway:
             make = services or functools.partial(default_services, shared=self.cluster)
             self.verifier, self.exchanger = make(self.config)
             if self.config.proof_of_possession_dpop != "off":
-                replays = self.cluster if self.cluster is not None and self.cluster.shares("dpop_jti") else None
-                self.proofs = dpop.ProofChecker(self.config, time.time, replays, dpop.NODE_MEMORY)
+                # with a cluster cache, DPoP replays always go through it (cluster_cache.shared_items)
+                self.proofs = dpop.ProofChecker(self.config, time.time, self.cluster, dpop.NODE_MEMORY)
         except ConfigError as exc:
             self.error = exc
         except Exception as exc:  # noqa: BLE001 - an unforeseen config still fails closed, never a crash
@@ -208,12 +208,8 @@ class Gateway:
             if self.config.proof_of_possession_dpop == "strict":
                 raise InvalidToken("This resource accepts DPoP-bound access tokens only")
             return None
-        try:
-            url = metadata.origin(self.config, *request.forwarded_origin()) + path
-            return self.proofs.check(list(headers.get("dpop") or []), request.method(), url, token)
-        except Refusal as refusal:
-            refusal.scheme = "DPoP"
-            raise
+        url = metadata.origin(self.config, *request.forwarded_origin()) + path
+        return self.proofs.check(list(headers.get("dpop") or []), request.method(), url, token)
 
     def _metadata(self, request: RequestView, headers: Mapping[str, Sequence[str]]) -> Response:
         method = request.method()

@@ -33,10 +33,11 @@ _LOG_LEVELS = ("debug", "info", "notice", "warn", "err", "crit", "alert")
 class KongRequest:
     """:class:`~.gateway.RequestView` over the PDK: one round trip per question, asked once."""
 
-    __slots__ = ("kong",)
+    __slots__ = ("kong", "origin")
 
     def __init__(self, kong: Any) -> None:
         self.kong = kong
+        self.origin: tuple[object, object, object] | None = None
 
     def headers(self) -> Mapping[str, Sequence[str]]:
         headers = self.kong.request.get_headers(MAX_HEADERS)
@@ -51,8 +52,11 @@ class KongRequest:
         return method if isinstance(method, str) else ""
 
     def forwarded_origin(self) -> tuple[object, object, object]:
-        request = self.kong.request
-        return request.get_forwarded_scheme(), request.get_forwarded_host(), request.get_forwarded_port()
+        """Asked once per request: a DPoP request needs it for ``htu`` and again for a challenge."""
+        if self.origin is None:
+            request = self.kong.request
+            self.origin = request.get_forwarded_scheme(), request.get_forwarded_host(), request.get_forwarded_port()
+        return self.origin
 
     def log(self, level: str, message: str) -> None:
         if level in _LOG_LEVELS:

@@ -95,8 +95,6 @@ class TokenExchanger:
         """Release the exchanger's resources: the mTLS key's memory files (``inherit`` with a TLS
         method) and pooled connections. Idempotent; call it only when no request uses it any more."""
         self.client.close()
-        if self.shared is not None:
-            self.shared.close()
         self.http.close()
 
     def form(self, subject_token: str, actor_token: str | None) -> list[tuple[str, str]]:
@@ -135,7 +133,7 @@ class TokenExchanger:
             token, until = self._exchange(form)
         else:
             slot = self.shared.slot("token_exchange", secrets)
-            token, until = self.shared.through(slot, "exchange", lambda: self._exchange(form), _share, _reuse)
+            token, until = self.shared.through(slot, lambda: self._exchange(form), _share, _reuse)
         if self.cache is not None and until > self.clock():
             self.cache.put(key, token, until=until)
         return token

@@ -55,8 +55,6 @@ class CachingTokenVerifier:
         """
         if self.introspector is not None:
             self.introspector.close()
-        if self.shared is not None:
-            self.shared.close()
         self.http.close()
 
     def verify(self, token: str) -> Mapping[str, Any]:
@@ -89,7 +87,7 @@ class CachingTokenVerifier:
         if self.shared is None:
             return self.introspector.introspect(token)
         slot = self.shared.slot("introspection", [token])
-        return self.shared.through(slot, "tokens", lambda: self.introspector.introspect(token), _share, self._reuse)  # type: ignore[union-attr]
+        return self.shared.through(slot, lambda: self.introspector.introspect(token), _share, self._reuse)  # type: ignore[union-attr]
 
     def _reuse(self, claims: Any, until: float) -> Entry | None:
         """Another node's answer, if this node's claim rules still accept it (else it is asked again)."""
