@@ -6,10 +6,8 @@ load, and the Redis layer in the metrics. The faults are in tests/faults/test_cl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import requests
 
 from tests.harness import cluster
@@ -23,13 +21,6 @@ from .test_metrics import sample, samples
 
 SECRET = "kong-secret"
 EACH = 25  # concurrent requests per node
-
-
-@pytest.fixture
-def authz() -> Iterator[MockAuthorizationServer]:
-    with MockAuthorizationServer(resource=C.RESOURCE) as server:
-        server.add_client("kong", "client_secret_basic", secret=SECRET)
-        yield server
 
 
 def introspection(authz: MockAuthorizationServer, **extra: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -13,7 +12,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.mock_as import MockAuthorizationServer
 from tests.harness.stack import (
-    RESOURCE,
     StartKong,
     bearer,
     declarative,
@@ -26,12 +24,6 @@ from tests.harness.stack import (
 SUBJECT = "subject-zq7-do-not-label"  # distinctive: none of these may appear in a scrape
 OTHER_SUBJECT = "expired-subject-xk4"
 CLIENT = "client-id-pw9"
-
-
-@pytest.fixture
-def authz() -> Iterator[MockAuthorizationServer]:
-    with MockAuthorizationServer(resource=RESOURCE) as server:
-        yield server
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +20,6 @@ from tests.harness.kong_standin.settings import BODY_BUFFER_ENV
 from tests.harness.mock_as import MockAuthorizationServer
 from tests.harness.stack import (
     MISSING_TOKEN,
-    RESOURCE,
     StartKong,
     assert_refused,
     call,
@@ -43,13 +41,6 @@ ALL = "mcp:base mcp:tools repo:admin repo:write secrets"
 RAW_BODY = "kong.request.get_raw_body"
 INSUFFICIENT = "The access token does not grant the scopes this operation needs"
 PRM = "/.well-known/oauth-protected-resource/mcp"
-
-
-@pytest.fixture
-def authz() -> Iterator[MockAuthorizationServer]:
-    with MockAuthorizationServer(resource=RESOURCE) as server:
-        server.add_client("kong", "client_secret_basic", secret="kong-secret")
-        yield server
 
 
 def scoped_kong(start_kong: StartKong, authz: MockAuthorizationServer, **config: Any) -> KongStandIn:

@@ -8,7 +8,6 @@ import concurrent.futures
 import json
 import tempfile
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -40,13 +39,6 @@ KONG_ADDED = {
     "content-type",
     "x-forwarded-prefix",
 }
-
-
-@pytest.fixture
-def authz() -> Iterator[MockAuthorizationServer]:
-    with MockAuthorizationServer(resource=RESOURCE) as server:
-        server.add_client("kong", "client_secret_basic", secret="kong-secret")
-        yield server
 
 
 def jwt_kong(start_kong: StartKong, authz: MockAuthorizationServer, **config: Any) -> KongStandIn:
